@@ -1,0 +1,223 @@
+"""Features: run a frozen backbone once and keep its outputs on disk.
+
+With the backbone frozen, every epoch of the article's recipe recomputes the same
+backbone outputs. ``cached_features`` computes them once per image set, stores
+them in a cache entry keyed by everything that changes them, and hands back a
+read-only memory map, so a data set's features never have to fit in memory.
+
+A cache entry is a folder ``<cache>/<key>/`` holding ``features.npy`` and
+``entry.json`` (the key's parts, shape, dtype and the file's SHA-256). It is
+written under a temporary name and renamed when complete, so an interrupted
+extraction never leaves an entry that a later run would take as complete; an
+entry whose checksum does not match is discarded with a warning and recomputed.
+
+Example:
+    >>> key = FeatureKey.create(backbone="resnet50", weights="random:seed=0", preprocess="seed",
+    ...                         images=x_train, dtype="float32")
+    >>> features, status, seconds = cached_features(extractor, x_train, key=key, cache=FeatureCache())
+"""
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import keras
+import numpy as np
+
+from resnet_transfer.files import hash_file, write_json_atomic
+
+__all__ = [
+    "FeatureKey",
+    "FeatureCache",
+    "fingerprint_images",
+    "extract_features",
+    "cached_features",
+    "default_cache_dir",
+]
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+_FINGERPRINT_CHUNK = 4096
+
+
+def default_cache_dir() -> str:
+    """``$RESNET_TRANSFER_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/resnet-transfer/features``
+    (``~/.cache/resnet-transfer/features`` without XDG_CACHE_HOME)."""
+    if os.environ.get("RESNET_TRANSFER_CACHE_DIR"):
+        return os.environ["RESNET_TRANSFER_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "resnet-transfer", "features")
+
+
+def fingerprint_images(images: np.ndarray) -> str:
+    """SHA-256 over the images' shape, dtype and pixels, read chunk by chunk."""
+    digest = hashlib.sha256(f"{images.shape}|{images.dtype}".encode())
+    for start in range(0, len(images), _FINGERPRINT_CHUNK):
+        digest.update(np.ascontiguousarray(images[start : start + _FINGERPRINT_CHUNK]).tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """Everything that changes a backbone's outputs for a set of images.
+
+    Attributes:
+        backbone: registry name.
+        weights: the weights' identity (``backbones.weights_identity``).
+        preprocess: preprocessing mode.
+        input_shape: (height, width, channels) the backbone sees.
+        images: ``fingerprint_images`` of the images.
+        dtype: stored dtype.
+        keras_backend: the backend that computed them (numerics differ slightly).
+    """
+
+    backbone: str
+    weights: str
+    preprocess: str
+    input_shape: tuple
+    images: str
+    dtype: str
+    keras_backend: str
+    format: int = CACHE_FORMAT
+
+    @classmethod
+    def create(cls, *, backbone: str, weights: str, preprocess: str, images: np.ndarray, dtype: str) -> "FeatureKey":
+        return cls(
+            backbone=backbone,
+            weights=weights,
+            preprocess=preprocess,
+            input_shape=tuple(int(size) for size in images.shape[1:]),
+            images=fingerprint_images(images),
+            dtype=dtype,
+            keras_backend=keras.backend.backend(),
+        )
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:32]
+
+
+class FeatureCache:
+    """A folder of feature entries keyed by ``FeatureKey.digest``.
+
+    Args:
+        directory: the cache folder (None: ``default_cache_dir()``).
+    """
+
+    def __init__(self, directory: Optional[str] = None):
+        self.directory = directory or default_cache_dir()
+
+    def entry_path(self, key: FeatureKey) -> str:
+        return os.path.join(self.directory, key.digest)
+
+    def load(self, key: FeatureKey) -> Optional[np.ndarray]:
+        """Returns the stored features as a read-only memory map, or None on a miss.
+
+        An entry whose file does not match its recorded checksum, shape or key is
+        removed with a warning and reported as a miss.
+        """
+        folder = self.entry_path(key)
+        if not os.path.isdir(folder):
+            return None
+        try:
+            with open(os.path.join(folder, "entry.json"), encoding="utf-8") as handle:
+                entry = json.load(handle)
+            path = os.path.join(folder, "features.npy")
+            problem = None
+            if entry.get("key") != json.loads(json.dumps(asdict(key))):
+                problem = "its key does not match"
+            elif hash_file(path) != entry.get("sha256"):
+                problem = "its features do not match their recorded SHA-256"
+            if problem is None:
+                features = np.load(path, mmap_mode="r")
+                if list(features.shape) != entry.get("shape"):
+                    problem = "its shape does not match"
+                else:
+                    return features
+        except (OSError, ValueError) as error:
+            problem = f"it cannot be read ({error})"
+        warnings.warn(f"feature cache entry {folder} is discarded and will be recomputed: {problem}", stacklevel=2)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+    def store(self, key: FeatureKey, write_features) -> np.ndarray:
+        """Creates an entry atomically; ``write_features(path)`` must write ``features.npy``.
+
+        Returns:
+            The stored features as a read-only memory map.
+        """
+        os.makedirs(self.directory, exist_ok=True)
+        partial = tempfile.mkdtemp(dir=self.directory, prefix=f".{key.digest}.partial-")
+        try:
+            path = os.path.join(partial, "features.npy")
+            write_features(path)
+            shape = list(np.load(path, mmap_mode="r").shape)
+            write_json_atomic(
+                os.path.join(partial, "entry.json"),
+                {"key": asdict(key), "shape": shape, "sha256": hash_file(path), "created": time.time()},
+            )
+            final = self.entry_path(key)
+            if os.path.isdir(final):  # another run stored it meanwhile
+                shutil.rmtree(final)
+            os.rename(partial, final)
+        finally:
+            if os.path.isdir(partial):
+                shutil.rmtree(partial, ignore_errors=True)
+        return np.load(os.path.join(final, "features.npy"), mmap_mode="r")
+
+
+def extract_features(
+    extractor: keras.Model, images: np.ndarray, path: str, *, batch_size: int = 256, chunk_size: int = 4096, dtype: str = "float32"
+) -> None:
+    """Runs ``extractor`` in inference mode over ``images`` and writes a ``.npy`` at ``path``.
+
+    Images are read and features written ``chunk_size`` at a time into a memory-mapped
+    file, so memory stays bounded by the chunk, not by the data set.
+    """
+    count = len(images)
+    output_shape = tuple(int(size) for size in extractor.output_shape[1:])
+    features = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(count, *output_shape))
+    progress = keras.utils.Progbar(count, unit_name="image")
+    for start in range(0, count, chunk_size):
+        chunk = np.asarray(images[start : start + chunk_size], dtype="float32")
+        features[start : start + len(chunk)] = extractor.predict(chunk, batch_size=batch_size, verbose=0)
+        progress.add(len(chunk))
+    features.flush()
+    del features
+
+
+def cached_features(
+    extractor: keras.Model,
+    images: np.ndarray,
+    *,
+    key: FeatureKey,
+    cache: FeatureCache,
+    batch_size: int = 256,
+    chunk_size: int = 4096,
+) -> tuple:
+    """The backbone features of ``images``, from the cache or computed and stored.
+
+    Returns:
+        ``(features, status, backbone_seconds)``: a read-only memory map, "hit" or
+        "miss", and the seconds spent running the backbone (0 on a hit).
+    """
+    features = cache.load(key)
+    if features is not None:
+        return features, "hit", 0.0
+    seconds = []
+
+    def write(path):
+        started = time.perf_counter()
+        extract_features(extractor, images, path, batch_size=batch_size, chunk_size=chunk_size, dtype=key.dtype)
+        seconds.append(time.perf_counter() - started)
+
+    features = cache.store(key, write)
+    return features, "miss", seconds[0]

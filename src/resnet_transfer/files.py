@@ -1,0 +1,65 @@
+"""Small file helpers: hashing and atomic writes.
+
+Every artifact is written under a temporary name in its final folder and then
+renamed, so that a killed process never leaves a half-written file under the
+final name.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from typing import Iterator
+
+__all__ = ["hash_file", "atomic_path", "write_text_atomic", "write_json_atomic"]
+
+_CHUNK_BYTES = 1 << 22
+
+
+def hash_file(path: str, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in chunks (``algorithm`` is any hashlib name)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yields a temporary path beside ``path``; on success renames it to ``path``.
+
+    The temporary name keeps ``path``'s extension, because some writers (Keras's
+    ``model.save``, matplotlib) choose the format from it. On an exception the
+    temporary file is removed and ``path`` is left as it was.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, extension = os.path.splitext(name)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=f".partial{extension}")
+    os.close(handle)
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual mode
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+
+def write_json_atomic(path: str, values: dict) -> None:
+    """Writes ``values`` as indented JSON to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(values, indent=2, sort_keys=False) + "\n")
