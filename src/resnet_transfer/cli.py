@@ -42,13 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (flags default to "not given")."""
     parser = argparse.ArgumentParser(
         prog="resnet-transfer",
+        allow_abbrev=False,
         description="Transfer learning with ImageNet-pretrained Keras ResNets. "
         "'resnet-transfer train' with no flags runs the seed recipe (ResNet152, MNIST 32x32x3, 40 epochs).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a head on a frozen backbone and write a run directory",
-                                argument_default=argparse.SUPPRESS)
+                                argument_default=argparse.SUPPRESS, allow_abbrev=False)
     train.add_argument("--config", help="JSON config file (flags override it)")
     train.add_argument("--data", help="data set (default mnist)")
     train.add_argument("--data-dir", help="folder with mnist.npz or the four MNIST IDX .gz files")

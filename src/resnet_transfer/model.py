@@ -47,10 +47,20 @@ def build_model(
     return keras.Model(inputs, head(features), name=f"{config.backbone}_transfer")
 
 
-def compile_model(model: keras.Model, *, learning_rate: float, steps_per_execution: int = 1) -> keras.Model:
-    """Compiles with the seed recipe's optimizer, loss and metric; returns the model."""
+def compile_model(
+    model: keras.Model,
+    *,
+    learning_rate: float,
+    steps_per_execution: int = 1,
+    optimizer: Optional[keras.optimizers.Optimizer] = None,
+) -> keras.Model:
+    """Compiles with the seed recipe's optimizer (Adam), loss and metric; returns the model.
+
+    Pass ``optimizer`` to keep an existing optimizer and its state (for example the
+    head's, when the full model is compiled after the head was fit on features).
+    """
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=optimizer or keras.optimizers.Adam(learning_rate=learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,

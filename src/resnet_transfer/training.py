@@ -162,8 +162,8 @@ def _train_on_features(model, dataset: Dataset, config: RunConfig, callbacks: li
     history = fit(head, splits["train"], dataset.y_train, (splits["val"], dataset.y_val), config=config, callbacks=callbacks)
     train_seconds = time.perf_counter() - started
     test_loss, test_accuracy = head.evaluate(ArrayBatches(splits["test"], dataset.y_test, batch_size=INFERENCE_BATCH_SIZE), verbose=0)
-    # The saved full model carries the same loss and metric, so ``evaluate RUN_DIR`` works on it.
-    compile_model(model, learning_rate=config.train.learning_rate)
+    # The saved full model carries the head's optimizer (and its state), loss and metric.
+    compile_model(model, learning_rate=config.train.learning_rate, optimizer=head.optimizer)
     status = "hit" if all(s == "hit" for s in statuses) else "miss"
     return history, train_seconds, test_loss, test_accuracy, {"feature_cache": status, "backbone_seconds": backbone_seconds}
 

@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from resnet_transfer.config import DataConfig, ModelConfig, RunConfig, TrainConfig, load_config_file
+from resnet_transfer.errors import ConfigError
+
+
+def test_defaults_are_the_seed_recipe():
+    config = RunConfig()
+    assert (config.model.backbone, config.model.weights, config.model.preprocess) == ("resnet152", "imagenet", "seed")
+    assert (config.train.epochs, config.train.batch_size, config.train.learning_rate) == (40, 64, 0.001)
+    assert (config.data.source, config.data.val_size, config.data.limit) == ("mnist", 2000, None)
+    assert config.model.head_units == 1000
+
+
+@pytest.mark.parametrize(
+    "make, names",
+    [
+        (lambda: ModelConfig(backbone="resnet18"), ["resnet18", "resnet152", "resnet50v2"]),
+        (lambda: TrainConfig(epochs=-1), ["epochs", "-1"]),
+        (lambda: TrainConfig(batch_size=0), ["batch_size", "0"]),
+        (lambda: TrainConfig(learning_rate=0), ["learning_rate"]),
+        (lambda: DataConfig(val_size=0), ["val_size", "0"]),
+        (lambda: ModelConfig(weights="/no/such/file.h5"), ["/no/such/file.h5", "imagenet", "none"]),
+        (lambda: ModelConfig(preprocess="caffe"), ["caffe", "seed, imagenet"]),
+    ],
+)
+def test_bad_values_name_the_value_and_what_is_allowed(make, names):
+    with pytest.raises(ConfigError) as caught:
+        make()
+    for name in names:
+        assert name in str(caught.value)
+
+
+def test_file_then_overrides_take_precedence(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"train": {"epochs": 3, "batch_size": 32}, "model": {"weights": "none"}}))
+    config = load_config_file(str(path)).updated({"train": {"epochs": 5}})
+    assert (config.train.epochs, config.train.batch_size, config.model.weights) == (5, 32, "none")
+    assert config.model.backbone == "resnet152"
+
+
+@pytest.mark.parametrize("values", [{"trian": {}}, {"train": {"epoch": 3}}])
+def test_unknown_keys_are_errors(values):
+    with pytest.raises(ConfigError, match="unknown"):
+        RunConfig.from_dict(values)
+
+
+def test_round_trip_through_dict():
+    config = RunConfig.from_dict({"train": {"epochs": 2}, "run_dir": "x"})
+    assert RunConfig.from_dict(config.to_dict()) == config

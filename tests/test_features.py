@@ -1,0 +1,93 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from resnet_transfer.features import FeatureCache, FeatureKey, cached_features, extract_features
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    """A small real Keras model standing in for a backbone (fast to run)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).integers(0, 256, size=(50, 8, 8, 3), dtype=np.uint8)
+
+
+def make_key(images, **changes):
+    values = dict(backbone="resnet50", weights="random:seed=0", preprocess="seed", images=images, dtype="float32")
+    return FeatureKey.create(**{**values, **changes})
+
+
+def test_extraction_in_chunks_equals_one_predict(extractor, images, tmp_path):
+    path = str(tmp_path / "features.npy")
+    extract_features(extractor, images, path, batch_size=7, chunk_size=16)
+    np.testing.assert_allclose(np.load(path), extractor.predict(images.astype("float32"), verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_key_changes_with_everything_that_changes_features(images):
+    base = make_key(images)
+    other_images = images.copy()
+    other_images[0, 0, 0, 0] ^= 1
+    variants = [
+        make_key(images, backbone="resnet101"),
+        make_key(images, weights="random:seed=1"),
+        make_key(images, preprocess="imagenet"),
+        make_key(images, dtype="float16"),
+        make_key(other_images),
+        make_key(images[:-1]),
+    ]
+    assert len({base.digest} | {key.digest for key in variants}) == 1 + len(variants)
+    assert make_key(images.copy()).digest == base.digest
+
+
+def test_miss_then_hit_returns_the_same_features(extractor, images, tmp_path):
+    cache = FeatureCache(str(tmp_path))
+    key = make_key(images)
+    first, status, seconds = cached_features(extractor, images, key=key, cache=cache)
+    assert status == "miss" and seconds > 0
+    second, status, seconds = cached_features(extractor, images, key=key, cache=cache)
+    assert status == "hit" and seconds == 0.0
+    assert isinstance(second, np.memmap) and np.array_equal(np.asarray(first), np.asarray(second))
+
+
+def test_float16_cache_stores_float16(extractor, images, tmp_path):
+    features, _, _ = cached_features(extractor, images, key=make_key(images, dtype="float16"), cache=FeatureCache(str(tmp_path)))
+    assert features.dtype == np.float16
+
+
+def test_corrupted_entry_is_discarded_with_a_warning_and_recomputed(extractor, images, tmp_path):
+    cache = FeatureCache(str(tmp_path))
+    key = make_key(images)
+    good, _, _ = cached_features(extractor, images, key=key, cache=cache)
+    expected = np.array(good)
+    del good
+    path = os.path.join(cache.entry_path(key), "features.npy")
+    with open(path, "r+b") as handle:
+        handle.seek(-4, os.SEEK_END)
+        handle.write(b"\x00\x00\xc0\x7f")
+    with pytest.warns(UserWarning, match="discarded"):
+        features, status, _ = cached_features(extractor, images, key=key, cache=cache)
+    assert status == "miss" and np.array_equal(np.asarray(features), expected)
+
+
+def test_interrupted_extraction_leaves_no_entry(extractor, images, tmp_path):
+    cache = FeatureCache(str(tmp_path))
+    key = make_key(images)
+
+    def killed(path):
+        np.lib.format.open_memmap(path, mode="w+", dtype="float32", shape=(50, 4))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.store(key, killed)
+    assert cache.load(key) is None and os.listdir(tmp_path) == []
+    _, status, _ = cached_features(extractor, images, key=key, cache=cache)
+    assert status == "miss"

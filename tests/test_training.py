@@ -1,0 +1,75 @@
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from resnet_transfer.evaluation import evaluate_run, load_run_model
+from resnet_transfer.runs import ARTIFACTS, read_history
+from resnet_transfer.training import ArrayBatches, train
+
+
+def test_batches_reshuffle_per_epoch_and_cover_every_row():
+    batches = ArrayBatches(np.arange(10)[:, None], np.arange(10), batch_size=4, shuffle=True, seed=3)
+    first = np.concatenate([batches[i][1] for i in range(len(batches))])
+    batches.on_epoch_end()
+    second = np.concatenate([batches[i][1] for i in range(len(batches))])
+    assert sorted(first) == sorted(second) == list(range(10)) and list(first) != list(second)
+    again = ArrayBatches(np.arange(10)[:, None], np.arange(10), batch_size=4, shuffle=True, seed=3)
+    assert list(np.concatenate([again[i][1] for i in range(len(again))])) == list(first)
+
+
+@pytest.mark.slow
+def test_cached_and_end_to_end_ways_agree(small_config, tmp_path):
+    cached = train(small_config(tmp_path / "cached").updated({"model": {"backbone": "resnet50"}}))
+    end_to_end = train(small_config(tmp_path / "e2e", feature_cache="off").updated({"model": {"backbone": "resnet50"}}))
+    assert cached.metrics["feature_cache"] == "miss" and end_to_end.metrics["feature_cache"] == "off"
+    np.testing.assert_allclose(cached.history["val_loss"], end_to_end.history["val_loss"], rtol=0.01)
+    assert abs(cached.history["val_accuracy"][-1] - end_to_end.history["val_accuracy"][-1]) <= 0.005
+    np.testing.assert_allclose(cached.metrics["test_loss"], end_to_end.metrics["test_loss"], rtol=0.01)
+
+
+@pytest.mark.slow
+def test_run_writes_artifacts_and_the_saved_model_reloads(small_config, tmp_path):
+    result = train(small_config(tmp_path / "run"))
+    assert sorted(os.listdir(result.run_dir)) == sorted(ARTIFACTS)
+    history = read_history(result.run_dir)
+    assert history["epoch"] == [1.0, 2.0] and all(seconds > 0 for seconds in history["seconds"])
+    np.testing.assert_allclose(history["val_loss"], result.history["val_loss"], rtol=1e-5)
+    metrics = json.load(open(os.path.join(result.run_dir, "metrics.json")))
+    for name in ("test_loss", "test_accuracy", "n_train", "n_val", "n_test", "epochs", "backbone", "weights", "train_seconds"):
+        assert name in metrics
+    assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (256, 64, 128)
+    config = json.load(open(os.path.join(result.run_dir, "config.json")))
+    assert config["seed"] == 0 and config["versions"]["keras"] and config["data_source"]["checksums"]
+    images = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3)).astype("float32")
+    reloaded = load_run_model(result.run_dir)
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), result.model.predict(images, verbose=0), atol=1e-6)
+    evaluated = evaluate_run(result.run_dir)
+    assert evaluated["n_test"] == 128
+    np.testing.assert_allclose(evaluated["test_loss"], metrics["test_loss"], rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_second_run_with_another_head_reuses_the_features(small_config, tmp_path):
+    cache_dir = str(tmp_path / "features")
+    first = train(small_config(tmp_path / "a", cache_dir=cache_dir).updated({"model": {"backbone": "resnet50"}}))
+    second = train(
+        small_config(tmp_path / "b", cache_dir=cache_dir, learning_rate=0.01, epochs=1).updated(
+            {"model": {"backbone": "resnet50", "head_units": 32}}
+        )
+    )
+    assert first.metrics["feature_cache"] == "miss" and first.metrics["backbone_seconds"] > 0
+    assert second.metrics["feature_cache"] == "hit" and second.metrics["backbone_seconds"] == 0.0
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_history(small_config, tmp_path):
+    runs = [
+        train(small_config(tmp_path / name, cache_dir=str(tmp_path / f"cache-{name}")).updated({"model": {"backbone": "resnet50"}}))
+        for name in ("one", "two")
+    ]
+    with open(os.path.join(runs[0].run_dir, "history.csv")) as one, open(os.path.join(runs[1].run_dir, "history.csv")) as two:
+        drop_seconds = lambda rows: [row[:-1] for row in rows]  # noqa: E731
+        assert drop_seconds(list(csv.reader(one))) == drop_seconds(list(csv.reader(two)))
