@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -95,3 +96,23 @@ def test_weights_import_refuses_a_wrong_file_with_exit_2(tmp_path, capsys):
     path.write_bytes(b"x")
     assert main(["weights", "import", str(path), "--backbone", "resnet152"]) == 2
     assert "expected MD5 ee4c566cf9a93f14d82f913c2dc6dd0c" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed (pip install jax)")
+def test_seed_recipe_smoke_under_jax_without_tensorflow(tmp_path):
+    # GPU machines ship JAX but no TensorFlow: the core must run with TensorFlow unimportable.
+    script = (
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "from resnet_transfer.cli import main\n"
+        f"sys.exit(main(['train', *{SMALL!r}, '--run-dir', {str(tmp_path / 'run')!r}]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["backbone"] == "resnet152" and metrics["n_train"] == 256
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["versions"]["keras_backend"] == "jax"
