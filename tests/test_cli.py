@@ -116,3 +116,11 @@ def test_seed_recipe_smoke_under_jax_without_tensorflow(tmp_path):
     assert metrics["backbone"] == "resnet152" and metrics["n_train"] == 256
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["versions"]["keras_backend"] == "jax"
+
+
+@pytest.mark.skipif(network_reachable(), reason="checks the offline failure; this machine can reach Keras's host")
+def test_weights_fetch_offline_exits_2_and_unknown_names_are_refused_first(capsys):
+    assert main(["weights", "fetch", "resnet50"]) == 2
+    assert "could not fetch the ImageNet weights of resnet50" in capsys.readouterr().err
+    assert main(["weights", "fetch", "resnet50", "resnet999"]) == 2
+    assert "unknown backbone 'resnet999'" in capsys.readouterr().err
