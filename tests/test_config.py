@@ -10,7 +10,7 @@ def test_defaults_are_the_seed_recipe():
     config = RunConfig()
     assert (config.model.backbone, config.model.weights, config.model.preprocess) == ("resnet152", "imagenet", "seed")
     assert (config.train.epochs, config.train.batch_size, config.train.learning_rate) == (40, 64, 0.001)
-    assert (config.data.source, config.data.val_size, config.data.limit) == ("mnist", 2000, None)
+    assert (config.data.source, config.data.val_size, config.data.limit) == ("mnist", None, None)
     assert config.model.head_units == 1000
 
 
@@ -22,6 +22,8 @@ def test_defaults_are_the_seed_recipe():
         (lambda: TrainConfig(batch_size=0), ["batch_size", "0"]),
         (lambda: TrainConfig(learning_rate=0), ["learning_rate"]),
         (lambda: DataConfig(val_size=0), ["val_size", "0"]),
+        (lambda: DataConfig(source="imagenet-21k"), ["imagenet-21k", "cifar10", "folder"]),
+        (lambda: DataConfig(resize="squash"), ["squash", "pad, stretch, crop"]),
         (lambda: ModelConfig(weights="/no/such/file.h5"), ["/no/such/file.h5", "imagenet", "none"]),
         (lambda: ModelConfig(preprocess="caffe"), ["caffe", "seed, imagenet"]),
     ],

@@ -21,6 +21,13 @@ _TRAIN_FLAGS = {
     "limit": ("data", "limit"),
     "val_size": ("data", "val_size"),
     "test_limit": ("data", "test_limit"),
+    "test_size": ("data", "test_size"),
+    "image_size": ("data", "image_size"),
+    "resize": ("data", "resize"),
+    "path_column": ("data", "path_column"),
+    "label_column": ("data", "label_column"),
+    "strict": ("data", "strict"),
+    "class_weight": ("train", "class_weight"),
     "backbone": ("model", "backbone"),
     "weights": ("model", "weights"),
     "preprocess": ("model", "preprocess"),
@@ -38,6 +45,14 @@ _TRAIN_FLAGS = {
 }
 
 
+def _count_or_fraction(text: str):
+    """'500' -> 500, '0.2' -> 0.2 (validated by the config)."""
+    try:
+        return float(text) if any(mark in text for mark in ".eE") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count (e.g. 500) or a fraction (e.g. 0.2), got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (flags default to "not given")."""
     parser = argparse.ArgumentParser(
@@ -51,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a head on a frozen backbone and write a run directory",
                                 argument_default=argparse.SUPPRESS, allow_abbrev=False)
     train.add_argument("--config", help="JSON config file (flags override it)")
-    train.add_argument("--data", help="data set (default mnist)")
+    train.add_argument("--data", help="mnist (default), fashion_mnist, cifar10, cifar100, a folder of class folders, "
+                       "a .csv or a .npz file")
     train.add_argument("--data-dir", help="folder with mnist.npz or the four MNIST IDX .gz files")
     train.add_argument("--backbone", help="resnet50, resnet101, resnet152 (default), resnet50v2, resnet101v2, resnet152v2")
     train.add_argument("--weights", help="imagenet (default), none, or the path of a weights file")
@@ -60,7 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="default 40")
     train.add_argument("--batch-size", type=int, help="default 64")
     train.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.001)")
-    train.add_argument("--val-size", type=int, help="training images held out from the end for validation (default 2000)")
+    train.add_argument("--val-size", type=_count_or_fraction,
+                       help="validation images, a count or a fraction (MNIST: the last 2000; others: stratified 0.2)")
+    train.add_argument("--test-size", type=_count_or_fraction, help="test share for data without test images (default 0.2)")
+    train.add_argument("--image-size", type=int, help="square input side (default 32 for 28x28 images, else 224)")
+    train.add_argument("--resize", help="pad, stretch or crop (default pad for 28x28 -> 32, else stretch)")
+    train.add_argument("--path-column", help="CSV column with image paths (default path)")
+    train.add_argument("--label-column", help="CSV column with labels (default label)")
+    train.add_argument("--class-weight", help="balanced: weight the loss by inverse class frequency")
+    train.add_argument("--strict", action="store_const", const=True, help="stop on any unreadable or unusable input")
     train.add_argument("--limit", type=int, help="train on the first N training images only")
     train.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
     train.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -74,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="re-compute the test metrics of a run from its saved model")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
+
+    predict = commands.add_parser("predict", help="top-k classes of image files, folders or globs", allow_abbrev=False)
+    predict.add_argument("run_dir", metavar="RUN_DIR")
+    predict.add_argument("inputs", nargs="+", metavar="PATH")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--format", default="table", help="table (default), jsonl or csv")
 
     commands.add_parser("info", help="versions, devices, cached weights, where MNIST would load from")
 
@@ -114,6 +144,18 @@ def _command_evaluate(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _command_predict(arguments: argparse.Namespace) -> int:
+    from resnet_transfer.prediction import PREDICT_FORMATS, format_predictions, predict
+
+    if arguments.format not in PREDICT_FORMATS:
+        from resnet_transfer.errors import ConfigError
+
+        raise ConfigError(f"format must be one of: {', '.join(PREDICT_FORMATS)}. Received: format={arguments.format!r}")
+    results = predict(arguments.run_dir, arguments.inputs, top_k=arguments.top_k)
+    sys.stdout.write(format_predictions(results, arguments.format))
+    return 0
+
+
 def _command_info(arguments: argparse.Namespace) -> int:
     from resnet_transfer.info import collect_info
 
@@ -134,7 +176,13 @@ def _command_weights(arguments: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _command_train, "evaluate": _command_evaluate, "info": _command_info, "weights": _command_weights}
+_COMMANDS = {
+    "train": _command_train,
+    "evaluate": _command_evaluate,
+    "predict": _command_predict,
+    "info": _command_info,
+    "weights": _command_weights,
+}
 
 
 def main(argv: Optional[list] = None) -> int:

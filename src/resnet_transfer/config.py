@@ -23,12 +23,14 @@ __all__ = [
     "TrainConfig",
     "RunConfig",
     "load_config_file",
-    "DATA_SOURCES",
+    "BUILTIN_DATA",
+    "RESIZE_MODES",
     "PREPROCESS_MODES",
     "CACHE_DTYPES",
 ]
 
-DATA_SOURCES = ("mnist",)
+BUILTIN_DATA = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+RESIZE_MODES = ("pad", "stretch", "crop")
 PREPROCESS_MODES = ("seed", "imagenet")
 CACHE_DTYPES = ("float32", "float16")
 
@@ -48,31 +50,67 @@ def _require_choice(name: str, value: Any, choices: tuple) -> None:
         raise ConfigError(f"{name} must be one of: {allowed}. Received: {name}={value!r}")
 
 
+def _require_size(name: str, value: Any) -> None:
+    """A count (int >= 1), a fraction (0 < float < 1), or None."""
+    if value is None or (isinstance(value, float) and 0 < value < 1):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"{name} must be a count (an integer >= 1) or a fraction (between 0 and 1). Received: {name}={value!r}"
+        )
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the images come from and how they are split.
+    """Where the images come from, how they are shaped and how they are split.
 
     Args:
-        source: data set name; "mnist" is the seed recipe's.
-        data_dir: a folder holding ``mnist.npz`` or the four MNIST IDX ``.gz`` files;
-            searched before any other place.
+        source: "mnist" (the seed recipe's), "fashion_mnist", "cifar10", "cifar100",
+            a folder of class folders (or with train/, val/, test/), a .csv or a .npz file.
+        data_dir: for MNIST, a folder holding ``mnist.npz`` or the four IDX ``.gz``
+            files; searched before any other place.
         limit: train on the first ``limit`` training images only (None: all).
-        val_size: number of training images held out, taken from the END of the
-            training set (the seed recipe holds out the last 2,000).
+        val_size: images held out for validation, a count or a fraction. MNIST holds
+            out the LAST ones (default 2000, as the seed recipe does); other sources a
+            stratified, seeded sample (default 0.2) unless they have a val/ folder.
         test_limit: evaluate on the first ``test_limit`` test images only (None: all).
+        test_size: held-out test share for sources without test images (default 0.2).
+        image_size: side of the square backbone input (None: 32 for 28x28 inputs,
+            padded as in the seed recipe; otherwise 224).
+        resize: "pad", "stretch" or "crop" (None: "pad" for the 28x28 -> 32 case,
+            otherwise "stretch").
+        path_column, label_column: the CSV's columns.
+        strict: turn every skipped input into an error.
     """
 
     source: str = "mnist"
     data_dir: Optional[str] = None
     limit: Optional[int] = None
-    val_size: int = 2000
+    val_size: Any = None
     test_limit: Optional[int] = None
+    test_size: Any = 0.2
+    image_size: Optional[int] = None
+    resize: Optional[str] = None
+    path_column: str = "path"
+    label_column: str = "label"
+    strict: bool = False
 
     def __post_init__(self):
-        _require_choice("data", self.source, DATA_SOURCES)
+        if not isinstance(self.source, str) or not (
+            self.source in BUILTIN_DATA or os.path.isdir(self.source) or (
+                os.path.isfile(self.source) and self.source.endswith((".csv", ".npz")))
+        ):
+            raise ConfigError(
+                f"data must be one of {', '.join(BUILTIN_DATA)}, an existing folder of class folders, "
+                f"or an existing .csv or .npz file. Received: data={self.source!r}"
+            )
         _require_int("limit", self.limit, 1, allow_none=True)
-        _require_int("val_size", self.val_size, 1)
+        _require_size("val_size", self.val_size)
         _require_int("test_limit", self.test_limit, 1, allow_none=True)
+        _require_size("test_size", self.test_size)
+        _require_int("image_size", self.image_size, 8, allow_none=True)
+        if self.resize is not None:
+            _require_choice("resize", self.resize, RESIZE_MODES)
         if self.data_dir is not None and not os.path.isdir(self.data_dir):
             raise ConfigError(f"data_dir must be an existing folder. Received: data_dir={self.data_dir!r}")
 
@@ -128,6 +166,8 @@ class TrainConfig:
         cache_dtype: "float32" or "float16" for stored features.
         steps_per_execution: optimizer steps per compiled call (Keras's knob for
             per-step overhead).
+        class_weight: None, or "balanced" to weight the loss by inverse class frequency
+            on the training split (scikit-learn's definition).
     """
 
     epochs: int = 40
@@ -138,6 +178,7 @@ class TrainConfig:
     cache_dir: Optional[str] = None
     cache_dtype: str = "float32"
     steps_per_execution: int = 1
+    class_weight: Optional[str] = None
 
     def __post_init__(self):
         _require_int("epochs", self.epochs, 0)
@@ -148,6 +189,8 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be a number > 0. Received: learning_rate={self.learning_rate!r}")
         _require_choice("feature_cache", self.feature_cache, ("auto", "off"))
         _require_choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
+        if self.class_weight is not None:
+            _require_choice("class_weight", self.class_weight, ("balanced",))
 
 
 @dataclass(frozen=True)

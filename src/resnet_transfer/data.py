@@ -81,6 +81,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: tuple
     source: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)
 
     @property
     def image_shape(self) -> tuple:
@@ -223,32 +224,58 @@ def split_validation(x: np.ndarray, y: np.ndarray, val_size: int) -> tuple:
     return x[:-val_size], y[:-val_size], x[-val_size:], y[-val_size:]
 
 
-def load_dataset(config: DataConfig) -> Dataset:
+MNIST_VAL_SIZE = 2000
+
+
+def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
     """Loads, shapes and splits the data set that ``config`` names.
+
+    MNIST follows the seed recipe (the last ``val_size`` training images are the
+    validation set); every other source is handled by ``sources.load_own_dataset``,
+    which splits stratified with ``seed``.
 
     Raises:
         DataError: the data is missing or corrupted, or a limit is larger than the data.
     """
+    if config.source != "mnist":
+        from resnet_transfer.sources import load_own_dataset
+
+        return load_own_dataset(config, seed=seed)
     (x_train, y_train), (x_test, y_test), source = load_mnist(config.data_dir)
-    x_train, y_train, x_val, y_val = split_validation(x_train, y_train, config.val_size)
+    val_size = MNIST_VAL_SIZE if config.val_size is None else config.val_size
+    if isinstance(val_size, float):
+        val_size = int(round(val_size * len(x_train)))
+    x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_size)
     if config.limit is not None:
         if config.limit > len(x_train):
             raise DataError(
                 f"limit must be at most {len(x_train)} (training images left after holding out "
-                f"val_size={config.val_size}). Received: limit={config.limit}"
+                f"val_size={val_size}). Received: limit={config.limit}"
             )
         x_train, y_train = x_train[: config.limit], y_train[: config.limit]
     if config.test_limit is not None:
         if config.test_limit > len(x_test):
             raise DataError(f"test_limit must be at most {len(x_test)}. Received: test_limit={config.test_limit}")
         x_test, y_test = x_test[: config.test_limit], y_test[: config.test_limit]
+    shape = _mnist_shaper(config)
     return Dataset(
-        x_train=pad_to_seed_images(x_train),
+        x_train=shape(x_train),
         y_train=y_train.astype(np.int64),
-        x_val=pad_to_seed_images(x_val),
+        x_val=shape(x_val),
         y_val=y_val.astype(np.int64),
-        x_test=pad_to_seed_images(x_test),
+        x_test=shape(x_test),
         y_test=y_test.astype(np.int64),
         class_names=MNIST_CLASS_NAMES,
-        source=source,
+        source={**source, "image_size": config.image_size or 32, "resize": config.resize or "pad"},
     )
+
+
+def _mnist_shaper(config: DataConfig):
+    if (config.image_size or 32) == 32 and (config.resize or "pad") == "pad":
+        return pad_to_seed_images
+    from resnet_transfer.images import fit_array
+
+    def shape(images):
+        return np.stack([fit_array(image, size=config.image_size or 32, resize=config.resize or "pad") for image in images])
+
+    return shape

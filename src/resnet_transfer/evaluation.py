@@ -53,26 +53,29 @@ def load_run_model(run_dir: str):
     return keras.saving.load_model(path)
 
 
-def evaluate_run(run_dir: str, *, batch_size: int = 256) -> dict:
+def evaluate_run(run_dir: str) -> dict:
     """Re-computes the test metrics of a run from its saved model and saved config.
 
-    The data are reloaded with the run's own data settings, so the same test images
-    are used. Returns a dict with test_loss, test_accuracy and n_test.
+    The data are reloaded with the run's own data settings and seed, so the same test
+    images are used; the report files (confusion matrix, classification report,
+    largest-loss images, report.html) are written again into the run directory.
+
+    Returns:
+        A dict with test_loss, test_accuracy and n_test.
     """
     from resnet_transfer.config import DataConfig
     from resnet_transfer.data import load_dataset
-    from resnet_transfer.runs import read_config
-    from resnet_transfer.training import ArrayBatches
+    from resnet_transfer.report import test_metrics, write_report
+    from resnet_transfer.runs import read_config, read_metrics
+    from resnet_transfer.training import predict_probabilities
 
-    config = read_config(run_dir)["config"]
-    dataset = load_dataset(DataConfig(**config["data"]))
+    record = read_config(run_dir)
+    dataset = load_dataset(DataConfig(**record["config"]["data"]), seed=record["seed"])
     model = load_run_model(run_dir)
-    test_loss, test_accuracy = model.evaluate(
-        ArrayBatches(dataset.x_test, dataset.y_test, batch_size=batch_size), verbose=0
+    probabilities = predict_probabilities(model, dataset.x_test)
+    metrics = test_metrics(probabilities, dataset.y_test)
+    write_report(
+        run_dir, probabilities=probabilities, labels=dataset.y_test, images=dataset.x_test,
+        class_names=tuple(record["class_names"]), metrics={**read_metrics(run_dir), **metrics}, settings=record,
     )
-    return {"test_loss": float(test_loss), "test_accuracy": float(test_accuracy), "n_test": int(len(dataset.y_test))}
-
-
-def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of rows whose most probable class is the label."""
-    return float(np.mean(np.argmax(probabilities, axis=-1) == labels))
+    return metrics

@@ -4,7 +4,10 @@
     history.csv   epoch, loss, accuracy, val_loss, val_accuracy, seconds
     curves.png    loss and accuracy, train vs validation
     metrics.json  test metrics, sizes and timings
-    model.keras   the full model (load it after ``import resnet_transfer``)
+    model.keras   the full model (load it after ``import resnet_transfer.backbones``)
+    labels.txt    class names, one per line, in the order of the model's outputs
+    skipped.csv   inputs left out, and why (only when some were)
+    and the report files of ``report.REPORT_FILES``.
 
 All are written atomically (see ``files.atomic_path``). An existing run
 directory that holds files is never written into.
@@ -30,11 +33,14 @@ __all__ = [
     "write_history",
     "read_history",
     "write_metrics",
+    "write_labels",
+    "read_labels",
+    "write_skipped",
     "read_metrics",
     "environment_versions",
 ]
 
-ARTIFACTS = ("config.json", "history.csv", "curves.png", "metrics.json", "model.keras")
+ARTIFACTS = ("config.json", "history.csv", "curves.png", "metrics.json", "model.keras", "labels.txt")
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
@@ -118,6 +124,25 @@ def write_history(run_dir: str, history: dict, seconds: list) -> None:
         row = [index + 1] + [history[name][index] for name in HISTORY_COLUMNS[1:-1]] + [epoch_seconds]
         writer.writerow(f"{value:.6g}" if isinstance(value, float) else value for value in row)
     write_text_atomic(os.path.join(run_dir, "history.csv"), buffer.getvalue())
+
+
+def write_labels(run_dir: str, class_names) -> None:
+    """``labels.txt``: one class name per line, in the order of the model's outputs."""
+    write_text_atomic(os.path.join(run_dir, "labels.txt"), "".join(f"{name}\n" for name in class_names))
+
+
+def read_labels(run_dir: str) -> list:
+    with open(os.path.join(run_dir, "labels.txt"), encoding="utf-8") as handle:
+        return [line.rstrip("\n") for line in handle]
+
+
+def write_skipped(run_dir: str, skipped: list) -> None:
+    """``skipped.csv``: every input that was left out, and why."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("path", "reason"))
+    writer.writerows(skipped)
+    write_text_atomic(os.path.join(run_dir, "skipped.csv"), buffer.getvalue())
 
 
 def read_history(run_dir: str) -> dict:

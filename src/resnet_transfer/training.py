@@ -35,6 +35,7 @@ from resnet_transfer.data import Dataset, load_dataset
 from resnet_transfer.evaluation import plot_curves
 from resnet_transfer.features import FeatureCache, FeatureKey, cached_features
 from resnet_transfer.model import build_model, compile_model, feature_extractor, head_of
+from resnet_transfer.report import test_metrics, write_report
 from resnet_transfer.runs import (
     check_run_dir_free,
     create_run_dir,
@@ -42,7 +43,9 @@ from resnet_transfer.runs import (
     environment_versions,
     write_config,
     write_history,
+    write_labels,
     write_metrics,
+    write_skipped,
 )
 
 __all__ = ["ArrayBatches", "EpochTimer", "RunResult", "train", "fit"]
@@ -117,7 +120,16 @@ class RunResult:
     metrics: dict
 
 
-def fit(model, inputs, labels, validation, *, config: RunConfig, callbacks: list) -> dict:
+def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict:
+    """scikit-learn's "balanced" weights, n_samples / (n_classes * count), for classes present."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    return {int(label): float(weight) for label, weight in zip(present, weights) if label < num_classes}
+
+
+def fit(model, inputs, labels, validation, *, config: RunConfig, callbacks: list, class_weight: Optional[dict] = None) -> dict:
     """Fits ``model`` on (inputs, labels) with the run's epochs, batch size and shuffling.
 
     ``validation`` is ``(inputs, labels)`` in the same space as ``inputs`` (images
@@ -127,9 +139,15 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, callbacks: list
     batches = ArrayBatches(inputs, labels, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed)
     validation_batches = ArrayBatches(*validation, batch_size=INFERENCE_BATCH_SIZE)
     history = model.fit(
-        batches, validation_data=validation_batches, epochs=config.train.epochs, callbacks=callbacks, verbose="auto"
+        batches, validation_data=validation_batches, epochs=config.train.epochs, callbacks=callbacks,
+        class_weight=class_weight, verbose="auto",
     )
     return history.history
+
+
+def predict_probabilities(model: keras.Model, inputs) -> np.ndarray:
+    """The model's outputs for every row of ``inputs`` (images or features), in order."""
+    return model.predict(ArrayBatches(inputs, np.zeros(len(inputs), np.int64), batch_size=INFERENCE_BATCH_SIZE), verbose=0)
 
 
 def _choose_path(config: RunConfig) -> tuple:
@@ -138,7 +156,7 @@ def _choose_path(config: RunConfig) -> tuple:
     return True, "the backbone is frozen and no augmentation is asked for: it runs once, the head trains on stored features"
 
 
-def _train_on_features(model, dataset: Dataset, config: RunConfig, callbacks: list) -> tuple:
+def _train_on_features(model, dataset: Dataset, config: RunConfig, callbacks: list, class_weight) -> tuple:
     cache = FeatureCache(config.train.cache_dir)
     extractor = feature_extractor(model)
     identity = weights_identity(config.model.backbone, config.model.weights, config.train.seed)
@@ -159,23 +177,29 @@ def _train_on_features(model, dataset: Dataset, config: RunConfig, callbacks: li
         head_of(model), learning_rate=config.train.learning_rate, steps_per_execution=config.train.steps_per_execution
     )
     started = time.perf_counter()
-    history = fit(head, splits["train"], dataset.y_train, (splits["val"], dataset.y_val), config=config, callbacks=callbacks)
+    history = fit(
+        head, splits["train"], dataset.y_train, (splits["val"], dataset.y_val),
+        config=config, callbacks=callbacks, class_weight=class_weight,
+    )
     train_seconds = time.perf_counter() - started
-    test_loss, test_accuracy = head.evaluate(ArrayBatches(splits["test"], dataset.y_test, batch_size=INFERENCE_BATCH_SIZE), verbose=0)
+    probabilities = predict_probabilities(head, splits["test"])
     # The saved full model carries the head's optimizer (and its state), loss and metric.
     compile_model(model, learning_rate=config.train.learning_rate, optimizer=head.optimizer)
     status = "hit" if all(s == "hit" for s in statuses) else "miss"
-    return history, train_seconds, test_loss, test_accuracy, {"feature_cache": status, "backbone_seconds": backbone_seconds}
+    return history, train_seconds, probabilities, {"feature_cache": status, "backbone_seconds": backbone_seconds}
 
 
-def _train_end_to_end(model, dataset: Dataset, config: RunConfig, callbacks: list) -> tuple:
+def _train_end_to_end(model, dataset: Dataset, config: RunConfig, callbacks: list, class_weight) -> tuple:
     compile_model(model, learning_rate=config.train.learning_rate, steps_per_execution=config.train.steps_per_execution)
     started = time.perf_counter()
-    history = fit(model, dataset.x_train, dataset.y_train, (dataset.x_val, dataset.y_val), config=config, callbacks=callbacks)
+    history = fit(
+        model, dataset.x_train, dataset.y_train, (dataset.x_val, dataset.y_val),
+        config=config, callbacks=callbacks, class_weight=class_weight,
+    )
     train_seconds = time.perf_counter() - started
-    test_loss, test_accuracy = model.evaluate(ArrayBatches(dataset.x_test, dataset.y_test, batch_size=INFERENCE_BATCH_SIZE), verbose=0)
+    probabilities = predict_probabilities(model, dataset.x_test)
     # Every training and validation image went through the backbone in every epoch.
-    return history, train_seconds, test_loss, test_accuracy, {"feature_cache": "off", "backbone_seconds": None}
+    return history, train_seconds, probabilities, {"feature_cache": "off", "backbone_seconds": None}
 
 
 def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = None) -> RunResult:
@@ -198,13 +222,18 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
     run_dir = config.run_dir or default_run_dir(config.model.backbone)
     check_run_dir_free(run_dir)
     keras.utils.set_random_seed(config.train.seed)
-    dataset = load_dataset(config.data)
+    dataset = load_dataset(config.data, seed=config.train.seed)
     weights_path = fetch_weights(config.model.backbone) if config.model.weights == "imagenet" else None
     create_run_dir(run_dir)
     logger.info("run directory: %s", os.path.abspath(run_dir))
     use_cache, reason = _choose_path(config)
     logger.info("training path: %s (%s)", "cached features" if use_cache else "end-to-end", reason)
-    write_config(run_dir, _config_record(config, run_dir, dataset, weights_path))
+    class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
+    record = _config_record(config, run_dir, dataset, weights_path, class_weight)
+    write_config(run_dir, record)
+    write_labels(run_dir, dataset.class_names)
+    if dataset.skipped:
+        write_skipped(run_dir, dataset.skipped)
 
     model = build_model(config.model, image_shape=dataset.image_shape, num_classes=dataset.num_classes, weights_path=weights_path)
     logger.info(
@@ -213,7 +242,7 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
     timer = EpochTimer()
     all_callbacks = [timer] + _tensorboard(config, run_dir) + list(callbacks or [])
     path = _train_on_features if use_cache else _train_end_to_end
-    history, train_seconds, test_loss, test_accuracy, cache_metrics = path(model, dataset, config, all_callbacks)
+    history, train_seconds, probabilities, cache_metrics = path(model, dataset, config, all_callbacks, class_weight)
 
     write_history(run_dir, history, timer.seconds)
     if timer.seconds:
@@ -221,11 +250,10 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
     with _atomic_model_path(run_dir) as temporary:
         model.save(temporary)
     metrics = {
-        "test_loss": float(test_loss),
-        "test_accuracy": float(test_accuracy),
+        **test_metrics(probabilities, dataset.y_test),
         "n_train": int(len(dataset.y_train)),
         "n_val": int(len(dataset.y_val)),
-        "n_test": int(len(dataset.y_test)),
+        "n_skipped": len(dataset.skipped),
         "epochs": config.train.epochs,
         "backbone": config.model.backbone,
         "weights": config.model.weights,
@@ -234,7 +262,14 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
         **cache_metrics,
     }
     write_metrics(run_dir, metrics)
-    logger.info("test loss %.4f, test accuracy %.4f; artifacts in %s", test_loss, test_accuracy, run_dir)
+    write_report(
+        run_dir, probabilities=probabilities, labels=dataset.y_test, images=dataset.x_test,
+        class_names=dataset.class_names, metrics=metrics, settings=record,
+    )
+    logger.info(
+        "test loss %.4f, test accuracy %.4f; artifacts and report.html in %s",
+        metrics["test_loss"], metrics["test_accuracy"], run_dir,
+    )
     return RunResult(run_dir=run_dir, model=model, history=history, metrics=metrics)
 
 
@@ -254,7 +289,7 @@ def _tensorboard(config: RunConfig, run_dir: str) -> list:
     return [keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard"))]
 
 
-def _config_record(config: RunConfig, run_dir: str, dataset: Dataset, weights_path: Optional[str]) -> dict:
+def _config_record(config: RunConfig, run_dir: str, dataset: Dataset, weights_path: Optional[str], class_weight) -> dict:
     config_values = config.to_dict()
     config_values["run_dir"] = run_dir
     return {
@@ -264,6 +299,7 @@ def _config_record(config: RunConfig, run_dir: str, dataset: Dataset, weights_pa
         "data_source": dataset.source,
         "class_names": list(dataset.class_names),
         "image_shape": list(dataset.image_shape),
+        "class_weight": class_weight,
         "weights": {
             "setting": config.model.weights,
             "identity": weights_identity(config.model.backbone, config.model.weights, config.train.seed),

@@ -1,0 +1,186 @@
+"""The report of a run: where the model goes wrong, as figures, a CSV and one HTML page.
+
+Written into the run directory by ``train`` and by ``evaluate``:
+
+    confusion_matrix.png        counts and row-normalised rates, class names on the axes
+    classification_report.csv   precision, recall, F1 and support per class (scikit-learn)
+    misclassified.png           the test images with the largest loss, true vs predicted
+    report.html                 one self-contained page: settings, curves, metrics, the above
+
+Example:
+    >>> write_report(run_dir, probabilities=p, labels=y, images=x, class_names=names)
+"""
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+
+import numpy as np
+
+from resnet_transfer.files import atomic_path, write_text_atomic
+
+__all__ = ["test_metrics", "write_report", "REPORT_FILES"]
+
+REPORT_FILES = ("confusion_matrix.png", "classification_report.csv", "misclassified.png", "report.html")
+_ANNOTATE_UP_TO = 20
+_WORST = 16
+
+
+def test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """Sparse categorical cross-entropy (as Keras computes it) and accuracy from probabilities."""
+    import keras
+
+    losses = keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
+    return {
+        "test_loss": float(np.mean(losses)),
+        "test_accuracy": float(np.mean(np.argmax(probabilities, axis=-1) == labels)),
+        "n_test": int(len(labels)),
+    }
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
+def _save(figure, path: str) -> None:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png", bbox_inches="tight")
+    _pyplot().close(figure)
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple, path: str) -> None:
+    pyplot = _pyplot()
+    totals = matrix.sum(axis=1, keepdims=True)
+    rates = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    side = max(5.0, 0.55 * len(class_names) + 2)
+    figure, axis = pyplot.subplots(figsize=(side, side))
+    image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axis, fraction=0.046, label="share of the true class")
+    ticks = np.arange(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axis.set_yticks(ticks, class_names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title("Confusion matrix (test set)")
+    if len(class_names) <= _ANNOTATE_UP_TO:
+        for row, column in np.ndindex(matrix.shape):
+            colour = "white" if rates[row, column] > 0.5 else "black"
+            axis.text(column, row, f"{matrix[row, column]}\n{rates[row, column]:.0%}", ha="center", va="center", fontsize=8, color=colour)
+    _save(figure, path)
+
+
+def plot_worst(images, labels, probabilities, losses, class_names: tuple, path: str) -> None:
+    pyplot = _pyplot()
+    worst = np.argsort(-losses)[:_WORST]
+    columns = 4
+    rows = max(1, int(np.ceil(len(worst) / columns)))
+    figure, axes = pyplot.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for axis, index in zip(axes.ravel(), worst):
+        predicted = int(np.argmax(probabilities[index]))
+        axis.imshow(np.asarray(images[index]))
+        axis.set_title(
+            f"true {class_names[labels[index]]} / predicted {class_names[predicted]}\n"
+            f"p={probabilities[index, predicted]:.2f}, loss {losses[index]:.2f}",
+            fontsize=9, color="black" if predicted == labels[index] else "darkred",
+        )
+    figure.suptitle("Test images with the largest loss")
+    _save(figure, path)
+
+
+def _classification_rows(labels, predictions, class_names: tuple) -> list:
+    from sklearn.metrics import classification_report
+
+    report = classification_report(
+        labels, predictions, labels=list(range(len(class_names))), target_names=list(class_names),
+        output_dict=True, zero_division=0,
+    )
+    rows = []
+    for name, values in report.items():
+        if name == "accuracy":
+            rows.append({"class": name, "precision": "", "recall": "", "f1-score": values, "support": len(labels)})
+        else:
+            rows.append({"class": name, **values, "support": int(values["support"])})
+    return rows
+
+
+def _write_csv(rows: list, path: str) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["class", "precision", "recall", "f1-score", "support"], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: f"{value:.4f}" if isinstance(value, float) else value for key, value in row.items()})
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _embedded(path: str, alt: str) -> str:
+    if not os.path.isfile(path):
+        return f"<p>({html.escape(alt)}: not available)</p>"
+    with open(path, "rb") as handle:
+        data = base64.b64encode(handle.read()).decode("ascii")
+    return f'<img class="figure" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(rows: list, columns: list) -> str:
+    head = "".join(f"<th>{html.escape(column)}</th>" for column in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(f'{row.get(c):.4f}' if isinstance(row.get(c), float) else str(row.get(c, '')))}</td>" for c in columns) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_page(run_dir: str, metrics: dict, settings: dict, rows: list) -> str:
+    metric_rows = [{"metric": key, "value": value} for key, value in metrics.items()]
+    title = f"resnet-transfer report: {os.path.basename(os.path.abspath(run_dir))}"
+    figures = "".join(
+        f"<h2>{html.escape(heading)}</h2>{_embedded(os.path.join(run_dir, name), heading)}"
+        for heading, name in (("Training curves", "curves.png"), ("Confusion matrix", "confusion_matrix.png"), ("Largest-loss test images", "misclassified.png"))
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:75em}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}} th{{background:#eee}} img.figure{{max-width:100%;border:1px solid #ddd}}
+pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<h2>Metrics</h2>{_table(metric_rows, ["metric", "value"])}
+<h2>Per class (precision, recall, F1, support)</h2>{_table(rows, ["class", "precision", "recall", "f1-score", "support"])}
+{figures}
+<h2>Settings</h2><pre>{html.escape(json.dumps(settings, indent=2))}</pre>
+</body></html>
+"""
+
+
+def write_report(run_dir: str, *, probabilities, labels, images, class_names: tuple, metrics: dict, settings: dict) -> None:
+    """Writes the four report files of ``REPORT_FILES`` into ``run_dir`` (atomically).
+
+    Args:
+        probabilities: N x classes, the model's outputs on the test images.
+        labels: N true class indices.
+        images: the N test images (uint8, as the model took them), read only for the worst few.
+        class_names: names shown on every axis and table.
+        metrics: shown in the page's metrics table.
+        settings: the run's config record, shown in the page.
+    """
+    from sklearn.metrics import confusion_matrix
+
+    import keras
+
+    labels = np.asarray(labels)
+    predictions = np.argmax(probabilities, axis=-1)
+    matrix = confusion_matrix(labels, predictions, labels=list(range(len(class_names))))
+    plot_confusion_matrix(matrix, class_names, os.path.join(run_dir, "confusion_matrix.png"))
+    losses = keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
+    plot_worst(images, labels, probabilities, losses, class_names, os.path.join(run_dir, "misclassified.png"))
+    rows = _classification_rows(labels, predictions, class_names)
+    _write_csv(rows, os.path.join(run_dir, "classification_report.csv"))
+    write_text_atomic(os.path.join(run_dir, "report.html"), _html_page(run_dir, metrics, settings, rows))
