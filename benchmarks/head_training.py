@@ -3,7 +3,8 @@
 Trains the seed recipe's head (Flatten -> Dense(1000) -> Dense(10), Adam, batch 64) for
 one warm-up and one timed epoch on N synthetic 1x1x2048 feature vectors read through
 ``ArrayBatches`` from a memory map, as a cached run does, with several values of
-``steps_per_execution`` and with and without XLA (``jit_compile``).
+``steps_per_execution``, with and without XLA (``jit_compile``), and with one or two
+batch-preparing worker threads.
 
     python benchmarks/head_training.py --features 58000
 
@@ -11,6 +12,7 @@ Not a test: it prints figures for benchmarks/README.md.
 """
 
 import argparse
+import itertools
 import json
 import os
 import tempfile
@@ -36,19 +38,18 @@ def main():
     stored.flush()
     features = np.load(path, mmap_mode="r")
     labels = np.random.default_rng(1).integers(0, 10, arguments.features)
-    for jit_compile in (False, True):
-        for steps in arguments.steps_per_execution:
-            keras.utils.set_random_seed(0)
-            head = build_head((1, 1, 2048), units=1000, num_classes=10)
-            head.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                         steps_per_execution=steps, jit_compile=jit_compile)
-            batches = ArrayBatches(features, labels, batch_size=64, shuffle=True)
-            head.fit(batches, epochs=1, verbose=0)
-            started = time.perf_counter()
-            head.fit(batches, epochs=1, verbose=0)
-            seconds = time.perf_counter() - started
-            print(json.dumps({"backend": keras.backend.backend(), "jit_compile": jit_compile, "steps_per_execution": steps,
-                              "seconds_per_epoch": round(seconds, 2), "steps_per_second": round(len(batches) / seconds)}), flush=True)
+    for jit_compile, steps, workers in itertools.product((False, True), arguments.steps_per_execution, (1, 2)):
+        keras.utils.set_random_seed(0)
+        head = build_head((1, 1, 2048), units=1000, num_classes=10)
+        head.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                     steps_per_execution=steps, jit_compile=jit_compile)
+        batches = ArrayBatches(features, labels, batch_size=64, shuffle=True, workers=workers)
+        head.fit(batches, epochs=1, verbose=0)
+        started = time.perf_counter()
+        head.fit(batches, epochs=1, verbose=0)
+        seconds = time.perf_counter() - started
+        print(json.dumps({"backend": keras.backend.backend(), "jit_compile": jit_compile, "steps_per_execution": steps, "workers": workers,
+                          "seconds_per_epoch": round(seconds, 2), "steps_per_second": round(len(batches) / seconds)}), flush=True)
     os.remove(path)
 
 

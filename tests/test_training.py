@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from resnet_transfer.evaluation import evaluate_run, load_run_model
+from resnet_transfer.report import REPORT_FILES
 from resnet_transfer.runs import ARTIFACTS, read_history
 from resnet_transfer.training import ArrayBatches, train
 
@@ -33,7 +34,7 @@ def test_cached_and_end_to_end_ways_agree(small_config, tmp_path):
 @pytest.mark.slow
 def test_run_writes_artifacts_and_the_saved_model_reloads(small_config, tmp_path):
     result = train(small_config(tmp_path / "run"))
-    assert sorted(os.listdir(result.run_dir)) == sorted(ARTIFACTS)
+    assert sorted(os.listdir(result.run_dir)) == sorted(ARTIFACTS + REPORT_FILES)
     history = read_history(result.run_dir)
     assert history["epoch"] == [1.0, 2.0] and all(seconds > 0 for seconds in history["seconds"])
     np.testing.assert_allclose(history["val_loss"], result.history["val_loss"], rtol=1e-5)

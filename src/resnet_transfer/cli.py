@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run the backbone in every epoch (the article's way) instead of once")
     train.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/resnet-transfer/features)")
     train.add_argument("--cache-dtype", help="float32 (default) or float16 for stored features")
-    train.add_argument("--steps-per-execution", type=int, help="optimizer steps per compiled call (default 1)")
+    train.add_argument("--steps-per-execution", type=int, help="optimizer steps per compiled call (default 8)")
     train.add_argument("--run-dir", help="output folder (default runs/<UTC timestamp>-<backbone>); never overwritten")
     train.add_argument("--tensorboard", action="store_const", const=True, help="also write TensorBoard logs")
 
@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", metavar="PATH")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--format", default="table", help="table (default), jsonl or csv")
+
+    export = commands.add_parser("export", help="write a deployable SavedModel, TFLite or ONNX model, checked against Keras",
+                                 allow_abbrev=False)
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--format", required=True, help="savedmodel, tflite or onnx")
+    export.add_argument("--quantize", action="store_true", help="dynamic-range quantisation (tflite only)")
+    export.add_argument("--output", help="output folder (default RUN_DIR/export/FORMAT)")
 
     commands.add_parser("info", help="versions, devices, cached weights, where MNIST would load from")
 
@@ -156,6 +163,13 @@ def _command_predict(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _command_export(arguments: argparse.Namespace) -> int:
+    from resnet_transfer.export import export_run
+
+    print(json.dumps(export_run(arguments.run_dir, arguments.format, quantize=arguments.quantize, output_dir=arguments.output)))
+    return 0
+
+
 def _command_info(arguments: argparse.Namespace) -> int:
     from resnet_transfer.info import collect_info
 
@@ -180,6 +194,7 @@ _COMMANDS = {
     "train": _command_train,
     "evaluate": _command_evaluate,
     "predict": _command_predict,
+    "export": _command_export,
     "info": _command_info,
     "weights": _command_weights,
 }
@@ -196,7 +211,7 @@ def main(argv: Optional[list] = None) -> int:
         return _COMMANDS[arguments.command](arguments)
     except ResnetTransferError as error:
         print(f"resnet-transfer: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return error.exit_status
 
 
 def _entry_point() -> None:

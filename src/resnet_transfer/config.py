@@ -165,7 +165,7 @@ class TrainConfig:
         cache_dir: where stored features live (None: the user's cache directory).
         cache_dtype: "float32" or "float16" for stored features.
         steps_per_execution: optimizer steps per compiled call (Keras's knob for
-            per-step overhead).
+            per-step overhead; 8 measured fastest for the head, see benchmarks/README.md).
         class_weight: None, or "balanced" to weight the loss by inverse class frequency
             on the training split (scikit-learn's definition).
     """
@@ -177,7 +177,7 @@ class TrainConfig:
     feature_cache: str = "auto"
     cache_dir: Optional[str] = None
     cache_dtype: str = "float32"
-    steps_per_execution: int = 1
+    steps_per_execution: int = 8
     class_weight: Optional[str] = None
 
     def __post_init__(self):

@@ -4,11 +4,16 @@ The CLI turns each of them into one line on stderr and exit status 2; the
 Python API lets them propagate, so a notebook sees the same message.
 """
 
-__all__ = ["ResnetTransferError", "ConfigError", "DataError", "WeightsError", "RunDirectoryError"]
+__all__ = ["ResnetTransferError", "ConfigError", "DataError", "WeightsError", "RunDirectoryError", "ExportCheckError"]
 
 
 class ResnetTransferError(Exception):
-    """Base class: a problem with the user's input or environment, not a bug."""
+    """Base class: a problem with the user's input or environment, not a bug.
+
+    ``exit_status`` is what the CLI exits with: 2 for bad input (arguments, files).
+    """
+
+    exit_status = 2
 
 
 class ConfigError(ResnetTransferError, ValueError):
@@ -25,3 +30,9 @@ class WeightsError(ResnetTransferError, ValueError):
 
 class RunDirectoryError(ResnetTransferError, ValueError):
     """A run directory cannot be used (it exists and holds files, or is not a run)."""
+
+
+class ExportCheckError(ResnetTransferError):
+    """An exported model does not reproduce the Keras model within the tolerance."""
+
+    exit_status = 1

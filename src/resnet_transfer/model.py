@@ -53,17 +53,20 @@ def compile_model(
     learning_rate: float,
     steps_per_execution: int = 1,
     optimizer: Optional[keras.optimizers.Optimizer] = None,
+    jit_compile="auto",
 ) -> keras.Model:
     """Compiles with the seed recipe's optimizer (Adam), loss and metric; returns the model.
 
     Pass ``optimizer`` to keep an existing optimizer and its state (for example the
     head's, when the full model is compiled after the head was fit on features).
+    ``jit_compile`` is Keras's XLA switch ("auto" lets Keras decide).
     """
     model.compile(
         optimizer=optimizer or keras.optimizers.Adam(learning_rate=learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
+        jit_compile=jit_compile,
     )
     return model
 

@@ -136,7 +136,10 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, callbacks: list
     for the full model, features for the head). Returns Keras's history dict.
     """
     keras.utils.set_random_seed(config.train.seed)
-    batches = ArrayBatches(inputs, labels, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed)
+    # Two worker threads prepare the next batches while the model runs (same order).
+    batches = ArrayBatches(
+        inputs, labels, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed, workers=2
+    )
     validation_batches = ArrayBatches(*validation, batch_size=INFERENCE_BATCH_SIZE)
     history = model.fit(
         batches, validation_data=validation_batches, epochs=config.train.epochs, callbacks=callbacks,
@@ -173,8 +176,11 @@ def _train_on_features(model, dataset: Dataset, config: RunConfig, callbacks: li
         logger.info("features of %s split (%d images): cache %s, %.1f s in the backbone", split, len(images), status, seconds)
         splits[split], backbone_seconds = features, backbone_seconds + seconds
         statuses.append(status)
+    # XLA makes the small head's steps cheaper (benchmarks/head_training.py); on the torch
+    # backend jit_compile means torch.compile, which is left to Keras's "auto".
     head = compile_model(
-        head_of(model), learning_rate=config.train.learning_rate, steps_per_execution=config.train.steps_per_execution
+        head_of(model), learning_rate=config.train.learning_rate, steps_per_execution=config.train.steps_per_execution,
+        jit_compile=True if keras.backend.backend() in ("tensorflow", "jax") else "auto",
     )
     started = time.perf_counter()
     history = fit(

@@ -1,0 +1,163 @@
+"""Export: a run's model as SavedModel, TFLite or ONNX, checked against Keras.
+
+Each export takes raw uint8 images of the training size (the preprocessing is
+inside the model), and is written with the format's well-kept converter through
+``keras.Model.export`` (TensorFlow's SavedModel and TFLite converters, tf2onnx for
+ONNX) into a folder holding the model, ``labels.txt`` and ``preprocessing.json``.
+The export is then run on a few of the run's test images with the format's own
+runtime (``tf.saved_model``, ``tf.lite.Interpreter``, onnxruntime) and compared
+with the Keras model: the largest difference in probabilities must stay within
+1e-4 (1e-2 for a quantised TFLite model).
+
+TensorFlow is needed here (the converters are TensorFlow's), whatever the Keras backend.
+
+Example:
+    >>> export_run("runs/photos", "tflite")
+    {'format': 'tflite', 'path': 'runs/photos/export/tflite/model.tflite', 'max_abs_difference': 3e-07, ...}
+"""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Optional
+
+import numpy as np
+
+from resnet_transfer.errors import ConfigError, ExportCheckError, RunDirectoryError
+
+__all__ = ["EXPORT_FORMATS", "TOLERANCE", "QUANTIZED_TOLERANCE", "export_run"]
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
+TOLERANCE, QUANTIZED_TOLERANCE = 1e-4, 1e-2
+_CHECK_IMAGES = 8
+_FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+
+
+def _uint8_model(model):
+    """The run's model behind a uint8 input, so deployments feed raw pixels."""
+    import keras
+
+    inputs = keras.Input(shape=model.input_shape[1:], dtype="uint8", name="image")
+    return keras.Model(inputs, model(inputs), name="exported")
+
+
+def _write(model, output_format: str, path: str, quantize: bool) -> None:
+    if output_format == "savedmodel":
+        model.export(path, format="tf_saved_model", verbose=False)
+    elif output_format == "tflite":
+        import tensorflow as tf
+
+        options = {"optimizations": [tf.lite.Optimize.DEFAULT]} if quantize else {}
+        model.export(path, format="litert", verbose=False, **options)
+    else:
+        model.export(path, format="onnx", verbose=False)
+
+
+def _run_export(output_format: str, path: str, images: np.ndarray) -> np.ndarray:
+    if output_format == "savedmodel":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(path)  # keep a reference: its variables die with it
+        return np.asarray(loaded.serve(images))
+    if output_format == "tflite":
+        import tensorflow as tf
+
+        interpreter = tf.lite.Interpreter(model_path=path)
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], list(images.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images})[0]
+
+
+def _check_images(run_dir: str, record: dict) -> np.ndarray:
+    from resnet_transfer.config import DataConfig
+    from resnet_transfer.data import load_dataset
+
+    dataset = load_dataset(DataConfig(**record["config"]["data"]), seed=record["seed"])
+    return np.ascontiguousarray(np.asarray(dataset.x_test[:_CHECK_IMAGES], dtype=np.uint8))
+
+
+def export_run(run_dir: str, output_format: str, *, quantize: bool = False, output_dir: Optional[str] = None) -> dict:
+    """Exports a run's model and checks it against the Keras model.
+
+    Args:
+        run_dir: a finished run.
+        output_format: "savedmodel", "tflite" or "onnx".
+        quantize: dynamic-range quantisation (TFLite only).
+        output_dir: where to write (default ``RUN_DIR/export/<format>``); must not hold files.
+
+    Returns:
+        A dict with the format, the model's path, the images checked and the largest
+        absolute difference in probabilities.
+
+    Raises:
+        ConfigError: an unknown format, or ``quantize`` with a format other than TFLite.
+        RunDirectoryError: the output folder already holds files.
+        ExportCheckError: the exported model differs from Keras by more than the tolerance
+            (the export is then not kept).
+    """
+    from resnet_transfer.evaluation import load_run_model
+    from resnet_transfer.runs import read_config, read_labels
+
+    if output_format not in EXPORT_FORMATS:
+        raise ConfigError(f"format must be one of: {', '.join(EXPORT_FORMATS)}. Received: format={output_format!r}")
+    if quantize and output_format != "tflite":
+        raise ConfigError(f"--quantize applies to tflite only. Received: format={output_format!r}")
+    output_dir = output_dir or os.path.join(run_dir, "export", output_format + ("-quantized" if quantize else ""))
+    if os.path.exists(output_dir) and os.listdir(output_dir):
+        raise RunDirectoryError(f"export folder {output_dir!r} already holds files; remove it or choose --output")
+    record = read_config(run_dir)
+    model = _uint8_model(load_run_model(run_dir))
+    images = _check_images(run_dir, record)
+    expected = model.predict(images, verbose=0)
+
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.partial-")
+    try:
+        model_path = os.path.join(staging, _FILES[output_format])
+        _write(model, output_format, model_path, quantize)
+        difference = float(np.max(np.abs(_run_export(output_format, model_path, images) - expected)))
+        tolerance = QUANTIZED_TOLERANCE if quantize else TOLERANCE
+        if not difference <= tolerance:
+            raise ExportCheckError(
+                f"the {output_format} export differs from the Keras model by {difference:.3g} in probability on "
+                f"{len(images)} test images (allowed: {tolerance:g}); nothing was kept"
+            )
+        with open(os.path.join(staging, "labels.txt"), "w", encoding="utf-8") as handle:
+            handle.writelines(f"{name}\n" for name in read_labels(run_dir))
+        preprocessing = {
+            "input": "uint8 RGB pixels in [0, 255], shape [batch, height, width, 3]",
+            "image_size": record["image_shape"][0],
+            "resize": record.get("data_source", {}).get("resize", "pad"),
+            "in_model": f"{record['config']['model']['preprocess']} preprocessing of {record['config']['model']['backbone']}",
+            "outputs": "class probabilities in the order of labels.txt",
+        }
+        with open(os.path.join(staging, "preprocessing.json"), "w", encoding="utf-8") as handle:
+            json.dump(preprocessing, handle, indent=2)
+        if os.path.isdir(output_dir):
+            os.rmdir(output_dir)  # empty, checked above
+        os.rename(staging, output_dir)
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+    result = {
+        "format": output_format,
+        "path": os.path.join(output_dir, _FILES[output_format]),
+        "quantized": quantize,
+        "images_checked": int(len(images)),
+        "max_abs_difference": difference,
+        "tolerance": tolerance,
+    }
+    logger.info("%s export checked on %d test images: largest difference %.3g (allowed %g)",
+                output_format, len(images), difference, tolerance)
+    return result
