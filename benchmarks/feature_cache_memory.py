@@ -3,7 +3,10 @@
 Writes N synthetic 32x32x3 images to a memory-mapped file on disk (chunk by chunk),
 then runs ``cached_features`` over them (extraction, storage, checksum) and, on the
 stored memory map, one epoch of ``ArrayBatches`` reads as the head's training does.
-Each N runs in a fresh process, so the peak resident set (ru_maxrss) is that run's.
+Each N runs in a fresh process. Memory is sampled every 20 ms from /proc/self/status:
+``RssAnon`` (the process's own, non-reclaimable memory) and ``RssFile`` (file pages
+of the memory maps, which the kernel can drop and re-read); ``VmHWM`` is the kernel's
+peak of their sum. A bounded cache keeps the first flat as N grows.
 
     python benchmarks/feature_cache_memory.py --images 10000 100000 1000000 --extractor small
     python benchmarks/feature_cache_memory.py --images 5000 20000 --extractor resnet50
@@ -22,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,12 +44,32 @@ def build_extractor(name: str):
     return keras.Model(inputs, keras.layers.Dense(2048)(keras.layers.Flatten()(pooled)))
 
 
+class MemorySampler(threading.Thread):
+    """Records the largest RssAnon and RssFile (MiB) seen while it runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self.running = True
+
+    def run(self):
+        while self.running:
+            with open("/proc/self/status") as handle:
+                for line in handle:
+                    name = line.split(":")[0]
+                    if name in self.peak:
+                        self.peak[name] = max(self.peak[name], int(line.split()[1]) // 1024)
+            time.sleep(0.02)
+
+
 def measure(count: int, extractor_name: str, chunk_size: int) -> dict:
     import numpy as np
 
     from resnet_transfer.features import FeatureCache, FeatureKey, cached_features
     from resnet_transfer.training import ArrayBatches
 
+    sampler = MemorySampler()
+    sampler.start()
     workspace = tempfile.mkdtemp(prefix="cache-memory-")
     images = np.lib.format.open_memmap(os.path.join(workspace, "images.npy"), mode="w+", dtype=np.uint8, shape=(count, 32, 32, 3))
     rng = np.random.default_rng(0)
@@ -66,13 +90,17 @@ def measure(count: int, extractor_name: str, chunk_size: int) -> dict:
         batches[index]
     read_seconds = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sampler.running = False
+    sampler.join()
     shutil.rmtree(workspace)
     return {
         "images": count,
         "extractor": extractor_name,
         "chunk_size": chunk_size,
         "features_gib": features.nbytes / 2**30,
-        "peak_rss_mib": round(peak_mib),
+        "peak_anon_mib": sampler.peak["RssAnon"],
+        "peak_file_mib": sampler.peak["RssFile"],
+        "vm_hwm_mib": round(peak_mib),
         "extract_store_seconds": round(extract_seconds, 1),
         "images_per_second": round(count / backbone_seconds),
         "one_epoch_of_batch_reads_seconds": round(read_seconds, 1),

@@ -23,6 +23,7 @@ def plot_curves(history: dict, path: str) -> None:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
+    from matplotlib.ticker import MaxNLocator
 
     epochs = list(range(1, len(history["loss"]) + 1))
     figure, (loss_axis, accuracy_axis) = pyplot.subplots(1, 2, figsize=(11, 4))
@@ -32,6 +33,7 @@ def plot_curves(history: dict, path: str) -> None:
         axis.set_title(title)
         axis.set_xlabel("epoch")
         axis.set_ylabel(metric)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
@@ -65,7 +67,7 @@ def evaluate_run(run_dir: str) -> dict:
     """
     from resnet_transfer.config import DataConfig
     from resnet_transfer.data import load_dataset
-    from resnet_transfer.report import test_metrics, write_report
+    from resnet_transfer.report import compute_test_metrics, write_report
     from resnet_transfer.runs import read_config, read_metrics
     from resnet_transfer.training import predict_probabilities
 
@@ -73,7 +75,7 @@ def evaluate_run(run_dir: str) -> dict:
     dataset = load_dataset(DataConfig(**record["config"]["data"]), seed=record["seed"])
     model = load_run_model(run_dir)
     probabilities = predict_probabilities(model, dataset.x_test)
-    metrics = test_metrics(probabilities, dataset.y_test)
+    metrics = compute_test_metrics(probabilities, dataset.y_test)
     write_report(
         run_dir, probabilities=probabilities, labels=dataset.y_test, images=dataset.x_test,
         class_names=tuple(record["class_names"]), metrics={**read_metrics(run_dir), **metrics}, settings=record,

@@ -15,7 +15,9 @@ Example:
     >>> pixels = fit_image(Image.open("cat.jpg"), size=224, resize="crop")
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 from typing import Iterable, Optional
 
@@ -97,7 +99,11 @@ def decode_to_store(paths: Iterable[str], count: int, *, size: int, resize: str,
         ``(images, kept, skipped)``: a read-only memory map of the readable images, the
         indices (into ``paths``) that were kept, and ``(path, reason)`` for the rest.
     """
-    folder = folder or tempfile.mkdtemp(prefix="resnet-transfer-images-")
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix="resnet-transfer-images-")
+        # The store lives as long as this process: the memory map stays readable after
+        # the file is gone on POSIX systems, and nothing is left behind in the temp folder.
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     path = os.path.join(folder, f"images-{size}-{resize}.npy")
     store = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(max(count, 1), size, size, 3))
     kept, skipped = [], []

@@ -22,14 +22,14 @@ import numpy as np
 
 from resnet_transfer.files import atomic_path, write_text_atomic
 
-__all__ = ["test_metrics", "write_report", "REPORT_FILES"]
+__all__ = ["compute_test_metrics", "write_report", "REPORT_FILES"]
 
 REPORT_FILES = ("confusion_matrix.png", "classification_report.csv", "misclassified.png", "report.html")
 _ANNOTATE_UP_TO = 20
 _WORST = 16
 
 
-def test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+def compute_test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     """Sparse categorical cross-entropy (as Keras computes it) and accuracy from probabilities."""
     import keras
 

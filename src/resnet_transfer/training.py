@@ -35,7 +35,7 @@ from resnet_transfer.data import Dataset, load_dataset
 from resnet_transfer.evaluation import plot_curves
 from resnet_transfer.features import FeatureCache, FeatureKey, cached_features
 from resnet_transfer.model import build_model, compile_model, feature_extractor, head_of
-from resnet_transfer.report import test_metrics, write_report
+from resnet_transfer.report import compute_test_metrics, write_report
 from resnet_transfer.runs import (
     check_run_dir_free,
     create_run_dir,
@@ -256,7 +256,7 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
     with _atomic_model_path(run_dir) as temporary:
         model.save(temporary)
     metrics = {
-        **test_metrics(probabilities, dataset.y_test),
+        **compute_test_metrics(probabilities, dataset.y_test),
         "n_train": int(len(dataset.y_train)),
         "n_val": int(len(dataset.y_val)),
         "n_skipped": len(dataset.skipped),
