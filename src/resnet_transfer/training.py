@@ -173,7 +173,10 @@ def _train_on_features(model, dataset: Dataset, config: RunConfig, callbacks: li
         features, status, seconds = cached_features(
             extractor, images, key=key, cache=cache, batch_size=INFERENCE_BATCH_SIZE
         )
-        logger.info("features of %s split (%d images): cache %s, %.1f s in the backbone", split, len(images), status, seconds)
+        if status == "hit":
+            logger.info("features of %s split (%d images): cache hit, the backbone is skipped (%s)", split, len(images), cache.entry_path(key))
+        else:
+            logger.info("features of %s split (%d images): computed and stored in %.1f s (%s)", split, len(images), seconds, cache.entry_path(key))
         splits[split], backbone_seconds = features, backbone_seconds + seconds
         statuses.append(status)
     # XLA makes the small head's steps cheaper (benchmarks/head_training.py); on the torch
