@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -45,7 +46,9 @@ def test_run_writes_artifacts_and_the_saved_model_reloads(small_config, tmp_path
     config = json.load(open(os.path.join(result.run_dir, "config.json")))
     assert config["seed"] == 0 and config["versions"]["keras"] and config["data_source"]["checksums"]
     images = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3)).astype("float32")
-    reloaded = load_run_model(result.run_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. Keras's "Skipping variable loading for optimizer"
+        reloaded = load_run_model(result.run_dir)
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), result.model.predict(images, verbose=0), atol=1e-6)
     evaluated = evaluate_run(result.run_dir)
     assert evaluated["n_test"] == 128

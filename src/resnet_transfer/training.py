@@ -179,23 +179,39 @@ def _train_on_features(model, dataset: Dataset, config: RunConfig, callbacks: li
             logger.info("features of %s split (%d images): computed and stored in %.1f s (%s)", split, len(images), seconds, cache.entry_path(key))
         splits[split], backbone_seconds = features, backbone_seconds + seconds
         statuses.append(status)
+    # The head is trained as a copy (with the same initial weights), so the saved full model
+    # holds one optimizer, at its top level, rather than a second one nested in the head.
+    trainer = keras.models.clone_model(head_of(model))
+    trainer.set_weights(head_of(model).get_weights())
     # XLA makes the small head's steps cheaper (benchmarks/head_training.py); on the torch
     # backend jit_compile means torch.compile, which is left to Keras's "auto".
-    head = compile_model(
-        head_of(model), learning_rate=config.train.learning_rate, steps_per_execution=config.train.steps_per_execution,
+    compile_model(
+        trainer, learning_rate=config.train.learning_rate, steps_per_execution=config.train.steps_per_execution,
         jit_compile=True if keras.backend.backend() in ("tensorflow", "jax") else "auto",
     )
     started = time.perf_counter()
     history = fit(
-        head, splits["train"], dataset.y_train, (splits["val"], dataset.y_val),
+        trainer, splits["train"], dataset.y_train, (splits["val"], dataset.y_val),
         config=config, callbacks=callbacks, class_weight=class_weight,
     )
     train_seconds = time.perf_counter() - started
-    probabilities = predict_probabilities(head, splits["test"])
-    # The saved full model carries the head's optimizer (and its state), loss and metric.
-    compile_model(model, learning_rate=config.train.learning_rate, optimizer=head.optimizer)
+    probabilities = predict_probabilities(trainer, splits["test"])
+    head_of(model).set_weights(trainer.get_weights())
+    _adopt_optimizer(model, trainer, learning_rate=config.train.learning_rate)
     status = "hit" if all(s == "hit" for s in statuses) else "miss"
     return history, train_seconds, probabilities, {"feature_cache": status, "backbone_seconds": backbone_seconds}
+
+
+def _adopt_optimizer(model: keras.Model, trainer: keras.Model, *, learning_rate: float) -> None:
+    """Compiles ``model`` with an optimizer holding the trained head's optimizer state.
+
+    The full model's trainable variables are the head's, in the same order, so Adam's
+    moments carry over one to one (a later fine-tuning or resumed run starts from them).
+    """
+    compile_model(model, learning_rate=learning_rate)
+    model.optimizer.build(model.trainable_variables)
+    for target, source in zip(model.optimizer.variables, trainer.optimizer.variables, strict=True):
+        target.assign(source)
 
 
 def _train_end_to_end(model, dataset: Dataset, config: RunConfig, callbacks: list, class_weight) -> tuple:
