@@ -117,3 +117,14 @@ def test_folder_trains_end_to_end_with_report_predict_and_class_weights(tmp_path
     pixels = np.stack([read_image(path, size=32, resize="stretch") for path in files]).astype("float32")
     expected = np.argmax(keras.ops.convert_to_numpy(model(pixels)), axis=-1)
     assert [predicted[path]["top"][0]["class"] for path in files] == [SHAPES[i] for i in expected]
+
+
+def test_sample_shapes_load_alike_from_folder_csv_and_npz(tmp_path):
+    from resnet_transfer.samples import write_shapes
+
+    written = write_shapes(str(tmp_path / "shapes"), per_class=(10, 8, 6))
+    loaded = [load_dataset(DataConfig(source=written[kind], image_size=32), seed=0) for kind in ("images", "csv", "npz")]
+    assert all(dataset.class_names == SHAPES for dataset in loaded[:2]) and loaded[2].class_names == ("0", "1", "2")
+    for dataset in loaded:
+        total = len(dataset.y_train) + len(dataset.y_val) + len(dataset.y_test)
+        assert total == 24 and not dataset.skipped

@@ -30,11 +30,11 @@ import keras
 import numpy as np
 
 from resnet_transfer.backbones import fetch_weights, weights_identity
-from resnet_transfer.config import RunConfig
+from resnet_transfer.config import BUILTIN_DATA, RunConfig
 from resnet_transfer.data import Dataset, load_dataset
 from resnet_transfer.evaluation import plot_curves
 from resnet_transfer.features import FeatureCache, FeatureKey, cached_features
-from resnet_transfer.model import build_model, compile_model, feature_extractor, head_of
+from resnet_transfer.model import backbone_of, build_model, compile_model, feature_extractor, head_of
 from resnet_transfer.report import compute_test_metrics, write_report
 from resnet_transfer.runs import (
     check_run_dir_free,
@@ -153,9 +153,12 @@ def predict_probabilities(model: keras.Model, inputs) -> np.ndarray:
     return model.predict(ArrayBatches(inputs, np.zeros(len(inputs), np.int64), batch_size=INFERENCE_BATCH_SIZE), verbose=0)
 
 
-def _choose_path(config: RunConfig) -> tuple:
+def _choose_path(config: RunConfig, model: keras.Model) -> tuple:
+    """Whether the head can train on stored features, and why (for the log)."""
     if config.train.feature_cache == "off":
         return False, "--no-cache was given: the backbone runs in every epoch (the article's way)"
+    if backbone_of(model).trainable_weights:
+        return False, "the backbone has trainable weights (fine-tuning): its outputs change every step"
     return True, "the backbone is frozen and no augmentation is asked for: it runs once, the head trains on stored features"
 
 
@@ -251,8 +254,6 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
     weights_path = fetch_weights(config.model.backbone) if config.model.weights == "imagenet" else None
     create_run_dir(run_dir)
     logger.info("run directory: %s", os.path.abspath(run_dir))
-    use_cache, reason = _choose_path(config)
-    logger.info("training path: %s (%s)", "cached features" if use_cache else "end-to-end", reason)
     class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
     record = _config_record(config, run_dir, dataset, weights_path, class_weight)
     write_config(run_dir, record)
@@ -264,6 +265,8 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
     logger.info(
         "model: %s parameters, %s trainable (the head)", f"{model.count_params():,}", f"{_trainable_count(model):,}"
     )
+    use_cache, reason = _choose_path(config, model)
+    logger.info("training path: %s (%s)", "cached features" if use_cache else "end-to-end", reason)
     timer = EpochTimer()
     all_callbacks = [timer] + _tensorboard(config, run_dir) + list(callbacks or [])
     path = _train_on_features if use_cache else _train_end_to_end
@@ -317,6 +320,12 @@ def _tensorboard(config: RunConfig, run_dir: str) -> list:
 def _config_record(config: RunConfig, run_dir: str, dataset: Dataset, weights_path: Optional[str], class_weight) -> dict:
     config_values = config.to_dict()
     config_values["run_dir"] = run_dir
+    # Paths are stored absolute, so that evaluate/predict/export work from any folder.
+    data = config_values["data"]
+    if data["source"] not in BUILTIN_DATA:
+        data["source"] = os.path.abspath(data["source"])
+    if data["data_dir"] is not None:
+        data["data_dir"] = os.path.abspath(data["data_dir"])
     return {
         "config": config_values,
         "seed": config.train.seed,
