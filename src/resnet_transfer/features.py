@@ -188,7 +188,11 @@ def extract_features(
     progress = keras.utils.Progbar(count, unit_name="image")
     for start in range(0, count, chunk_size):
         chunk = np.asarray(images[start : start + chunk_size], dtype="float32")
-        features[start : start + len(chunk)] = extractor.predict(chunk, batch_size=batch_size, verbose=0)
+        # A last, smaller batch would make Keras compile the backbone again for its shape
+        # (seconds for a ResNet152); padding it to a full batch costs less than that.
+        padding = -len(chunk) % batch_size
+        padded = np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)]) if padding else chunk
+        features[start : start + len(chunk)] = extractor.predict(padded, batch_size=batch_size, verbose=0)[: len(chunk)]
         progress.add(len(chunk))
     features.flush()
     del features
