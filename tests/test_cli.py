@@ -124,3 +124,14 @@ def test_weights_fetch_offline_exits_2_and_unknown_names_are_refused_first(capsy
     assert "could not fetch the ImageNet weights of resnet50" in capsys.readouterr().err
     assert main(["weights", "fetch", "resnet50", "resnet999"]) == 2
     assert "unknown backbone 'resnet999'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tensorboard_flag_writes_event_files_or_says_what_to_install(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    status = main(["train", *SMALL, "--backbone", "resnet50", "--epochs", "1", "--tensorboard", "--run-dir", str(run_dir)])
+    if importlib.util.find_spec("tensorboard") is None:
+        assert status == 2 and "pip install tensorboard" in capsys.readouterr().err and not run_dir.exists()
+    else:
+        assert status == 0
+        assert any(name.startswith("events.out.tfevents") for name in os.listdir(run_dir / "tensorboard" / "train"))

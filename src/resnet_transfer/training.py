@@ -19,6 +19,7 @@ Example:
     >>> result.metrics["test_accuracy"]
 """
 
+import importlib.util
 import logging
 import math
 import os
@@ -31,6 +32,7 @@ import numpy as np
 
 from resnet_transfer.backbones import fetch_weights, weights_identity
 from resnet_transfer.config import BUILTIN_DATA, RunConfig
+from resnet_transfer.errors import ConfigError
 from resnet_transfer.data import Dataset, load_dataset
 from resnet_transfer.evaluation import plot_curves
 from resnet_transfer.features import FeatureCache, FeatureKey, cached_features
@@ -249,6 +251,8 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
     config = config or RunConfig()
     run_dir = config.run_dir or default_run_dir(config.model.backbone)
     check_run_dir_free(run_dir)
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
     keras.utils.set_random_seed(config.train.seed)
     dataset = load_dataset(config.data, seed=config.train.seed)
     weights_path = fetch_weights(config.model.backbone) if config.model.weights == "imagenet" else None
