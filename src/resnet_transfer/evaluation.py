@@ -8,7 +8,6 @@ Example:
 import logging
 import os
 
-import numpy as np
 
 from resnet_transfer.files import atomic_path
 
