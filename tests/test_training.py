@@ -24,7 +24,8 @@ def test_batches_reshuffle_per_epoch_and_cover_every_row():
 
 @pytest.mark.slow
 def test_cached_and_end_to_end_ways_agree(small_config, tmp_path):
-    cached = train(small_config(tmp_path / "cached").updated({"model": {"backbone": "resnet50"}}))
+    # A cache of its own: other tests may already have stored these features.
+    cached = train(small_config(tmp_path / "cached", cache_dir=str(tmp_path / "cache")).updated({"model": {"backbone": "resnet50"}}))
     end_to_end = train(small_config(tmp_path / "e2e", feature_cache="off").updated({"model": {"backbone": "resnet50"}}))
     assert cached.metrics["feature_cache"] == "miss" and end_to_end.metrics["feature_cache"] == "off"
     np.testing.assert_allclose(cached.history["val_loss"], end_to_end.history["val_loss"], rtol=0.01)
