@@ -32,10 +32,11 @@ import numpy as np
 
 from resnet_transfer.backbones import fetch_weights, weights_identity
 from resnet_transfer.config import BUILTIN_DATA, RunConfig
-from resnet_transfer.errors import ConfigError
 from resnet_transfer.data import Dataset, load_dataset
+from resnet_transfer.errors import ConfigError
 from resnet_transfer.evaluation import plot_curves
 from resnet_transfer.features import FeatureCache, FeatureKey, cached_features
+from resnet_transfer.files import atomic_path
 from resnet_transfer.model import backbone_of, build_model, compile_model, feature_extractor, head_of
 from resnet_transfer.report import compute_test_metrics, write_report
 from resnet_transfer.runs import (
@@ -50,7 +51,7 @@ from resnet_transfer.runs import (
     write_skipped,
 )
 
-__all__ = ["ArrayBatches", "EpochTimer", "RunResult", "train", "fit"]
+__all__ = ["ArrayBatches", "EpochTimer", "RunResult", "train", "fit", "predict_probabilities", "balanced_class_weight"]
 
 logger = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
     write_history(run_dir, history, timer.seconds)
     if timer.seconds:
         plot_curves(history, os.path.join(run_dir, "curves.png"))
-    with _atomic_model_path(run_dir) as temporary:
+    with atomic_path(os.path.join(run_dir, "model.keras")) as temporary:
         model.save(temporary)
     metrics = {
         **compute_test_metrics(probabilities, dataset.y_test),
@@ -303,12 +304,6 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
         metrics["test_loss"], metrics["test_accuracy"], run_dir,
     )
     return RunResult(run_dir=run_dir, model=model, history=history, metrics=metrics)
-
-
-def _atomic_model_path(run_dir: str):
-    from resnet_transfer.files import atomic_path
-
-    return atomic_path(os.path.join(run_dir, "model.keras"))
 
 
 def _trainable_count(model: keras.Model) -> int:
