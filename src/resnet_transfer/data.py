@@ -37,6 +37,7 @@ __all__ = [
     "pad_to_seed_images",
     "split_validation",
     "load_dataset",
+    "checked_limit",
 ]
 
 logger = logging.getLogger(__name__)
@@ -227,6 +228,15 @@ def split_validation(x: np.ndarray, y: np.ndarray, val_size: int) -> tuple:
 MNIST_VAL_SIZE = 2000
 
 
+def checked_limit(name: str, limit: Optional[int], available: int, *, detail: str = "") -> int:
+    """How many images an optional ``--limit``-style setting takes; more than ``available`` is a ``DataError``."""
+    if limit is None:
+        return available
+    if limit > available:
+        raise DataError(f"{name} must be at most {available}{detail}. Received: {name}={limit}")
+    return limit
+
+
 def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
     """Loads, shapes and splits the data set that ``config`` names.
 
@@ -246,17 +256,11 @@ def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
     if isinstance(val_size, float):
         val_size = int(round(val_size * len(x_train)))
     x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_size)
-    if config.limit is not None:
-        if config.limit > len(x_train):
-            raise DataError(
-                f"limit must be at most {len(x_train)} (training images left after holding out "
-                f"val_size={val_size}). Received: limit={config.limit}"
-            )
-        x_train, y_train = x_train[: config.limit], y_train[: config.limit]
-    if config.test_limit is not None:
-        if config.test_limit > len(x_test):
-            raise DataError(f"test_limit must be at most {len(x_test)}. Received: test_limit={config.test_limit}")
-        x_test, y_test = x_test[: config.test_limit], y_test[: config.test_limit]
+    train_count = checked_limit(
+        "limit", config.limit, len(x_train), detail=f" (training images left after holding out val_size={val_size})"
+    )
+    test_count = checked_limit("test_limit", config.test_limit, len(x_test))
+    x_train, y_train, x_test, y_test = x_train[:train_count], y_train[:train_count], x_test[:test_count], y_test[:test_count]
     shape = _mnist_shaper(config)
     return Dataset(
         x_train=shape(x_train),

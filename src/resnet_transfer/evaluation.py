@@ -8,8 +8,7 @@ Example:
 import logging
 import os
 
-
-from resnet_transfer.files import atomic_path
+from resnet_transfer.report import pyplot, save_figure
 
 __all__ = ["plot_curves", "evaluate_run", "load_run_model"]
 
@@ -18,14 +17,10 @@ logger = logging.getLogger(__name__)
 
 def plot_curves(history: dict, path: str) -> None:
     """Writes the two-panel figure: loss (train vs val) and accuracy (train vs val) per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
     from matplotlib.ticker import MaxNLocator
 
     epochs = list(range(1, len(history["loss"]) + 1))
-    figure, (loss_axis, accuracy_axis) = pyplot.subplots(1, 2, figsize=(11, 4))
+    figure, (loss_axis, accuracy_axis) = pyplot().subplots(1, 2, figsize=(11, 4))
     for axis, metric, title in ((loss_axis, "loss", "Loss"), (accuracy_axis, "accuracy", "Accuracy")):
         axis.plot(epochs, history[metric], marker="o", label="train")
         axis.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
@@ -36,9 +31,7 @@ def plot_curves(history: dict, path: str) -> None:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100, format="png")
-    pyplot.close(figure)
+    save_figure(figure, path)
 
 
 def load_run_model(run_dir: str):

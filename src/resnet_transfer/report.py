@@ -41,27 +41,29 @@ def compute_test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot
+    from matplotlib import pyplot as module
 
-    return pyplot
+    return module
 
 
-def _save(figure, path: str) -> None:
+def save_figure(figure, path: str) -> None:
+    """Writes ``figure`` as a PNG at ``path`` atomically and closes it."""
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=100, format="png", bbox_inches="tight")
-    _pyplot().close(figure)
+    pyplot().close(figure)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple, path: str) -> None:
-    pyplot = _pyplot()
+    plt = pyplot()
     totals = matrix.sum(axis=1, keepdims=True)
     rates = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
     side = max(5.0, 0.55 * len(class_names) + 2)
-    figure, axis = pyplot.subplots(figsize=(side, side))
+    figure, axis = plt.subplots(figsize=(side, side))
     image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axis, fraction=0.046, label="share of the true class")
     ticks = np.arange(len(class_names))
@@ -74,15 +76,15 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple, path: str) -> 
         for row, column in np.ndindex(matrix.shape):
             colour = "white" if rates[row, column] > 0.5 else "black"
             axis.text(column, row, f"{matrix[row, column]}\n{rates[row, column]:.0%}", ha="center", va="center", fontsize=8, color=colour)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_worst(images, labels, probabilities, losses, class_names: tuple, path: str) -> None:
-    pyplot = _pyplot()
+    plt = pyplot()
     worst = np.argsort(-losses)[:_WORST]
     columns = 4
     rows = max(1, int(np.ceil(len(worst) / columns)))
-    figure, axes = pyplot.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
     for axis, index in zip(axes.ravel(), worst):
@@ -94,7 +96,7 @@ def plot_worst(images, labels, probabilities, losses, class_names: tuple, path: 
             fontsize=9, color="black" if predicted == labels[index] else "darkred",
         )
     figure.suptitle("Test images with the largest loss")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def _classification_rows(labels, predictions, class_names: tuple) -> list:
@@ -171,9 +173,8 @@ def write_report(run_dir: str, *, probabilities, labels, images, class_names: tu
         metrics: shown in the page's metrics table.
         settings: the run's config record, shown in the page.
     """
-    from sklearn.metrics import confusion_matrix
-
     import keras
+    from sklearn.metrics import confusion_matrix
 
     labels = np.asarray(labels)
     predictions = np.argmax(probabilities, axis=-1)

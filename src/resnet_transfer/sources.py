@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from resnet_transfer.data import checked_limit
 from resnet_transfer.errors import DataError
 from resnet_transfer.images import decode_to_store, fit_array, image_size_of
 
@@ -31,6 +32,11 @@ logger = logging.getLogger(__name__)
 
 KERAS_DATASETS = ("fashion_mnist", "cifar10", "cifar100")
 SEED_INPUT, SEED_SIZE, DEFAULT_SIZE = (28, 28), 32, 224
+DEFAULT_VAL_SIZE = 0.2
+
+
+def _val_size(config):
+    return DEFAULT_VAL_SIZE if config.val_size is None else config.val_size
 
 
 @dataclass
@@ -160,7 +166,7 @@ def _file_dataset(train: _Entries, val, test, config, seed: int, skipped: list):
         kept, held = _stratified_split(train.labels, config.test_size, seed, "test_size")
         train, test = train.take(kept), train.take(held)
     if val is None:
-        kept, held = _stratified_split(train.labels, config.val_size if config.val_size is not None else 0.2, seed, "val_size")
+        kept, held = _stratified_split(train.labels, _val_size(config), seed, "val_size")
         train, val = train.take(kept), train.take(held)
     train, test = _apply_limits(train, test, config)
     first = next((size for size in map(image_size_of, train.paths) if size is not None), None)
@@ -177,12 +183,9 @@ def _file_dataset(train: _Entries, val, test, config, seed: int, skipped: list):
 
 
 def _apply_limits(train, test, config):
-    for name, limit, entries in (("limit", config.limit, train), ("test_limit", config.test_limit, test)):
-        if limit is not None and limit > len(entries):
-            raise DataError(f"{name} must be at most {len(entries)}. Received: {name}={limit}")
-    train = train.take(range(config.limit)) if config.limit is not None else train
-    test = test.take(range(config.test_limit)) if config.test_limit is not None else test
-    return train, test
+    train_count = checked_limit("limit", config.limit, len(train))
+    test_count = checked_limit("test_limit", config.test_limit, len(test))
+    return train.take(range(train_count)), test.take(range(test_count))
 
 
 def _array_dataset(x_train, y_train, x_test, y_test, config, seed: int, skipped: list, source: dict):
@@ -199,13 +202,11 @@ def _array_dataset(x_train, y_train, x_test, y_test, config, seed: int, skipped:
     known = np.isin(y_test, classes)
     skipped += [(f"x_test[{i}]", f"label {y_test[i]!r} is not a training class") for i in np.flatnonzero(~known)]
     x_test, y_test = x_test[known], y_test[known]
-    kept, held = _stratified_split(y_train.tolist(), config.val_size if config.val_size is not None else 0.2, seed, "val_size")
+    kept, held = _stratified_split(y_train.tolist(), _val_size(config), seed, "val_size")
     arrays = {"train": (x_train[kept], y_train[kept]), "val": (x_train[held], y_train[held]), "test": (x_test, y_test)}
     for name, limit, split in (("limit", config.limit, "train"), ("test_limit", config.test_limit, "test")):
-        if limit is not None:
-            if limit > len(arrays[split][1]):
-                raise DataError(f"{name} must be at most {len(arrays[split][1])}. Received: {name}={limit}")
-            arrays[split] = (arrays[split][0][:limit], arrays[split][1][:limit])
+        count = checked_limit(name, limit, len(arrays[split][1]))
+        arrays[split] = (arrays[split][0][:count], arrays[split][1][:count])
     size, resize = _choose_geometry(x_train.shape[1:3], config.image_size, config.resize)
     index = {label: i for i, label in enumerate(classes)}
     fitted = {
