@@ -1,120 +1,110 @@
 """The ``resnet-transfer`` command: parses arguments and calls the Python API.
 
-Every problem a user can fix ends as one line on stderr and exit status 2.
+``train``'s flags are built from the fields of the config dataclasses (name, type,
+default, help), so each setting is declared once, in ``config``. Every problem a
+user can cause ends as one line on stderr and exit status 2; ``--debug`` adds the
+traceback of its cause.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
-import os
 import sys
+import traceback
+import typing
 from typing import Optional
+
+from resnet_transfer.config import RunConfig, load_config_file
+from resnet_transfer.errors import ResnetTransferError
+from resnet_transfer.files import json_safe
+from resnet_transfer.startup import quiet_startup
 
 __all__ = ["main", "build_parser"]
 
 EXIT_USAGE = 2
 
-# flag destination -> (config section or None for top level, config field)
-_TRAIN_FLAGS = {
-    "data": ("data", "source"),
-    "data_dir": ("data", "data_dir"),
-    "limit": ("data", "limit"),
-    "val_size": ("data", "val_size"),
-    "test_limit": ("data", "test_limit"),
-    "test_size": ("data", "test_size"),
-    "image_size": ("data", "image_size"),
-    "resize": ("data", "resize"),
-    "path_column": ("data", "path_column"),
-    "label_column": ("data", "label_column"),
-    "strict": ("data", "strict"),
-    "class_weight": ("train", "class_weight"),
-    "backbone": ("model", "backbone"),
-    "weights": ("model", "weights"),
-    "preprocess": ("model", "preprocess"),
-    "head_units": ("model", "head_units"),
-    "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"),
-    "learning_rate": ("train", "learning_rate"),
-    "seed": ("train", "seed"),
-    "feature_cache": ("train", "feature_cache"),
-    "cache_dir": ("train", "cache_dir"),
-    "cache_dtype": ("train", "cache_dtype"),
-    "steps_per_execution": ("train", "steps_per_execution"),
-    "run_dir": (None, "run_dir"),
-    "tensorboard": (None, "tensorboard"),
-}
+
+def _flag_type(config_field: dataclasses.Field):
+    """The parser of a field's flag: its metadata's ``parse``, else from its annotation."""
+    if config_field.metadata.get("parse"):
+        parse = config_field.metadata["parse"]
+
+        def convert(text: str):
+            try:
+                return parse(text)
+            except ValueError as error:
+                raise argparse.ArgumentTypeError(str(error)) from error
+
+        return convert
+    annotation = config_field.type
+    inner = [argument for argument in typing.get_args(annotation) if argument is not type(None)]  # Optional[X] -> X
+    base = inner[0] if inner else annotation
+    return base if base in (int, float) else str
 
 
-def _count_or_fraction(text: str):
-    """'500' -> 500, '0.2' -> 0.2 (validated by the config)."""
-    try:
-        return float(text) if any(mark in text for mark in ".eE") else int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count (e.g. 500) or a fraction (e.g. 0.2), got {text!r}") from None
+def _add_config_flags(parser: argparse.ArgumentParser, config_class, section: Optional[str]) -> None:
+    for config_field in dataclasses.fields(config_class):
+        if "help" not in config_field.metadata:
+            continue
+        metadata = config_field.metadata
+        flag = metadata.get("flag") or "--" + config_field.name.replace("_", "-")
+        default = "" if config_field.default in (None, False) else f" (default: {config_field.default})"
+        destination = f"{section}.{config_field.name}" if section else config_field.name
+        if metadata.get("const") is not None:
+            parser.add_argument(flag, dest=destination, action="store_const", const=metadata["const"], help=metadata["help"])
+        else:
+            parser.add_argument(flag, dest=destination, type=_flag_type(config_field), metavar=metadata.get("metavar"),
+                                help=metadata["help"] + default)
+
+
+def _add_train_parser(commands) -> None:
+    train = commands.add_parser("train", help="train a head on a frozen backbone and write a run directory",
+                                argument_default=argparse.SUPPRESS, allow_abbrev=False)
+    train.add_argument("--config", help="JSON config file (flags override it)")
+    for section, config_class in RunConfig.SECTIONS.items():
+        _add_config_flags(train, config_class, section)
+    _add_config_flags(train, RunConfig, None)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand (flags default to "not given")."""
+    """The argument parser of every subcommand (train's flags default to "not given")."""
     parser = argparse.ArgumentParser(
         prog="resnet-transfer",
         allow_abbrev=False,
         description="Transfer learning with ImageNet-pretrained Keras ResNets. "
         "'resnet-transfer train' with no flags runs the seed recipe (ResNet152, MNIST 32x32x3, 40 epochs).",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback behind an error message")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train_parser(commands)
 
-    train = commands.add_parser("train", help="train a head on a frozen backbone and write a run directory",
-                                argument_default=argparse.SUPPRESS, allow_abbrev=False)
-    train.add_argument("--config", help="JSON config file (flags override it)")
-    train.add_argument("--data", help="mnist (default), fashion_mnist, cifar10, cifar100, a folder of class folders, "
-                       "a .csv or a .npz file")
-    train.add_argument("--data-dir", help="folder with mnist.npz or the four MNIST IDX .gz files")
-    train.add_argument("--backbone", help="resnet50, resnet101, resnet152 (default), resnet50v2, resnet101v2, resnet152v2")
-    train.add_argument("--weights", help="imagenet (default), none, or the path of a weights file")
-    train.add_argument("--preprocess", help="seed (scale to [0,1], default) or imagenet (the backbone's preprocess_input)")
-    train.add_argument("--head-units", type=int, help="width of the head's hidden layer (default 1000)")
-    train.add_argument("--epochs", type=int, help="default 40")
-    train.add_argument("--batch-size", type=int, help="default 64")
-    train.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.001)")
-    train.add_argument("--val-size", type=_count_or_fraction,
-                       help="validation images, a count or a fraction (MNIST: the last 2000; others: stratified 0.2)")
-    train.add_argument("--test-size", type=_count_or_fraction, help="test share for data without test images (default 0.2)")
-    train.add_argument("--image-size", type=int, help="square input side (default 32 for 28x28 images, else 224)")
-    train.add_argument("--resize", help="pad, stretch or crop (default pad for 28x28 -> 32, else stretch)")
-    train.add_argument("--path-column", help="CSV column with image paths (default path)")
-    train.add_argument("--label-column", help="CSV column with labels (default label)")
-    train.add_argument("--class-weight", help="balanced: weight the loss by inverse class frequency")
-    train.add_argument("--strict", action="store_const", const=True, help="stop on any unreadable or unusable input")
-    train.add_argument("--limit", type=int, help="train on the first N training images only")
-    train.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
-    train.add_argument("--seed", type=int, help="random seed (default 0)")
-    train.add_argument("--no-cache", dest="feature_cache", action="store_const", const="off",
-                       help="run the backbone in every epoch (the article's way) instead of once")
-    train.add_argument("--cache-dir", help="feature cache folder (default ~/.cache/resnet-transfer/features)")
-    train.add_argument("--cache-dtype", help="float32 (default) or float16 for stored features")
-    train.add_argument("--steps-per-execution", type=int, help="optimizer steps per compiled call (default 8)")
-    train.add_argument("--run-dir", help="output folder (default runs/<UTC timestamp>-<backbone>); never overwritten")
-    train.add_argument("--tensorboard", action="store_const", const=True, help="also write TensorBoard logs")
-
-    evaluate = commands.add_parser("evaluate", help="re-compute the test metrics of a run from its saved model")
+    evaluate = commands.add_parser("evaluate", help="re-compute the test metrics of a run from its saved model",
+                                   allow_abbrev=False)
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--allow-changed-data", action="store_true",
+                          help="evaluate even if the data changed since the run trained")
 
     predict = commands.add_parser("predict", help="top-k classes of image files, folders or globs", allow_abbrev=False)
     predict.add_argument("run_dir", metavar="RUN_DIR")
     predict.add_argument("inputs", nargs="+", metavar="PATH")
-    predict.add_argument("--top-k", type=int, default=3)
-    predict.add_argument("--format", default="table", help="table (default), jsonl or csv")
+    predict.add_argument("--top-k", type=int, default=3, help="classes per image (default: 3)")
+    predict.add_argument("--format", default="table", choices=("table", "jsonl", "csv"), help="output format (default: table)")
 
     export = commands.add_parser("export", help="write a deployable SavedModel, TFLite or ONNX model, checked against Keras",
                                  allow_abbrev=False)
     export.add_argument("run_dir", metavar="RUN_DIR")
-    export.add_argument("--format", required=True, help="savedmodel, tflite or onnx")
+    export.add_argument("--format", required=True, choices=("savedmodel", "tflite", "onnx"))
     export.add_argument("--quantize", action="store_true", help="dynamic-range quantisation (tflite only)")
     export.add_argument("--output", help="output folder (default RUN_DIR/export/FORMAT)")
+    export.add_argument("--allow-changed-data", action="store_true",
+                        help="check the export on the run's data even if it changed since training")
 
-    commands.add_parser("info", help="versions, devices, cached weights, where MNIST would load from")
+    info = commands.add_parser("info", help="versions, devices, cached weights, where MNIST would load from",
+                               allow_abbrev=False)
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    weights = commands.add_parser("weights", help="manage ImageNet weights in Keras's cache")
+    weights = commands.add_parser("weights", help="manage ImageNet weights in Keras's cache", allow_abbrev=False)
     weights_commands = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     import_parser = weights_commands.add_parser("import", help="verify a carried-in weights file and cache it")
     import_parser.add_argument("file", metavar="FILE")
@@ -124,40 +114,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_config(arguments: argparse.Namespace):
-    from resnet_transfer.config import RunConfig, load_config_file
-
+def run_config_from(arguments: argparse.Namespace) -> RunConfig:
+    """Defaults < ``--config`` file < flags."""
     base = load_config_file(arguments.config) if "config" in arguments else RunConfig()
-    overrides = {}
-    for flag, (section, name) in _TRAIN_FLAGS.items():
-        if flag in arguments:
-            target = overrides.setdefault(section, {}) if section else overrides
-            target[name] = getattr(arguments, flag)
+    overrides: dict = {}
+    for destination, value in vars(arguments).items():
+        if destination in ("command", "config", "debug"):
+            continue
+        section, _, name = destination.rpartition(".")
+        (overrides.setdefault(section, {}) if section else overrides)[name] = value
     return base.updated(overrides)
 
 
 def _command_train(arguments: argparse.Namespace) -> int:
-    from resnet_transfer.training import train
+    from resnet_transfer.training.train import train
 
-    result = train(_run_config(arguments))
-    print(json.dumps({"run_dir": result.run_dir, **{k: result.metrics[k] for k in ("test_loss", "test_accuracy")}}))
+    result = train(run_config_from(arguments))
+    print(json.dumps(json_safe({"run_dir": result.run_dir, **{k: result.metrics[k] for k in ("test_loss", "test_accuracy")}})))
     return 0
 
 
 def _command_evaluate(arguments: argparse.Namespace) -> int:
     from resnet_transfer.evaluation import evaluate_run
 
-    print(json.dumps(evaluate_run(arguments.run_dir)))
+    print(json.dumps(json_safe(evaluate_run(arguments.run_dir, allow_changed_data=arguments.allow_changed_data))))
     return 0
 
 
 def _command_predict(arguments: argparse.Namespace) -> int:
-    from resnet_transfer.prediction import PREDICT_FORMATS, format_predictions, predict
+    from resnet_transfer.prediction import format_predictions, predict
 
-    if arguments.format not in PREDICT_FORMATS:
-        from resnet_transfer.errors import ConfigError
-
-        raise ConfigError(f"format must be one of: {', '.join(PREDICT_FORMATS)}. Received: format={arguments.format!r}")
     results = predict(arguments.run_dir, arguments.inputs, top_k=arguments.top_k)
     sys.stdout.write(format_predictions(results, arguments.format))
     return 0
@@ -166,19 +152,23 @@ def _command_predict(arguments: argparse.Namespace) -> int:
 def _command_export(arguments: argparse.Namespace) -> int:
     from resnet_transfer.export import export_run
 
-    print(json.dumps(export_run(arguments.run_dir, arguments.format, quantize=arguments.quantize, output_dir=arguments.output)))
+    result = export_run(arguments.run_dir, arguments.format, quantize=arguments.quantize, output_dir=arguments.output,
+                        allow_changed_data=arguments.allow_changed_data)
+    print(json.dumps(result))
     return 0
 
 
 def _command_info(arguments: argparse.Namespace) -> int:
-    from resnet_transfer.info import collect_info
+    from resnet_transfer.info import collect_info, format_info
 
-    print(json.dumps(collect_info(), indent=2))
+    info = collect_info()
+    print(json.dumps(info, indent=2) if arguments.json else format_info(info))
     return 0
 
 
 def _command_weights(arguments: argparse.Namespace) -> int:
-    from resnet_transfer.backbones import fetch_weights, get_backbone_spec, import_weights
+    from resnet_transfer.model.registry import get_backbone_spec
+    from resnet_transfer.model.weights import fetch_weights, import_weights
 
     if arguments.weights_command == "import":
         print(f"imported: {import_weights(arguments.file, arguments.backbone)}")
@@ -200,21 +190,34 @@ _COMMANDS = {
 }
 
 
+def _fail(message: str, *, debug: bool, status: int = EXIT_USAGE) -> int:
+    if debug:
+        traceback.print_exc()
+    elif sys.exc_info()[1] is not None and sys.exc_info()[1].__cause__ is not None:
+        message += " (--debug shows the cause)"
+    print(f"resnet-transfer: error: {message}", file=sys.stderr)
+    return status
+
+
 def main(argv: Optional[list] = None) -> int:
     """Runs the command line; returns the exit status (2 for a problem the user can fix)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     arguments = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="resnet-transfer: %(message)s", stream=sys.stderr)
-    from resnet_transfer.errors import ResnetTransferError
-
     try:
         return _COMMANDS[arguments.command](arguments)
     except ResnetTransferError as error:
-        print(f"resnet-transfer: error: {error}", file=sys.stderr)
-        return error.exit_status
+        return _fail(str(error), debug=arguments.debug, status=error.exit_status)
+    except KeyboardInterrupt:
+        return _fail("interrupted (Ctrl-C); nothing of an unfinished run is left that blocks running it again",
+                     debug=arguments.debug)
+    except OSError as error:  # a full or read-only disk, a file removed under us
+        where = f" ({error.filename})" if error.filename else ""
+        return _fail(f"{error.strerror or error}{where}: free some space or choose a writable folder, then run the "
+                     "command again", debug=arguments.debug)
 
 
 def _entry_point() -> None:
+    quiet_startup()
     sys.exit(main())
 
 

@@ -3,6 +3,9 @@
 Precedence is defaults < config file (JSON) < command-line flags. Unknown keys
 are errors. Every run writes its resolved configuration to ``config.json``.
 
+Each field carries its command-line help in its metadata (``option``), and the
+CLI builds its ``train`` flags from these fields, so a setting is declared once.
+
 Example:
     >>> config = RunConfig.from_dict({"model": {"weights": "none"}, "data": {"limit": 512}})
     >>> config.train.epochs
@@ -11,11 +14,13 @@ Example:
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from resnet_transfer.errors import ConfigError
+from resnet_transfer.model.registry import BACKBONES, get_backbone_spec
 
 __all__ = [
     "DataConfig",
@@ -23,6 +28,8 @@ __all__ = [
     "TrainConfig",
     "RunConfig",
     "load_config_file",
+    "option",
+    "parse_count_or_fraction",
     "BUILTIN_DATA",
     "RESIZE_MODES",
     "PREPROCESS_MODES",
@@ -35,19 +42,45 @@ PREPROCESS_MODES = ("seed", "imagenet")
 CACHE_DTYPES = ("float32", "float16")
 
 
+def parse_count_or_fraction(text: str):
+    """'500' -> 500, '0.2' -> 0.2 (range checked by the config)."""
+    try:
+        return float(text) if any(mark in text.lower() for mark in ".en") else int(text)
+    except ValueError:
+        raise ValueError(f"expected a count (e.g. 500) or a fraction (e.g. 0.2), got {text!r}") from None
+
+
+def option(default, help: str, *, flag: Optional[str] = None, parse=None, const=None, metavar=None):
+    """A config field with its command-line flag: ``--field-name`` unless ``flag`` says otherwise.
+
+    Args:
+        default: the field's default.
+        help: the flag's help text (the default is appended by the CLI).
+        flag: the flag's name when it is not the field's name with dashes.
+        parse: converts the flag's text (default: from the field's type).
+        const: for switches (``--strict``, ``--no-cache``), the value the switch sets.
+    """
+    metadata = {"help": help, "flag": flag, "parse": parse, "const": const, "metavar": metavar}
+    return field(default=default, metadata=metadata)
+
+
 def _require_int(name: str, value: Any, minimum: int, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}. Received: {name}={value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}. Received: {name}={value}")
 
 
 def _require_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
-        allowed = ", ".join(choices)
-        raise ConfigError(f"{name} must be one of: {allowed}. Received: {name}={value!r}")
+        raise ConfigError(f"{name} must be one of: {', '.join(choices)}. Received: {name}={value!r}")
+
+
+def _require_text(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be a non-empty string. Received: {name}={value!r}")
 
 
 def _require_size(name: str, value: Any) -> None:
@@ -67,38 +100,37 @@ class DataConfig:
     Args:
         source: "mnist" (the seed recipe's), "fashion_mnist", "cifar10", "cifar100",
             a folder of class folders (or with train/, val/, test/), a .csv or a .npz file.
-        data_dir: for MNIST, a folder holding ``mnist.npz`` or the four IDX ``.gz``
-            files; searched before any other place.
+        data_dir: for MNIST, a folder holding ``mnist.npz`` or the four IDX ``.gz`` files.
         limit: train on the first ``limit`` training images only (None: all).
-        val_size: images held out for validation, a count or a fraction. MNIST holds
-            out the LAST ones (default 2000, as the seed recipe does); other sources a
-            stratified, seeded sample (default 0.2) unless they have a val/ folder.
+        val_size: validation images, a count or a fraction (MNIST: the LAST 2000; others:
+            a stratified, seeded 0.2 unless there is a val/ folder).
         test_limit: evaluate on the first ``test_limit`` test images only (None: all).
-        test_size: held-out test share for sources without test images (default 0.2).
-        image_size: side of the square backbone input (None: 32 for 28x28 inputs,
-            padded as in the seed recipe; otherwise 224).
-        resize: "pad", "stretch" or "crop" (None: "pad" for the 28x28 -> 32 case,
-            otherwise "stretch").
+        test_size: held-out test share for sources without test images.
+        image_size: side of the square backbone input (None: 32 for 28x28 images, else
+            the backbone's default, 224).
+        resize: "pad", "stretch" or "crop" (None: "pad" for 28x28 -> 32, else "stretch").
         path_column, label_column: the CSV's columns.
+        encoding: the CSV's text encoding (None: UTF-8, with or without a byte-order mark).
         strict: turn every skipped input into an error.
     """
 
-    source: str = "mnist"
-    data_dir: Optional[str] = None
-    limit: Optional[int] = None
-    val_size: Any = None
-    test_limit: Optional[int] = None
-    test_size: Any = 0.2
-    image_size: Optional[int] = None
-    resize: Optional[str] = None
-    path_column: str = "path"
-    label_column: str = "label"
-    strict: bool = False
+    source: str = option("mnist", "mnist, fashion_mnist, cifar10, cifar100, a folder of class folders, a .csv or a .npz file", flag="--data")
+    data_dir: Optional[str] = option(None, "folder with mnist.npz or the four MNIST IDX .gz files")
+    limit: Optional[int] = option(None, "train on the first N training images only")
+    val_size: Any = option(None, "validation images, a count or a fraction (MNIST: the last 2000; others: stratified 0.2)", parse=parse_count_or_fraction)
+    test_limit: Optional[int] = option(None, "evaluate on the first N test images only")
+    test_size: Any = option(0.2, "test share for data without test images", parse=parse_count_or_fraction)
+    image_size: Optional[int] = option(None, "square input side (32 for 28x28 images, else the backbone's 224)")
+    resize: Optional[str] = option(None, "pad, stretch or crop (pad for 28x28 -> 32, else stretch)")
+    path_column: str = option("path", "CSV column with image paths")
+    label_column: str = option("label", "CSV column with labels")
+    encoding: Optional[str] = option(None, "the CSV's text encoding (UTF-8 with or without BOM if not given)")
+    strict: bool = option(False, "stop on any unreadable or unusable input instead of skipping it", const=True)
 
     def __post_init__(self):
         if not isinstance(self.source, str) or not (
             self.source in BUILTIN_DATA or os.path.isdir(self.source) or (
-                os.path.isfile(self.source) and self.source.endswith((".csv", ".npz")))
+                os.path.isfile(self.source) and self.source.lower().endswith((".csv", ".npz")))
         ):
             raise ConfigError(
                 f"data must be one of {', '.join(BUILTIN_DATA)}, an existing folder of class folders, "
@@ -108,11 +140,25 @@ class DataConfig:
         _require_size("val_size", self.val_size)
         _require_int("test_limit", self.test_limit, 1, allow_none=True)
         _require_size("test_size", self.test_size)
-        _require_int("image_size", self.image_size, 8, allow_none=True)
+        _require_int("image_size", self.image_size, 1, allow_none=True)
         if self.resize is not None:
             _require_choice("resize", self.resize, RESIZE_MODES)
-        if self.data_dir is not None and not os.path.isdir(self.data_dir):
+        if self.data_dir is not None and (not isinstance(self.data_dir, str) or not os.path.isdir(self.data_dir)):
             raise ConfigError(f"data_dir must be an existing folder. Received: data_dir={self.data_dir!r}")
+        _require_text("path_column", self.path_column)
+        _require_text("label_column", self.label_column)
+        _require_text("encoding", self.encoding, allow_none=True)
+        if self.encoding is not None:
+            import codecs
+
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise ConfigError(
+                    f"encoding must be a text encoding Python knows (utf-8, cp1252, latin-1, ...). Received: encoding={self.encoding!r}"
+                ) from None
+        if not isinstance(self.strict, bool):
+            raise ConfigError(f"strict must be true or false. Received: strict={self.strict!r}")
 
 
 @dataclass(frozen=True)
@@ -120,22 +166,20 @@ class ModelConfig:
     """The backbone, its weights and preprocessing, and the head on top.
 
     Args:
-        backbone: a name from ``resnet_transfer.backbones.BACKBONES``.
+        backbone: a name from ``resnet_transfer.model.BACKBONES``.
         weights: "imagenet" (Keras downloads and caches them under KERAS_HOME),
             "none" (random initialisation) or the path of a weights file.
         preprocess: "seed" (scale pixels to [0, 1], as the article does) or
-            "imagenet" (the backbone's own ``preprocess_input``).
+            "imagenet" (the backbone's own ImageNet preprocessing).
         head_units: width of the head's hidden Dense layer.
     """
 
-    backbone: str = "resnet152"
-    weights: str = "imagenet"
-    preprocess: str = "seed"
-    head_units: int = 1000
+    backbone: str = option("resnet152", ", ".join(BACKBONES))
+    weights: str = option("imagenet", "imagenet, none (random), or the path of a weights file")
+    preprocess: str = option("seed", "seed (scale to [0, 1]) or imagenet (the backbone's preprocess_input)")
+    head_units: int = option(1000, "width of the head's hidden layer")
 
     def __post_init__(self):
-        from resnet_transfer.backbones import BACKBONES  # deferred: backbones imports keras
-
         _require_choice("backbone", self.backbone, tuple(BACKBONES))
         _require_choice("preprocess", self.preprocess, PREPROCESS_MODES)
         _require_int("head_units", self.head_units, 1)
@@ -156,7 +200,7 @@ class TrainConfig:
     """How the head is trained.
 
     Args:
-        epochs: passes over the training images (0 trains nothing, only evaluates).
+        epochs: passes over the training images (0: the untrained head is only evaluated).
         batch_size: images per optimizer step.
         learning_rate: Adam's learning rate (Keras's default is 0.001).
         seed: fixes Python, numpy and Keras random state, and the shuffling.
@@ -164,31 +208,35 @@ class TrainConfig:
             stored features; "off" runs the backbone in every epoch, as the article does.
         cache_dir: where stored features live (None: the user's cache directory).
         cache_dtype: "float32" or "float16" for stored features.
-        steps_per_execution: optimizer steps per compiled call (Keras's knob for
-            per-step overhead; 8 measured fastest for the head, see benchmarks/README.md).
-        class_weight: None, or "balanced" to weight the loss by inverse class frequency
-            on the training split (scikit-learn's definition).
+        steps_per_execution: optimizer steps per compiled call (8 measured fastest).
+        class_weight: None, or "balanced" to weight the loss by inverse class frequency.
     """
 
-    epochs: int = 40
-    batch_size: int = 64
-    learning_rate: float = 0.001
-    seed: int = 0
-    feature_cache: str = "auto"
-    cache_dir: Optional[str] = None
-    cache_dtype: str = "float32"
-    steps_per_execution: int = 8
-    class_weight: Optional[str] = None
+    epochs: int = option(40, "passes over the training images (0: only evaluate the untrained head)")
+    batch_size: int = option(64, "images per optimizer step")
+    learning_rate: float = option(0.001, "Adam's learning rate")
+    seed: int = option(0, "random seed of weights, shuffling and splits")
+    feature_cache: str = option("auto", "run the backbone in every epoch (the article's way) instead of once",
+                                flag="--no-cache", const="off")
+    cache_dir: Optional[str] = option(None, "feature cache folder (~/.cache/resnet-transfer/features if not given)")
+    cache_dtype: str = option("float32", "float32 or float16 for stored features")
+    steps_per_execution: int = option(8, "optimizer steps per compiled call")
+    class_weight: Optional[str] = option(None, "balanced: weight the loss by inverse class frequency")
 
     def __post_init__(self):
         _require_int("epochs", self.epochs, 0)
         _require_int("batch_size", self.batch_size, 1)
         _require_int("seed", self.seed, 0)
         _require_int("steps_per_execution", self.steps_per_execution, 1)
-        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be a number > 0. Received: learning_rate={self.learning_rate!r}")
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+            raise ConfigError(f"learning_rate must be a finite number > 0. Received: learning_rate={rate!r}")
         _require_choice("feature_cache", self.feature_cache, ("auto", "off"))
         _require_choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
+        if self.cache_dir is not None:
+            _require_text("cache_dir", self.cache_dir)
+            if os.path.exists(self.cache_dir) and not os.path.isdir(self.cache_dir):
+                raise ConfigError(f"cache_dir must be a folder, not a file. Received: cache_dir={self.cache_dir!r}")
         if self.class_weight is not None:
             _require_choice("class_weight", self.class_weight, ("balanced",))
 
@@ -206,28 +254,46 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    run_dir: Optional[str] = None
-    tensorboard: bool = False
+    run_dir: Optional[str] = option(None, "output folder (runs/<UTC timestamp>-<backbone> if not given); never overwritten")
+    tensorboard: bool = option(False, "also write TensorBoard logs to RUN_DIR/tensorboard", const=True)
+
+    SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+    def __post_init__(self):
+        _require_text("run_dir", self.run_dir, allow_none=True)
+        if not isinstance(self.tensorboard, bool):
+            raise ConfigError(f"tensorboard must be true or false. Received: tensorboard={self.tensorboard!r}")
+        if self.data.image_size is not None:
+            spec = get_backbone_spec(self.model.backbone)
+            if self.data.image_size < spec.min_input_size:
+                raise ConfigError(
+                    f"image_size must be at least {spec.min_input_size} for {spec.name} (Keras's smallest input "
+                    f"without the top). Received: image_size={self.data.image_size}"
+                )
 
     @classmethod
-    def from_dict(cls, values: dict) -> "RunConfig":
-        """Builds a config from nested dicts; unknown keys raise ``ConfigError``."""
+    def from_dict(cls, values: Any) -> "RunConfig":
+        """Builds a config from nested dicts; unknown keys and wrong types raise ``ConfigError``."""
         if not isinstance(values, dict):
             raise ConfigError(f"a config must be a JSON object. Received: {type(values).__name__}")
-        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-        top_level = {"run_dir", "tensorboard"}
-        unknown = set(values) - set(sections) - top_level
+        top_level = {f.name for f in dataclasses.fields(cls)} - set(cls.SECTIONS)
+        unknown = set(values) - set(cls.SECTIONS) - top_level
         if unknown:
-            allowed = ", ".join(sorted(set(sections) | top_level))
-            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}. Allowed: {allowed}")
+            allowed = ", ".join(sorted(set(cls.SECTIONS) | top_level))
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(map(str, unknown)))}. Allowed: {allowed}")
         built = {}
-        for name, section_class in sections.items():
+        for name, section_class in cls.SECTIONS.items():
             section = values.get(name, {})
+            if not isinstance(section, dict):
+                raise ConfigError(
+                    f"config section '{name}' must be an object of settings, like {{\"{name}\": {{...}}}}. "
+                    f"Received: {type(section).__name__}"
+                )
             names = {f.name for f in dataclasses.fields(section_class)}
             unknown = set(section) - names
             if unknown:
                 raise ConfigError(
-                    f"unknown keys in config section '{name}': {', '.join(sorted(unknown))}. "
+                    f"unknown keys in config section '{name}': {', '.join(sorted(map(str, unknown)))}. "
                     f"Allowed: {', '.join(sorted(names))}"
                 )
             built[name] = section_class(**section)
@@ -252,13 +318,15 @@ def load_config_file(path: str) -> RunConfig:
     """Reads a JSON config file (same nesting as ``RunConfig.to_dict``).
 
     Raises:
-        ConfigError: the file cannot be read, is not JSON, or has unknown keys.
+        ConfigError: the file cannot be read, is not UTF-8 JSON, or has unknown keys or bad values.
     """
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             values = json.load(handle)
     except OSError as error:
-        raise ConfigError(f"cannot read config file {path!r}: {error.strerror}") from None
+        raise ConfigError(f"cannot read config file {path!r}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path!r} is not UTF-8 text ({error.reason}); save it as UTF-8 JSON") from error
     except json.JSONDecodeError as error:
-        raise ConfigError(f"config file {path!r} is not valid JSON: {error}") from None
+        raise ConfigError(f"config file {path!r} is not valid JSON ({error}); fix it or leave out --config") from error
     return RunConfig.from_dict(values)

@@ -16,16 +16,18 @@ Example:
     {'format': 'tflite', 'path': 'runs/photos/export/tflite/model.tflite', 'max_abs_difference': 3e-07, ...}
 """
 
-import json
 import logging
 import os
 import shutil
 import tempfile
 from typing import Optional
 
+import keras
 import numpy as np
 
 from resnet_transfer.errors import ConfigError, ExportCheckError, RunDirectoryError
+from resnet_transfer.files import write_json_atomic, write_text_atomic
+from resnet_transfer.runs import Run
 
 __all__ = ["EXPORT_FORMATS", "TOLERANCE", "QUANTIZED_TOLERANCE", "export_run"]
 
@@ -39,8 +41,6 @@ _FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.
 
 def _uint8_model(model):
     """The run's model behind a uint8 input, so deployments feed raw pixels."""
-    import keras
-
     inputs = keras.Input(shape=model.input_shape[1:], dtype="uint8", name="image")
     return keras.Model(inputs, model(inputs), name="exported")
 
@@ -78,15 +78,21 @@ def _run_export(output_format: str, path: str, images: np.ndarray) -> np.ndarray
     return session.run(None, {session.get_inputs()[0].name: images})[0]
 
 
-def _check_images(run_dir: str, record: dict) -> np.ndarray:
-    from resnet_transfer.config import DataConfig
-    from resnet_transfer.data import load_dataset
-
-    dataset = load_dataset(DataConfig(**record["config"]["data"]), seed=record["seed"])
+def _check_images(run: Run, allow_changed_data: bool) -> np.ndarray:
+    dataset = run.load_dataset(splits=("test",), allow_changed_data=allow_changed_data)
     return np.ascontiguousarray(np.asarray(dataset.x_test[:_CHECK_IMAGES], dtype=np.uint8))
 
 
-def export_run(run_dir: str, output_format: str, *, quantize: bool = False, output_dir: Optional[str] = None) -> dict:
+def _check_output_dir(output_dir: str) -> None:
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise RunDirectoryError(f"export output {output_dir!r} is a file, not a folder; choose another --output")
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        raise RunDirectoryError(f"export folder {output_dir!r} already holds files; exports are never overwritten. "
+                                "Remove it or choose another --output")
+
+
+def export_run(run_dir: str, output_format: str, *, quantize: bool = False, output_dir: Optional[str] = None,
+               allow_changed_data: bool = False) -> dict:
     """Exports a run's model and checks it against the Keras model.
 
     Args:
@@ -94,6 +100,7 @@ def export_run(run_dir: str, output_format: str, *, quantize: bool = False, outp
         output_format: "savedmodel", "tflite" or "onnx".
         quantize: dynamic-range quantisation (TFLite only).
         output_dir: where to write (default ``RUN_DIR/export/<format>``); must not hold files.
+        allow_changed_data: check on the run's test images even if the data changed since training.
 
     Returns:
         A dict with the format, the model's path, the images checked and the largest
@@ -101,28 +108,29 @@ def export_run(run_dir: str, output_format: str, *, quantize: bool = False, outp
 
     Raises:
         ConfigError: an unknown format, or ``quantize`` with a format other than TFLite.
-        RunDirectoryError: the output folder already holds files.
+        RunDirectoryError: the output is a file or a folder that holds files.
+        DataError: the run's data changed since training (without ``allow_changed_data``).
         ExportCheckError: the exported model differs from Keras by more than the tolerance
             (the export is then not kept).
     """
-    from resnet_transfer.evaluation import load_run_model
-    from resnet_transfer.runs import read_config, read_labels
-
     if output_format not in EXPORT_FORMATS:
         raise ConfigError(f"format must be one of: {', '.join(EXPORT_FORMATS)}. Received: format={output_format!r}")
     if quantize and output_format != "tflite":
         raise ConfigError(f"--quantize applies to tflite only. Received: format={output_format!r}")
     output_dir = output_dir or os.path.join(run_dir, "export", output_format + ("-quantized" if quantize else ""))
-    if os.path.exists(output_dir) and os.listdir(output_dir):
-        raise RunDirectoryError(f"export folder {output_dir!r} already holds files; remove it or choose --output")
-    record = read_config(run_dir)
-    model = _uint8_model(load_run_model(run_dir))
-    images = _check_images(run_dir, record)
+    _check_output_dir(output_dir)
+    run = Run(run_dir)
+    record = run.record
+    model = _uint8_model(run.load_model())
+    images = _check_images(run, allow_changed_data)
     expected = model.predict(images, verbose=0)
 
     parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.partial-")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.partial-")
+    except OSError as error:
+        raise RunDirectoryError(f"cannot write the export into {parent!r} ({error.strerror}); choose a writable --output") from error
     try:
         model_path = os.path.join(staging, _FILES[output_format])
         _write(model, output_format, model_path, quantize)
@@ -133,17 +141,15 @@ def export_run(run_dir: str, output_format: str, *, quantize: bool = False, outp
                 f"the {output_format} export differs from the Keras model by {difference:.3g} in probability on "
                 f"{len(images)} test images (allowed: {tolerance:g}); nothing was kept"
             )
-        with open(os.path.join(staging, "labels.txt"), "w", encoding="utf-8") as handle:
-            handle.writelines(f"{name}\n" for name in read_labels(run_dir))
+        write_text_atomic(os.path.join(staging, "labels.txt"), "".join(f"{name}\n" for name in run.labels))
         preprocessing = {
             "input": "uint8 RGB pixels in [0, 255], shape [batch, height, width, 3]",
-            "image_size": record["image_shape"][0],
-            "resize": record.get("data_source", {}).get("resize", "pad"),
+            "image_size": run.image_geometry[0],
+            "resize": run.image_geometry[1],
             "in_model": f"{record['config']['model']['preprocess']} preprocessing of {record['config']['model']['backbone']}",
             "outputs": "class probabilities in the order of labels.txt",
         }
-        with open(os.path.join(staging, "preprocessing.json"), "w", encoding="utf-8") as handle:
-            json.dump(preprocessing, handle, indent=2)
+        write_json_atomic(os.path.join(staging, "preprocessing.json"), preprocessing)
         if os.path.isdir(output_dir):
             os.rmdir(output_dir)  # empty, checked above
         os.rename(staging, output_dir)

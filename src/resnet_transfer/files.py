@@ -8,11 +8,12 @@ final name.
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from typing import Iterator
 
-__all__ = ["hash_file", "atomic_path", "write_text_atomic", "write_json_atomic"]
+__all__ = ["hash_file", "atomic_path", "write_text_atomic", "write_json_atomic", "json_safe", "first_line"]
 
 _CHUNK_BYTES = 1 << 22
 
@@ -60,6 +61,23 @@ def write_text_atomic(path: str, text: str) -> None:
             handle.write(text)
 
 
+def json_safe(value):
+    """``value`` with every non-finite float (NaN, infinity) replaced by None: strict JSON has none."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def write_json_atomic(path: str, values: dict) -> None:
-    """Writes ``values`` as indented JSON to ``path`` atomically."""
-    write_text_atomic(path, json.dumps(values, indent=2, sort_keys=False) + "\n")
+    """Writes ``values`` as indented, strict JSON (non-finite numbers as null) to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(json_safe(values), indent=2, allow_nan=False) + "\n")
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (or its type), for one-line error messages."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -9,14 +9,19 @@ Example:
     ...     print(row["path"], row["top"][0])
 """
 
+import csv
 import glob
+import io
+import json
 import os
 from typing import Iterable, Union
 
 import numpy as np
 
+from resnet_transfer.data.arrays import check_images
+from resnet_transfer.data.images import ImageReadError, fit_images, read_image
 from resnet_transfer.errors import DataError
-from resnet_transfer.images import ImageReadError, fit_array, read_image
+from resnet_transfer.runs import Run
 
 __all__ = ["expand_inputs", "predict", "format_predictions", "PREDICT_FORMATS"]
 
@@ -43,14 +48,6 @@ def expand_inputs(inputs: Iterable[str]) -> list:
     return paths
 
 
-def _run_settings(run_dir: str) -> tuple:
-    from resnet_transfer.runs import read_config
-
-    record = read_config(run_dir)
-    source = record.get("data_source", {})
-    return record["class_names"], int(source.get("image_size", record["image_shape"][0])), source.get("resize", "pad")
-
-
 def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None, image_size=None, resize=None) -> list:
     """Predicts the top-k classes of each image.
 
@@ -65,11 +62,11 @@ def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None
         ``(class_name, probability)``, most probable first) and ``probabilities``. An
         unreadable file gives a dict with ``path`` and ``error`` instead.
     """
-    if isinstance(run, str):
-        from resnet_transfer.evaluation import load_run_model
-
-        class_names, image_size, resize = _run_settings(run)
-        model = load_run_model(run)
+    if isinstance(run, (str, os.PathLike, Run)):
+        run = run if isinstance(run, Run) else Run(run)
+        class_names = run.labels
+        image_size, resize = run.image_geometry
+        model = run.load_model()
     else:
         model = run
         if class_names is None or image_size is None:
@@ -79,7 +76,7 @@ def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None
         raise DataError(f"top_k must be between 1 and {len(class_names)} (the number of classes). Received: top_k={top_k}")
     if isinstance(images, np.ndarray):
         names = list(range(len(images)))
-        prepared = [fit_array(image, size=image_size, resize=resize) for image in images]
+        prepared = list(fit_images(check_images(images, name="images"), size=image_size, resize=resize))
         results = [None] * len(images)
     else:
         names = expand_inputs(images)
@@ -106,10 +103,6 @@ def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None
 
 def format_predictions(results: list, output_format: str) -> str:
     """Renders ``predict`` results as an aligned table, JSON lines or CSV."""
-    import csv
-    import io
-    import json
-
     if output_format not in PREDICT_FORMATS:
         raise DataError(f"format must be one of: {', '.join(PREDICT_FORMATS)}. Received: format={output_format!r}")
     if output_format == "jsonl":

@@ -7,6 +7,9 @@ Written into the run directory by ``train`` and by ``evaluate``:
     misclassified.png           the test images with the largest loss, true vs predicted
     report.html                 one self-contained page: settings, curves, metrics, the above
 
+Class names and every other text go into the figures literally: matplotlib's
+math text is off, so a class called ``$x$`` is shown as typed.
+
 Example:
     >>> write_report(run_dir, probabilities=p, labels=y, images=x, class_names=names)
 """
@@ -18,11 +21,15 @@ import io
 import json
 import os
 
+import keras
+import matplotlib
 import numpy as np
+from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import classification_report, confusion_matrix
 
-from resnet_transfer.files import atomic_path, write_text_atomic
+from resnet_transfer.files import atomic_path, json_safe, write_text_atomic
 
-__all__ = ["compute_test_metrics", "write_report", "REPORT_FILES"]
+__all__ = ["compute_test_metrics", "plot_curves", "write_report", "REPORT_FILES"]
 
 REPORT_FILES = ("confusion_matrix.png", "classification_report.csv", "misclassified.png", "report.html")
 _ANNOTATE_UP_TO = 20
@@ -31,8 +38,6 @@ _WORST = 16
 
 def compute_test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     """Sparse categorical cross-entropy (as Keras computes it) and accuracy from probabilities."""
-    import keras
-
     losses = keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
     return {
         "test_loss": float(np.mean(losses)),
@@ -41,12 +46,13 @@ def compute_test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
+_LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
+
+
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    from matplotlib import pyplot as module
+    from matplotlib import pyplot as module  # after choosing the backend, as matplotlib asks
 
     return module
 
@@ -58,6 +64,25 @@ def save_figure(figure, path: str) -> None:
     pyplot().close(figure)
 
 
+@matplotlib.rc_context(_LITERAL_TEXT)
+def plot_curves(history: dict, path: str) -> None:
+    """Writes the two-panel figure: loss (train vs val) and accuracy (train vs val) per epoch."""
+    epochs = list(range(1, len(history["loss"]) + 1))
+    figure, (loss_axis, accuracy_axis) = pyplot().subplots(1, 2, figsize=(11, 4))
+    for axis, metric, title in ((loss_axis, "loss", "Loss"), (accuracy_axis, "accuracy", "Accuracy")):
+        axis.plot(epochs, history[metric], marker="o", label="train")
+        axis.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+@matplotlib.rc_context(_LITERAL_TEXT)
 def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple, path: str) -> None:
     plt = pyplot()
     totals = matrix.sum(axis=1, keepdims=True)
@@ -79,6 +104,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple, path: str) -> 
     save_figure(figure, path)
 
 
+@matplotlib.rc_context(_LITERAL_TEXT)
 def plot_worst(images, labels, probabilities, losses, class_names: tuple, path: str) -> None:
     plt = pyplot()
     worst = np.argsort(-losses)[:_WORST]
@@ -100,8 +126,6 @@ def plot_worst(images, labels, probabilities, losses, class_names: tuple, path: 
 
 
 def _classification_rows(labels, predictions, class_names: tuple) -> list:
-    from sklearn.metrics import classification_report
-
     report = classification_report(
         labels, predictions, labels=list(range(len(class_names))), target_names=list(class_names),
         output_dict=True, zero_division=0,
@@ -157,7 +181,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head>
 <h2>Metrics</h2>{_table(metric_rows, ["metric", "value"])}
 <h2>Per class (precision, recall, F1, support)</h2>{_table(rows, ["class", "precision", "recall", "f1-score", "support"])}
 {figures}
-<h2>Settings</h2><pre>{html.escape(json.dumps(settings, indent=2))}</pre>
+<h2>Settings</h2><pre>{html.escape(json.dumps(json_safe(settings), indent=2))}</pre>
 </body></html>
 """
 
@@ -173,9 +197,6 @@ def write_report(run_dir: str, *, probabilities, labels, images, class_names: tu
         metrics: shown in the page's metrics table.
         settings: the run's config record, shown in the page.
     """
-    import keras
-    from sklearn.metrics import confusion_matrix
-
     labels = np.asarray(labels)
     predictions = np.argmax(probabilities, axis=-1)
     matrix = confusion_matrix(labels, predictions, labels=list(range(len(class_names))))

@@ -1,46 +1,48 @@
-"""Run directories: where a run's artifacts live, under fixed names.
+"""Run folders: the ``Run`` object that train, evaluate, predict and export all use.
 
-    config.json   every setting, versions, seed, data source and checksums
+A run folder holds, under fixed names:
+
+    config.json   every setting, versions, seed, data source with its fingerprint
+    status.json   "running", "finished" or "failed" (with the error)
     history.csv   epoch, loss, accuracy, val_loss, val_accuracy, seconds
     curves.png    loss and accuracy, train vs validation
-    metrics.json  test metrics, sizes and timings
-    model.keras   the full model (load it after ``import resnet_transfer.backbones``)
+    metrics.json  test metrics, sizes and timings (strict JSON: no NaN)
+    model.keras   the full model; loads with plain ``keras.saving.load_model``
     labels.txt    class names, one per line, in the order of the model's outputs
     skipped.csv   inputs left out, and why (only when some were)
     and the report files of ``report.REPORT_FILES``.
 
-All are written atomically (see ``files.atomic_path``). An existing run
-directory that holds files is never written into.
+Every file is written atomically (``files.atomic_path``). A folder that holds
+files is never written into by a new run.
+
+Example:
+    >>> run = Run("runs/quick")
+    >>> run.labels, run.image_geometry
+    (['0', '1', ...], (32, 'pad'))
+    >>> model = run.load_model()
 """
 
 import csv
+import importlib.metadata
 import io
 import json
 import os
 import platform
+import shutil
 from datetime import datetime, timezone
 from typing import Optional
 
-from resnet_transfer.errors import RunDirectoryError
-from resnet_transfer.files import write_json_atomic, write_text_atomic
+import keras
 
-__all__ = [
-    "ARTIFACTS",
-    "default_run_dir",
-    "create_run_dir",
-    "write_config",
-    "read_config",
-    "write_history",
-    "read_history",
-    "write_metrics",
-    "write_labels",
-    "read_labels",
-    "write_skipped",
-    "read_metrics",
-    "environment_versions",
-]
+from resnet_transfer.config import DataConfig, RunConfig
+from resnet_transfer.data.dataset import Dataset, load_dataset
+from resnet_transfer.errors import ConfigError, DataError, RunDirectoryError
+from resnet_transfer.files import atomic_path, first_line, write_json_atomic, write_text_atomic
+from resnet_transfer.model.registry import get_backbone_spec
 
-ARTIFACTS = ("config.json", "history.csv", "curves.png", "metrics.json", "model.keras", "labels.txt")
+__all__ = ["Run", "ARTIFACTS", "HISTORY_COLUMNS", "default_run_dir", "check_run_dir_free", "environment_versions"]
+
+ARTIFACTS = ("config.json", "status.json", "history.csv", "curves.png", "metrics.json", "model.keras", "labels.txt")
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
@@ -59,19 +61,8 @@ def check_run_dir_free(path: str) -> None:
         )
 
 
-def create_run_dir(path: str) -> str:
-    """Creates ``path`` (an empty existing folder is accepted) and returns it."""
-    check_run_dir_free(path)
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
 def environment_versions() -> dict:
-    """Versions of the package, Python, Keras, its backend and TensorFlow (if installed)."""
-    import importlib.metadata
-
-    import keras
-
+    """Versions of the package, Python, Keras, its backend, numpy, TensorFlow and JAX."""
     versions = {
         "resnet_transfer": importlib.metadata.version("resnet-transfer"),
         "python": platform.python_version(),
@@ -87,67 +78,201 @@ def environment_versions() -> dict:
     return versions
 
 
-def write_config(run_dir: str, values: dict) -> None:
-    write_json_atomic(os.path.join(run_dir, "config.json"), values)
-
-
-def read_config(run_dir: str) -> dict:
-    """Reads ``config.json`` of a run; a missing file is a ``RunDirectoryError``."""
-    return _read_json(run_dir, "config.json")
-
-
-def write_metrics(run_dir: str, values: dict) -> None:
-    write_json_atomic(os.path.join(run_dir, "metrics.json"), values)
-
-
-def read_metrics(run_dir: str) -> dict:
-    return _read_json(run_dir, "metrics.json")
-
-
-def _read_json(run_dir: str, name: str) -> dict:
-    path = os.path.join(run_dir, name)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise RunDirectoryError(f"{path} does not exist: is {run_dir!r} a finished resnet-transfer run?") from None
-    except json.JSONDecodeError as error:
-        raise RunDirectoryError(f"{path} is not valid JSON ({error})") from None
-
-
-def write_history(run_dir: str, history: dict, seconds: list) -> None:
-    """Writes one row per epoch (epochs counted from 1) with the columns of ``HISTORY_COLUMNS``."""
+def _csv_text(header, rows) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(HISTORY_COLUMNS)
-    for index, epoch_seconds in enumerate(seconds):
-        row = [index + 1] + [history[name][index] for name in HISTORY_COLUMNS[1:-1]] + [epoch_seconds]
-        writer.writerow(f"{value:.6g}" if isinstance(value, float) else value for value in row)
-    write_text_atomic(os.path.join(run_dir, "history.csv"), buffer.getvalue())
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
-def write_labels(run_dir: str, class_names) -> None:
-    """``labels.txt``: one class name per line, in the order of the model's outputs."""
-    write_text_atomic(os.path.join(run_dir, "labels.txt"), "".join(f"{name}\n" for name in class_names))
+class Run:
+    """One run folder: read what a run wrote, or write a new one.
 
+    Args:
+        path: the run folder.
+    """
 
-def read_labels(run_dir: str) -> list:
-    with open(os.path.join(run_dir, "labels.txt"), encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle]
+    def __init__(self, path: str):
+        self.path = str(path)
+        self._record = None
 
+    def __repr__(self) -> str:
+        return f"Run({self.path!r})"
 
-def write_skipped(run_dir: str, skipped: list) -> None:
-    """``skipped.csv``: every input that was left out, and why."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(("path", "reason"))
-    writer.writerows(skipped)
-    write_text_atomic(os.path.join(run_dir, "skipped.csv"), buffer.getvalue())
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
 
+    # --- creating and finishing ------------------------------------------------
 
-def read_history(run_dir: str) -> dict:
-    """Reads ``history.csv`` into a dict of column name -> list of floats."""
-    path = os.path.join(run_dir, "history.csv")
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {name: [float(row[name]) for row in rows] for name in HISTORY_COLUMNS}
+    @classmethod
+    def create(cls, path: str) -> "Run":
+        """Creates the folder (an empty existing one is accepted) for a new run.
+
+        Raises:
+            RunDirectoryError: it holds files, or cannot be created.
+        """
+        check_run_dir_free(path)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:
+            raise RunDirectoryError(
+                f"cannot create run directory {path!r} ({error.strerror}); choose a writable --run-dir"
+            ) from error
+        run = cls(path)
+        run.write_status("running")
+        return run
+
+    def write_status(self, state: str, **details) -> None:
+        write_json_atomic(self.file("status.json"), {"state": state, **details})
+
+    def abandon(self, error: BaseException, *, epochs_done: int) -> None:
+        """After a failure: a run with no finished epoch is removed (nothing blocks running the
+        same command again); a later failure leaves the folder marked "failed"."""
+        if epochs_done == 0:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        reason = "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else first_line(error)
+        try:
+            self.write_status("failed", error=reason, epochs_done=epochs_done)
+        except OSError:
+            pass  # the disk that failed the run may refuse this too; history.csv still shows the epochs
+
+    # --- writing --------------------------------------------------------------
+
+    def write_config(self, record: dict) -> None:
+        write_json_atomic(self.file("config.json"), record)
+        self._record = json.loads(json.dumps(record))
+
+    def write_labels(self, class_names) -> None:
+        """``labels.txt``: one class name per line, in the order of the model's outputs."""
+        write_text_atomic(self.file("labels.txt"), "".join(f"{name}\n" for name in class_names))
+
+    def write_skipped(self, skipped: list) -> None:
+        """``skipped.csv``: every input that was left out, and why."""
+        write_text_atomic(self.file("skipped.csv"), _csv_text(("path", "reason"), skipped))
+
+    def write_history(self, history: dict, seconds: list) -> None:
+        """One row per epoch (counted from 1) with the columns of ``HISTORY_COLUMNS``."""
+        rows = []
+        for index, epoch_seconds in enumerate(seconds):
+            row = [index + 1] + [history[name][index] for name in HISTORY_COLUMNS[1:-1]] + [epoch_seconds]
+            rows.append([f"{value:.6g}" if isinstance(value, float) else value for value in row])
+        write_text_atomic(self.file("history.csv"), _csv_text(HISTORY_COLUMNS, rows))
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json_atomic(self.file("metrics.json"), metrics)
+
+    def save_model(self, model) -> None:
+        with atomic_path(self.file("model.keras")) as temporary:
+            model.save(temporary)
+
+    # --- reading --------------------------------------------------------------
+
+    def _read_json(self, name: str) -> dict:
+        path = self.file(name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                values = json.load(handle)
+        except FileNotFoundError:
+            raise RunDirectoryError(f"{path} does not exist: is {self.path!r} a finished resnet-transfer run?") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RunDirectoryError(f"{path} cannot be read ({first_line(error)}); the run folder is damaged") from error
+        if not isinstance(values, dict):
+            raise RunDirectoryError(f"{path} is not a JSON object; the run folder is damaged")
+        return values
+
+    @property
+    def record(self) -> dict:
+        """The whole ``config.json``: settings, versions, data source, class names, weights."""
+        if self._record is None:
+            record = self._read_json("config.json")
+            for key in ("config", "seed", "class_names", "image_shape", "data_source"):
+                if key not in record:
+                    raise RunDirectoryError(
+                        f"{self.file('config.json')} has no {key!r}: it was not written by this version of resnet-transfer"
+                    )
+            self._record = record
+        return self._record
+
+    @property
+    def config(self) -> RunConfig:
+        """The run's settings as a ``RunConfig`` (checked again, so a damaged file is caught)."""
+        try:
+            return RunConfig.from_dict(self.record["config"])
+        except ConfigError as error:
+            raise RunDirectoryError(f"{self.file('config.json')} no longer gives a valid config: {error}") from error
+
+    @property
+    def labels(self) -> list:
+        return list(self.record["class_names"])
+
+    @property
+    def image_geometry(self) -> tuple:
+        """(image_size, resize) the run's images were fitted with."""
+        source = self.record["data_source"]
+        return int(source.get("image_size", self.record["image_shape"][0])), source.get("resize", "pad")
+
+    @property
+    def status(self) -> str:
+        try:
+            return self._read_json("status.json").get("state", "unknown")
+        except RunDirectoryError:
+            return "unknown"
+
+    @property
+    def metrics(self) -> dict:
+        return self._read_json("metrics.json")
+
+    @property
+    def history(self) -> dict:
+        """``history.csv`` as a dict of column name -> list of floats."""
+        try:
+            with open(self.file("history.csv"), encoding="utf-8", newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            return {name: [float(row[name]) for row in rows] for name in HISTORY_COLUMNS}
+        except FileNotFoundError:
+            raise RunDirectoryError(f"{self.file('history.csv')} does not exist: the run has not finished an epoch") from None
+        except (OSError, KeyError, TypeError, ValueError) as error:
+            raise RunDirectoryError(f"{self.file('history.csv')} cannot be read ({first_line(error)})") from error
+
+    def load_model(self):
+        """Loads ``model.keras`` with plain ``keras.saving.load_model``.
+
+        Raises:
+            RunDirectoryError: the file is missing, damaged or incomplete.
+        """
+        path = self.file("model.keras")
+        if not os.path.isfile(path):
+            raise RunDirectoryError(f"{path} does not exist: is {self.path!r} a finished resnet-transfer run?")
+        try:
+            return keras.saving.load_model(path)
+        except Exception as error:  # zipfile, h5py and Keras raise many kinds for a damaged file
+            raise RunDirectoryError(
+                f"{path} cannot be loaded ({first_line(error)}): the file is damaged or incomplete; train the run again"
+            ) from error
+
+    def load_dataset(self, *, splits: tuple = ("test",), allow_changed_data: bool = False) -> Dataset:
+        """The run's data, split exactly as in training (same settings, seed and classes).
+
+        Raises:
+            DataError: the data no longer matches the fingerprint the run recorded
+                (unless ``allow_changed_data``), or cannot be read.
+        """
+        try:
+            data_config = DataConfig(**self.record["config"]["data"])
+        except ConfigError as error:
+            raise DataError(f"the data of run {self.path!r} cannot be used any more: {error}") from error
+        dataset = load_dataset(
+            data_config, seed=self.record["seed"], class_names=tuple(self.labels), splits=splits,
+            default_image_size=get_backbone_spec(self.record["config"]["model"]["backbone"]).default_input_size,
+        )
+        recorded = self.record["data_source"].get("fingerprint")
+        if recorded != dataset.source.get("fingerprint") and not allow_changed_data:
+            raise DataError(
+                f"the data at {data_config.source!r} no longer matches run {self.path!r} (files or arrays were added, "
+                "removed or changed since it trained, so its test split would differ). "
+                "Pass --allow-changed-data to use the data as it is now."
+            )
+        return dataset
+

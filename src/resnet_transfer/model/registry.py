@@ -1,0 +1,85 @@
+"""The backbone registry: each Keras ResNet with the defaults it carries.
+
+Like timm's pretrained configs and fastai's ``model_meta``, each entry of
+``BACKBONES`` carries what a user should never have to remember: the
+``keras.applications`` builder, the ImageNet preprocessing its weights were
+trained with, its default and minimum input size, the channels of its feature
+map, the default feature pooling, and the identity of its no-top ImageNet weights
+(Keras's file name and the MD5 Keras publishes, copied from
+``keras/src/applications/resnet.py`` and ``resnet_v2.py``).
+
+This module is plain data: it imports no Keras, so the configuration and the
+command line can check names and sizes without paying for TensorFlow.
+
+Example:
+    >>> get_backbone_spec("resnet50").min_input_size
+    32
+"""
+
+from dataclasses import dataclass
+
+from resnet_transfer.errors import ConfigError
+
+__all__ = ["BackboneSpec", "BACKBONES", "PREPROCESS_STYLES", "get_backbone_spec", "WEIGHTS_BASE_URL"]
+
+# Keras's download folder for application weights (keras/src/applications/resnet.py).
+WEIGHTS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+# "caffe": RGB -> BGR, minus the ImageNet mean pixel (ResNet v1); "tf": scaled to [-1, 1] (v2).
+PREPROCESS_STYLES = ("caffe", "tf")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone.
+
+    Attributes:
+        name: registry name (``--backbone``).
+        builder: name of the ``keras.applications`` constructor.
+        imagenet_preprocessing: "caffe" or "tf", the style of the ``preprocess_input`` that
+            the ImageNet weights expect.
+        default_input_size: the side the ImageNet weights were trained at.
+        min_input_size: the smallest side Keras accepts without the top.
+        feature_channels: channels of the last feature map.
+        weights_md5: the MD5 Keras publishes for the no-top ImageNet weights file.
+    """
+
+    name: str
+    builder: str
+    imagenet_preprocessing: str
+    weights_md5: str
+    default_input_size: int = 224
+    min_input_size: int = 32
+    feature_channels: int = 2048
+
+    @property
+    def weights_file(self) -> str:
+        """Keras's file name of the no-top ImageNet weights."""
+        return f"{self.name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+    @property
+    def weights_url(self) -> str:
+        return WEIGHTS_BASE_URL + self.weights_file
+
+
+BACKBONES = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec("resnet50", "ResNet50", "caffe", "4d473c1dd8becc155b73f8504c6f6626"),
+        BackboneSpec("resnet101", "ResNet101", "caffe", "88cf7a10940856eca736dc7b7e228a21"),
+        BackboneSpec("resnet152", "ResNet152", "caffe", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+        BackboneSpec("resnet50v2", "ResNet50V2", "tf", "fac2f116257151a9d068a22e544a4917"),
+        BackboneSpec("resnet101v2", "ResNet101V2", "tf", "c0ed64b8031c3730f411d2eb4eea35b5"),
+        BackboneSpec("resnet152v2", "ResNet152V2", "tf", "ed17cf2e0169df9d443503ef94b23b33"),
+    )
+}
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """Returns the registry entry for ``name``; an unknown name lists the known ones.
+
+    Raises:
+        ConfigError: ``name`` is not in ``BACKBONES``.
+    """
+    if name not in BACKBONES:
+        raise ConfigError(f"unknown backbone {name!r}. Known backbones: {', '.join(BACKBONES)}")
+    return BACKBONES[name]

@@ -1,0 +1,171 @@
+"""The ``train`` verb: from a ``RunConfig`` to a finished run folder, step by step.
+
+1. check: the run folder is free, optional packages are there, the cache is writable;
+2. prepare: load the data, fetch the weights, build the model -- everything that can
+   fail on bad input fails here, before anything is written;
+3. record: create the run folder with its config, labels and skipped inputs;
+4. fit: on cached features or end to end (``fitting``);
+5. finish: history, curves, model, metrics, report, and status "finished".
+
+A failure before the first finished epoch removes the run folder (so the same
+command can run again); a later one leaves it marked "failed" in status.json.
+
+Example:
+    >>> config = RunConfig.from_dict({"model": {"weights": "none"},
+    ...                               "data": {"limit": 512, "val_size": 128, "test_limit": 256},
+    ...                               "train": {"epochs": 2}})
+    >>> result = train(config)
+    >>> result.metrics["test_accuracy"]
+"""
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import keras
+import numpy as np
+
+from resnet_transfer.config import BUILTIN_DATA, RunConfig
+from resnet_transfer.data.dataset import Dataset, load_dataset
+from resnet_transfer.errors import ConfigError
+from resnet_transfer.model.assembly import build_model
+from resnet_transfer.model.registry import get_backbone_spec
+from resnet_transfer.model.weights import fetch_weights, weights_identity
+from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
+from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
+from resnet_transfer.training.features import FeatureCache
+from resnet_transfer.training.fitting import EpochTimer, balanced_class_weight, choose_path, fit_end_to_end, fit_on_features
+
+__all__ = ["RunResult", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What ``train`` produced: the run folder, the trained model, history and metrics."""
+
+    run_dir: str
+    model: keras.Model
+    history: dict
+    metrics: dict
+
+
+def _check(config: RunConfig, run_dir: str) -> None:
+    check_run_dir_free(run_dir)
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    if config.train.feature_cache != "off":
+        FeatureCache(config.train.cache_dir).check_writable()
+
+
+def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = None) -> RunResult:
+    """Runs one training run and writes its run folder; the default config is the seed recipe.
+
+    Args:
+        config: the run's settings (None: ``RunConfig()``, the seed recipe).
+        callbacks: extra Keras callbacks for ``fit``.
+
+    Returns:
+        A ``RunResult``.
+
+    Raises:
+        ConfigError, DataError, WeightsError, RunDirectoryError: bad input; nothing is written.
+    """
+    config = config or RunConfig()
+    run_dir = config.run_dir or default_run_dir(config.model.backbone)
+    _check(config, run_dir)
+    keras.utils.set_random_seed(config.train.seed)
+    spec = get_backbone_spec(config.model.backbone)
+    dataset = load_dataset(config.data, seed=config.train.seed, default_image_size=spec.default_input_size)
+    weights_path = fetch_weights(config.model.backbone) if config.model.weights == "imagenet" else None
+    model = build_model(config.model, image_shape=dataset.image_shape, num_classes=dataset.num_classes, weights_path=weights_path)
+    class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
+
+    run = Run.create(run_dir)
+    timer = EpochTimer()
+    try:
+        logger.info("run directory: %s", os.path.abspath(run_dir))
+        record = _config_record(config, run_dir, dataset, weights_path, class_weight)
+        run.write_config(record)
+        run.write_labels(dataset.class_names)
+        if dataset.skipped:
+            run.write_skipped(dataset.skipped)
+        return _fit_and_finish(run, model, dataset, config, record, timer, list(callbacks or []), class_weight)
+    except BaseException as error:  # Ctrl-C included: a run without a finished epoch leaves nothing
+        run.abandon(error, epochs_done=len(timer.seconds))
+        raise
+
+
+def _fit_and_finish(run: Run, model, dataset: Dataset, config: RunConfig, record: dict, timer: EpochTimer,
+                    callbacks: list, class_weight) -> RunResult:
+    logger.info("model: %s parameters, %s trainable (the head)", f"{model.count_params():,}", f"{_trainable_count(model):,}")
+    use_cache, reason = choose_path(config, model)
+    logger.info("training path: %s (%s)", "cached features" if use_cache else "end-to-end", reason)
+    all_callbacks = [timer] + _tensorboard(config, run.path) + callbacks
+    fit_way = fit_on_features if use_cache else fit_end_to_end
+    outcome = fit_way(model, dataset, config, callbacks=all_callbacks, class_weight=class_weight)
+
+    run.write_history(outcome.history, timer.seconds)
+    if timer.seconds:
+        plot_curves(outcome.history, run.file("curves.png"))
+    run.save_model(model)
+    metrics = {
+        **compute_test_metrics(outcome.test_probabilities, dataset.y_test),
+        "n_train": int(len(dataset.y_train)),
+        "n_val": int(len(dataset.y_val)),
+        "n_skipped": len(dataset.skipped),
+        "epochs": config.train.epochs,
+        "backbone": config.model.backbone,
+        "weights": config.model.weights,
+        "train_seconds": outcome.train_seconds,
+        "seconds_per_epoch": outcome.train_seconds / config.train.epochs if config.train.epochs else None,
+        "feature_cache": outcome.feature_cache,
+        "backbone_seconds": outcome.backbone_seconds,
+    }
+    run.write_metrics(metrics)
+    write_report(
+        run.path, probabilities=outcome.test_probabilities, labels=dataset.y_test, images=dataset.x_test,
+        class_names=dataset.class_names, metrics=metrics, settings=record,
+    )
+    run.write_status("finished", epochs_done=len(timer.seconds))
+    logger.info("test loss %.4f, test accuracy %.4f; artifacts and report.html in %s",
+                metrics["test_loss"], metrics["test_accuracy"], run.path)
+    return RunResult(run_dir=run.path, model=model, history=outcome.history, metrics=metrics)
+
+
+def _trainable_count(model: keras.Model) -> int:
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
+
+def _tensorboard(config: RunConfig, run_dir: str) -> list:
+    if not config.tensorboard:
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard"))]
+
+
+def _config_record(config: RunConfig, run_dir: str, dataset: Dataset, weights_path: Optional[str], class_weight) -> dict:
+    config_values = config.to_dict()
+    config_values["run_dir"] = run_dir
+    # Paths are stored absolute, so that evaluate/predict/export work from any folder.
+    data = config_values["data"]
+    if data["source"] not in BUILTIN_DATA:
+        data["source"] = os.path.abspath(data["source"])
+    if data["data_dir"] is not None:
+        data["data_dir"] = os.path.abspath(data["data_dir"])
+    return {
+        "config": config_values,
+        "seed": config.train.seed,
+        "versions": environment_versions(),
+        "data_source": dataset.source,
+        "class_names": list(dataset.class_names),
+        "image_shape": list(dataset.image_shape),
+        "class_weight": class_weight,
+        "weights": {
+            "setting": config.model.weights,
+            "identity": weights_identity(config.model.backbone, config.model.weights, config.train.seed),
+            "path": weights_path or (None if config.model.weights == "none" else os.path.abspath(config.model.weights)),
+        },
+    }
