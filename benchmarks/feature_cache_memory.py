@@ -36,7 +36,7 @@ def build_extractor(name: str):
 
     if name == "resnet50":
         from resnet_transfer.config import ModelConfig
-        from resnet_transfer.model import build_model, feature_extractor
+        from resnet_transfer.model.assembly import build_model, feature_extractor
 
         return feature_extractor(build_model(ModelConfig(backbone="resnet50", weights="none"), image_shape=(32, 32, 3), num_classes=10))
     inputs = keras.Input((32, 32, 3))
@@ -65,8 +65,8 @@ class MemorySampler(threading.Thread):
 def measure(count: int, extractor_name: str, chunk_size: int) -> dict:
     import numpy as np
 
-    from resnet_transfer.features import FeatureCache, FeatureKey, cached_features
-    from resnet_transfer.training import ArrayBatches
+    from resnet_transfer.training.features import FeatureCache, FeatureKey, cached_features
+    from resnet_transfer.training.batches import ArrayBatches
 
     sampler = MemorySampler()
     sampler.start()

@@ -29,8 +29,8 @@ def main():
     import keras
     import numpy as np
 
-    from resnet_transfer.heads import build_head
-    from resnet_transfer.training import ArrayBatches
+    from resnet_transfer.model.heads import build_head
+    from resnet_transfer.training.batches import ArrayBatches
 
     path = os.path.join(tempfile.mkdtemp(prefix="head-bench-"), "features.npy")
     stored = np.lib.format.open_memmap(path, mode="w+", dtype="float32", shape=(arguments.features, 1, 1, 2048))

@@ -36,7 +36,7 @@ def parse_arguments():
 
 
 def timed_train(config):
-    from resnet_transfer.training import train
+    from resnet_transfer.training.train import train
 
     started = time.perf_counter()
     result = train(config)
@@ -45,7 +45,7 @@ def timed_train(config):
 
 def bare_predict_rate(result, images) -> float:
     """Images per second of ``model.predict`` on the run's own backbone (after a warm-up)."""
-    from resnet_transfer.model import feature_extractor
+    from resnet_transfer.model.assembly import feature_extractor
 
     extractor = feature_extractor(result.model)
     extractor.predict(images[:512].astype("float32"), batch_size=256, verbose=0)
@@ -60,7 +60,8 @@ def main():
     import numpy as np
 
     from resnet_transfer.config import RunConfig
-    from resnet_transfer.data import DataConfig, load_dataset
+    from resnet_transfer.config import DataConfig
+    from resnet_transfer.data.dataset import load_dataset
 
     workspace = tempfile.mkdtemp(prefix="seed-recipe-bench-")
 
