@@ -25,6 +25,13 @@ __all__ = ["main", "build_parser"]
 EXIT_USAGE = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors (argparse prints the usage first)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _flag_type(config_field: dataclasses.Field):
     """The parser of a field's flag: its metadata's ``parse``, else from its annotation."""
     if config_field.metadata.get("parse"):
@@ -69,7 +76,7 @@ def _add_train_parser(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (train's flags default to "not given")."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="resnet-transfer",
         allow_abbrev=False,
         description="Transfer learning with ImageNet-pretrained Keras ResNets. "

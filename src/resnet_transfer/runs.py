@@ -259,8 +259,9 @@ class Run:
             DataError: the data no longer matches the fingerprint the run recorded
                 (unless ``allow_changed_data``), or cannot be read.
         """
+        size, resize = self.image_geometry  # as recorded, not decided again from today's files
         try:
-            data_config = DataConfig(**self.record["config"]["data"])
+            data_config = DataConfig(**{**self.record["config"]["data"], "image_size": size, "resize": resize})
         except ConfigError as error:
             raise DataError(f"the data of run {self.path!r} cannot be used any more: {error}") from error
         dataset = load_dataset(
