@@ -12,6 +12,7 @@ Example:
     40
 """
 
+import codecs
 import dataclasses
 import json
 import math
@@ -149,8 +150,6 @@ class DataConfig:
         _require_text("label_column", self.label_column)
         _require_text("encoding", self.encoding, allow_none=True)
         if self.encoding is not None:
-            import codecs
-
             try:
                 codecs.lookup(self.encoding)
             except LookupError:
