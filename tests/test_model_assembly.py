@@ -1,8 +1,9 @@
+import keras
 import numpy as np
+import pytest
 
 from resnet_transfer.config import ModelConfig
-from resnet_transfer.heads import build_head
-from resnet_transfer.model import backbone_of, build_model, feature_extractor, head_of
+from resnet_transfer.model.assembly import backbone_of, build_model, compile_model, feature_extractor, head_of
 
 
 def test_seed_recipe_model_is_a_frozen_resnet152_with_the_article_head():
@@ -25,5 +26,19 @@ def test_feature_extractor_and_head_compose_to_the_model():
     np.testing.assert_allclose(head_of(model).predict(features, verbose=0), model.predict(images, verbose=0), atol=1e-6)
 
 
-def test_head_width_follows_the_feature_shape():
-    assert build_head((7, 7, 2048), units=16, num_classes=2).count_params() == 7 * 7 * 2048 * 16 + 16 + 16 * 2 + 2
+def test_saved_model_is_only_keras_layers_and_reloads_with_plain_keras(tmp_path):
+    model = build_model(ModelConfig(backbone="resnet50", weights="none", preprocess="imagenet"), image_shape=(32, 32, 3), num_classes=2)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)  # no custom_objects: nothing of ours inside
+    images = np.random.default_rng(2).integers(0, 256, size=(3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+
+
+def test_compile_uses_adam_at_the_learning_rate_and_keeps_a_given_optimizer():
+    model = build_model(ModelConfig(backbone="resnet50", weights="none"), image_shape=(32, 32, 3), num_classes=2)
+    compile_model(model, learning_rate=0.01)
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+    optimizer = keras.optimizers.Adam(learning_rate=0.5)
+    assert compile_model(model, learning_rate=0.01, optimizer=optimizer).optimizer is optimizer
