@@ -1,27 +1,15 @@
-import csv
-import json
 import os
 
 import numpy as np
 import pytest
-from imagesets import SHAPES, add_broken_files, draw_shape, write_class_folders, write_csv
+from imagesets import SHAPES, add_broken_files, write_class_folders, write_csv
 
 from resnet_transfer.cli import main
 from resnet_transfer.config import DataConfig
-from resnet_transfer.data import load_dataset
+from resnet_transfer.data.dataset import load_dataset
 from resnet_transfer.errors import DataError
-from resnet_transfer.images import fit_array, fit_image
 
 TRAIN = ["--weights", "none", "--backbone", "resnet50", "--epochs", "2", "--image-size", "32"]
-
-
-def test_pad_is_the_seed_padding_and_modes_give_square_rgb():
-    digit = np.random.default_rng(0).integers(1, 256, size=(28, 28), dtype=np.uint8)
-    padded = fit_array(digit, size=32, resize="pad")
-    assert padded.shape == (32, 32, 3) and np.array_equal(padded[2:30, 2:30, 0], digit) and padded[:2].max() == 0
-    rgba = draw_shape("circle", np.random.default_rng(1), (50, 20), "RGBA")
-    for mode in ("pad", "stretch", "crop"):
-        assert fit_image(rgba, size=16, resize=mode).shape == (16, 16, 3)
 
 
 def test_folder_split_is_stratified_and_broken_files_are_listed(tmp_path):
@@ -79,46 +67,6 @@ def test_npz_of_grey_digits_is_padded_like_the_seed_recipe(tmp_path):
     assert len(dataset.y_val) == 15 and len(dataset.y_test) == 18 and set(dataset.y_train.tolist()) == {0, 1, 2}
 
 
-@pytest.mark.slow
-def test_folder_trains_end_to_end_with_report_predict_and_class_weights(tmp_path, capsys):
-    write_class_folders(tmp_path / "shapes")
-    add_broken_files(tmp_path / "shapes" / "square")
-    run_dir = tmp_path / "run"
-    assert main(["train", "--data", str(tmp_path / "shapes"), *TRAIN, "--class-weight", "balanced", "--run-dir", str(run_dir)]) == 0
-    for name in ("model.keras", "labels.txt", "skipped.csv", "confusion_matrix.png", "classification_report.csv", "misclassified.png", "report.html"):
-        assert (run_dir / name).is_file(), name
-    assert (run_dir / "labels.txt").read_text().split() == list(SHAPES)
-    with open(run_dir / "skipped.csv") as handle:
-        assert len(list(csv.DictReader(handle))) == 3
-    with open(run_dir / "classification_report.csv") as handle:
-        report = {row["class"]: row for row in csv.DictReader(handle)}
-    config = json.loads((run_dir / "config.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert sum(int(report[name]["support"]) for name in SHAPES) == metrics["n_test"]
-    weights = config["class_weight"]  # balanced: the rarest class (triangle, 12 images) weighs most
-    assert set(weights) == {"0", "1", "2"} and weights["2"] > weights["1"] > weights["0"]
-    html = (run_dir / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "circle" in html
-
-    capsys.readouterr()
-    files = sorted(str(path) for path in (tmp_path / "shapes" / "triangle").iterdir())[:4]
-    assert main(["predict", str(run_dir), *files, str(tmp_path / "shapes" / "circle"), str(tmp_path / "shapes" / "sq*" / "*"), "--format", "jsonl"]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    predicted = {line["path"]: line for line in lines}
-    assert all(path in predicted for path in files)
-    assert any("error" in line for line in lines)  # the broken files of square/ are reported, not fatal
-
-    import keras
-
-    from resnet_transfer.evaluation import load_run_model
-    from resnet_transfer.images import read_image
-
-    model = load_run_model(str(run_dir))
-    pixels = np.stack([read_image(path, size=32, resize="stretch") for path in files]).astype("float32")
-    expected = np.argmax(keras.ops.convert_to_numpy(model(pixels)), axis=-1)
-    assert [predicted[path]["top"][0]["class"] for path in files] == [SHAPES[i] for i in expected]
-
-
 def test_sample_shapes_load_alike_from_folder_csv_and_npz(tmp_path):
     from resnet_transfer.samples import write_shapes
 
@@ -128,3 +76,15 @@ def test_sample_shapes_load_alike_from_folder_csv_and_npz(tmp_path):
     for dataset in loaded:
         total = len(dataset.y_train) + len(dataset.y_val) + len(dataset.y_test)
         assert total == 24 and not dataset.skipped
+
+
+def test_csv_in_another_encoding_needs_encoding_and_then_loads(tmp_path):
+    paths = write_class_folders(tmp_path / "images", per_class=(6, 6))
+    rows = [(os.path.relpath(path, tmp_path), "caf\u00e9" if "circle" in path else "th\u00e9") for path in paths]
+    source = tmp_path / "labels.csv"
+    source.write_text("file,kind\n" + "".join(f"{path},{label}\n" for path, label in rows), encoding="cp1252")
+    config = dict(source=str(source), path_column="file", label_column="kind", image_size=32)
+    with pytest.raises(DataError, match="not UTF-8 text.*--encoding"):
+        load_dataset(DataConfig(**config), seed=0)
+    dataset = load_dataset(DataConfig(**config, encoding="cp1252"), seed=0)
+    assert dataset.class_names == ("caf\u00e9", "th\u00e9")
