@@ -17,6 +17,7 @@ Example:
 
 import os
 import tempfile
+import warnings
 from typing import Iterable, Optional
 
 import numpy as np
@@ -86,7 +87,16 @@ def fit_images(images: np.ndarray, *, size: int, resize: str) -> np.ndarray:
 def _open(path: str) -> Image.Image:
     if os.path.getsize(path) == 0:
         raise ImageReadError(path, "empty file")
-    return Image.open(path)
+    # Pillow only warns between its limit and twice the limit; over the limit is refused here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+            raise ImageReadError(
+                path, f"over Pillow's safety limit of {Image.MAX_IMAGE_PIXELS} pixels (PIL.Image.MAX_IMAGE_PIXELS); "
+                "raise that limit if you trust the file"
+            ) from error
 
 
 def read_image(path: str, *, size: int, resize: str) -> np.ndarray:
@@ -101,7 +111,7 @@ def read_image(path: str, *, size: int, resize: str) -> np.ndarray:
         raise ImageReadError(path, "a folder, not an image file") from None
     except PermissionError:
         raise ImageReadError(path, "no permission to read it") from None
-    except Image.DecompressionBombError as error:
+    except Image.DecompressionBombError as error:  # a few formats check the size only as they load
         raise ImageReadError(path, f"over Pillow's safety limit of {Image.MAX_IMAGE_PIXELS} pixels ({error})") from None
     except UnidentifiedImageError:
         raise ImageReadError(path, "not an image Pillow can read") from None
