@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from resnet_transfer.features import FeatureCache, FeatureKey, cached_features, extract_features
+from resnet_transfer.errors import ConfigError
+from resnet_transfer.training.features import CACHE_FORMAT, FeatureCache, FeatureKey, cached_features, extract_features
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,7 @@ def test_key_changes_with_everything_that_changes_features(images):
         make_key(other_images),
         make_key(images[:-1]),
     ]
+    assert base.format == CACHE_FORMAT and base.input_shape == (8, 8, 3)
     assert len({base.digest} | {key.digest for key in variants}) == 1 + len(variants)
     assert make_key(images.copy()).digest == base.digest
 
@@ -91,3 +93,18 @@ def test_interrupted_extraction_leaves_no_entry(extractor, images, tmp_path):
     assert cache.load(key) is None and os.listdir(tmp_path) == []
     _, status, _ = cached_features(extractor, images, key=key, cache=cache)
     assert status == "miss"
+
+
+def test_an_entry_of_an_older_cache_format_is_not_used(extractor, images, tmp_path):
+    cache = FeatureCache(str(tmp_path))
+    key = make_key(images)
+    cached_features(extractor, images, key=key, cache=cache)
+    older = FeatureKey(**{**key.__dict__, "format": CACHE_FORMAT - 1})
+    assert older.digest != key.digest and cache.load(older) is None
+
+
+def test_a_cache_that_cannot_hold_files_is_refused_before_any_work(tmp_path):
+    FeatureCache(str(tmp_path / "new")).check_writable()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="cannot hold feature files.*--no-cache"):
+        FeatureCache(str(tmp_path / "file")).check_writable()
