@@ -18,9 +18,12 @@ Example:
     >>> result.metrics["test_accuracy"]
 """
 
+import contextlib
 import importlib.util
 import logging
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -75,6 +78,41 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
         ConfigError, DataError, WeightsError, RunDirectoryError: bad input; nothing is written.
     """
     config = config or RunConfig()
+    with _noting_interrupts() as interrupted:
+        try:
+            return _train(config, callbacks, interrupted)
+        except Exception as error:
+            if interrupted:  # Ctrl-C, which TensorFlow's C++ code turned into another exception
+                raise KeyboardInterrupt from error
+            raise
+
+
+@contextlib.contextmanager
+def _noting_interrupts():
+    """Yields a list that gets an entry when Ctrl-C arrives.
+
+    A KeyboardInterrupt raised while TensorFlow's C++ code runs a Python callback can come
+    out of it as another exception (a bare ``TypeError``); the list tells ``train`` that
+    the user interrupted, so it ends as an interrupt and not as a crash.
+    """
+    interrupted: list = []
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield interrupted  # only the main thread may set handlers; an ignored or default SIGINT stays so
+        return
+
+    def note_and_interrupt(number, frame):
+        interrupted.append(number)
+        previous(number, frame)
+
+    signal.signal(signal.SIGINT, note_and_interrupt)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train(config: RunConfig, callbacks: Optional[list], interrupted: list) -> RunResult:
     run_dir = config.run_dir or default_run_dir(config.model.backbone)
     _check(config, run_dir)
     keras.utils.set_random_seed(config.train.seed)
@@ -95,7 +133,7 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
             run.write_skipped(dataset.skipped)
         return _fit_and_finish(run, model, dataset, config, record, timer, list(callbacks or []), class_weight)
     except BaseException as error:  # Ctrl-C included: a run without a finished epoch leaves nothing
-        run.abandon(error, epochs_done=len(timer.seconds))
+        run.abandon(KeyboardInterrupt() if interrupted else error, epochs_done=len(timer.seconds))
         raise
 
 
