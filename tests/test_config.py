@@ -21,6 +21,10 @@ def test_defaults_are_the_seed_recipe():
         (lambda: TrainConfig(epochs=-1), ["epochs", "-1"]),
         (lambda: TrainConfig(batch_size=0), ["batch_size", "0"]),
         (lambda: TrainConfig(learning_rate=0), ["learning_rate"]),
+        (lambda: TrainConfig(learning_rate=float("nan")), ["finite", "learning_rate=nan"]),
+        (lambda: TrainConfig(learning_rate=float("inf")), ["finite", "learning_rate=inf"]),
+        (lambda: DataConfig(encoding="utf-9"), ["encoding", "utf-9"]),
+        (lambda: RunConfig.from_dict({"data": {"image_size": 31}, "model": {"backbone": "resnet50"}}), ["at least 32", "resnet50", "image_size=31"]),
         (lambda: DataConfig(val_size=0), ["val_size", "0"]),
         (lambda: DataConfig(source="imagenet-21k"), ["imagenet-21k", "cifar10", "folder"]),
         (lambda: DataConfig(resize="squash"), ["squash", "pad, stretch, crop"]),
@@ -49,6 +53,11 @@ def test_unknown_keys_are_errors(values):
         RunConfig.from_dict(values)
 
 
+def test_encoding_and_the_smallest_input_size_are_accepted():
+    assert DataConfig(encoding="cp1252").encoding == "cp1252" and DataConfig().encoding is None
+    assert RunConfig.from_dict({"data": {"image_size": 32}}).data.image_size == 32
+
+
 def test_round_trip_through_dict():
-    config = RunConfig.from_dict({"train": {"epochs": 2}, "run_dir": "x"})
+    config = RunConfig.from_dict({"train": {"epochs": 2}, "data": {"encoding": "latin-1"}, "run_dir": "x"})
     assert RunConfig.from_dict(config.to_dict()) == config

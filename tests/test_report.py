@@ -5,8 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from resnet_transfer.evaluation import plot_curves
-from resnet_transfer.report import REPORT_FILES, compute_test_metrics, write_report
+from resnet_transfer.report import REPORT_FILES, compute_test_metrics, plot_curves, write_report
 
 CLASSES = ("cat", "dog", "fox")
 
