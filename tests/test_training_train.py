@@ -1,25 +1,17 @@
 import csv
-import json
 import os
 import warnings
 
 import numpy as np
 import pytest
+from conftest import requires_mnist
 
 from resnet_transfer.evaluation import evaluate_run, load_run_model
 from resnet_transfer.report import REPORT_FILES
-from resnet_transfer.runs import ARTIFACTS, read_history
-from resnet_transfer.training import ArrayBatches, train
+from resnet_transfer.runs import ARTIFACTS, Run
+from resnet_transfer.training.train import train
 
-
-def test_batches_reshuffle_per_epoch_and_cover_every_row():
-    batches = ArrayBatches(np.arange(10)[:, None], np.arange(10), batch_size=4, shuffle=True, seed=3)
-    first = np.concatenate([batches[i][1] for i in range(len(batches))])
-    batches.on_epoch_end()
-    second = np.concatenate([batches[i][1] for i in range(len(batches))])
-    assert sorted(first) == sorted(second) == list(range(10)) and list(first) != list(second)
-    again = ArrayBatches(np.arange(10)[:, None], np.arange(10), batch_size=4, shuffle=True, seed=3)
-    assert list(np.concatenate([again[i][1] for i in range(len(again))])) == list(first)
+pytestmark = requires_mnist  # small_config trains on the first MNIST images
 
 
 @pytest.mark.slow
@@ -37,14 +29,16 @@ def test_cached_and_end_to_end_ways_agree(small_config, tmp_path):
 def test_run_writes_artifacts_and_the_saved_model_reloads(small_config, tmp_path):
     result = train(small_config(tmp_path / "run"))
     assert sorted(os.listdir(result.run_dir)) == sorted(ARTIFACTS + REPORT_FILES)
-    history = read_history(result.run_dir)
+    run = Run(result.run_dir)
+    assert run.status == "finished"
+    history = run.history
     assert history["epoch"] == [1.0, 2.0] and all(seconds > 0 for seconds in history["seconds"])
     np.testing.assert_allclose(history["val_loss"], result.history["val_loss"], rtol=1e-5)
-    metrics = json.load(open(os.path.join(result.run_dir, "metrics.json")))
+    metrics = run.metrics
     for name in ("test_loss", "test_accuracy", "n_train", "n_val", "n_test", "epochs", "backbone", "weights", "train_seconds"):
         assert name in metrics
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (256, 64, 128)
-    config = json.load(open(os.path.join(result.run_dir, "config.json")))
+    config = run.record
     assert config["seed"] == 0 and config["versions"]["keras"] and config["data_source"]["checksums"]
     images = np.random.default_rng(0).integers(0, 256, size=(8, 32, 32, 3)).astype("float32")
     with warnings.catch_warnings():
