@@ -135,6 +135,25 @@ def test_weights_import_refuses_a_wrong_file_with_exit_2(tmp_path, capsys):
     assert "expected MD5 ee4c566cf9a93f14d82f913c2dc6dd0c" in capsys.readouterr().err
 
 
+# TensorFlow made unimportable as on a machine without it. Not sys.modules["tensorflow"] = None:
+# that puts the name in sys.modules, and Keras's backend_utils.in_tf_graph() then imports it
+# (it checks "tensorflow" in sys.modules), which never happens where TensorFlow is absent.
+BLOCK_TENSORFLOW = """\
+import importlib.abc, sys
+class _NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, _NoTensorFlow())
+try:
+    import tensorflow
+except ModuleNotFoundError:
+    pass
+else:
+    sys.exit("TensorFlow was not blocked")
+"""
+
+
 @requires_mnist
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed (pip install jax)")
@@ -142,14 +161,14 @@ def test_seed_recipe_smoke_under_jax_without_tensorflow(tmp_path):
     # GPU machines ship JAX but no TensorFlow: train, evaluate and predict must run with TensorFlow unimportable.
     run_dir = str(tmp_path / "run")
     commands = [["train", *SMALL, "--run-dir", run_dir], ["evaluate", run_dir], ["predict", run_dir, EXAMPLE_DIGITS, "--format", "jsonl"]]
-    script = (
-        "import sys; sys.modules['tensorflow'] = None\n"
+    script = BLOCK_TENSORFLOW + (
         "from resnet_transfer.cli import main\n"
         f"for argv in {commands!r}:\n"
         "    print('@@', argv[0], flush=True)\n"
         "    status = main(argv)\n"
         "    if status != 0:\n"
         "        sys.exit(f'{argv[0]} exited with {status}')\n"
+        "assert 'tensorflow' not in sys.modules\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
