@@ -3,7 +3,7 @@ import pytest
 
 from resnet_transfer.errors import ConfigError, WeightsError
 from resnet_transfer.model.backbone import check_input_size, create_backbone
-from resnet_transfer.model.registry import BACKBONES
+from resnet_transfer.registry import BACKBONES
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))

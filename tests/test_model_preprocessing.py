@@ -4,7 +4,7 @@ import pytest
 
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.model.preprocessing import build_preprocessing
-from resnet_transfer.model.registry import BACKBONES
+from resnet_transfer.registry import BACKBONES
 
 PREPROCESS_INPUT = {"caffe": keras.applications.resnet.preprocess_input, "tf": keras.applications.resnet_v2.preprocess_input}
 

@@ -2,7 +2,7 @@ import keras
 import pytest
 
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.model.registry import BACKBONES, PREPROCESS_STYLES, WEIGHTS_BASE_URL, get_backbone_spec
+from resnet_transfer.registry import BACKBONES, PREPROCESS_STYLES, WEIGHTS_BASE_URL, get_backbone_spec
 
 # Keras keeps the hashes of v1 and v2 in one table, in resnet.py.
 KERAS_WEIGHTS_HASHES = keras.src.applications.resnet.WEIGHTS_HASHES

@@ -7,7 +7,7 @@ import pytest
 from resnet_transfer.errors import WeightsError
 from resnet_transfer.model import registry
 from resnet_transfer.model.backbone import create_backbone
-from resnet_transfer.model.registry import BACKBONES
+from resnet_transfer.registry import BACKBONES
 from resnet_transfer.model.weights import (
     cached_weights,
     fetch_weights,

@@ -11,7 +11,7 @@ import pytest
 
 from resnet_transfer.config import ModelConfig
 from resnet_transfer.model.assembly import build_model
-from resnet_transfer.model.registry import BACKBONES
+from resnet_transfer.registry import BACKBONES
 
 # Runs in a fresh interpreter in which importing resnet_transfer fails.
 LOADER = """

@@ -12,7 +12,7 @@ import importlib
 # Names are imported on first use (PEP 562), so that `import resnet_transfer` and
 # `resnet-transfer --help` do not pay for importing Keras and TensorFlow.
 _LOCATIONS = {
-    "BACKBONES": "model.registry",
+    "BACKBONES": "registry",
     "ConfigError": "errors",
     "DataConfig": "config",
     "DataError": "errors",

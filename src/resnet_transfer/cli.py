@@ -174,7 +174,7 @@ def _command_info(arguments: argparse.Namespace) -> int:
 
 
 def _command_weights(arguments: argparse.Namespace) -> int:
-    from resnet_transfer.model.registry import get_backbone_spec
+    from resnet_transfer.registry import get_backbone_spec
     from resnet_transfer.model.weights import fetch_weights, import_weights
 
     if arguments.weights_command == "import":

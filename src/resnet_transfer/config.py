@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.model.registry import BACKBONES, get_backbone_spec
+from resnet_transfer.registry import BACKBONES, get_backbone_spec
 
 __all__ = [
     "DataConfig",

@@ -38,7 +38,7 @@ from resnet_transfer.config import DataConfig, RunConfig
 from resnet_transfer.data.dataset import Dataset, load_dataset
 from resnet_transfer.errors import ConfigError, DataError, RunDirectoryError
 from resnet_transfer.files import atomic_path, first_line, write_json_atomic, write_text_atomic
-from resnet_transfer.model.registry import get_backbone_spec
+from resnet_transfer.registry import get_backbone_spec
 
 __all__ = ["Run", "ARTIFACTS", "HISTORY_COLUMNS", "default_run_dir", "check_run_dir_free", "environment_versions"]
 

@@ -13,7 +13,7 @@ import keras
 
 from resnet_transfer.errors import ConfigError, WeightsError
 from resnet_transfer.files import first_line
-from resnet_transfer.model.registry import get_backbone_spec
+from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights
 
 __all__ = ["create_backbone", "check_input_size"]

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.model.registry import get_backbone_spec
+from resnet_transfer.registry import get_backbone_spec
 
 __all__ = ["PREPROCESS_MODES", "IMAGENET_MEAN_BGR", "build_preprocessing"]
 

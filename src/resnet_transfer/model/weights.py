@@ -18,7 +18,7 @@ import keras
 
 from resnet_transfer.errors import WeightsError
 from resnet_transfer.files import atomic_path, first_line, hash_file
-from resnet_transfer.model.registry import BACKBONES, get_backbone_spec
+from resnet_transfer.registry import BACKBONES, get_backbone_spec
 
 __all__ = [
     "keras_home",

@@ -34,7 +34,7 @@ from resnet_transfer.config import BUILTIN_DATA, RunConfig
 from resnet_transfer.data.dataset import Dataset, load_dataset
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.model.assembly import build_model
-from resnet_transfer.model.registry import get_backbone_spec
+from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights, weights_identity
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
