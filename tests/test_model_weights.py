@@ -5,7 +5,7 @@ import keras
 import pytest
 
 from resnet_transfer.errors import WeightsError
-from resnet_transfer.model import registry
+from resnet_transfer import registry
 from resnet_transfer.model.backbone import create_backbone
 from resnet_transfer.registry import BACKBONES
 from resnet_transfer.model.weights import (

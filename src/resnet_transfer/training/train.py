@@ -18,12 +18,9 @@ Example:
     >>> result.metrics["test_accuracy"]
 """
 
-import contextlib
 import importlib.util
 import logging
 import os
-import signal
-import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -39,6 +36,7 @@ from resnet_transfer.model.weights import fetch_weights, weights_identity
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
 from resnet_transfer.training.features import FeatureCache
+from resnet_transfer.training.interrupts import Interrupts, StopOnInterrupt, watching_interrupts
 from resnet_transfer.training.fitting import EpochTimer, balanced_class_weight, choose_path, fit_end_to_end, fit_on_features
 
 __all__ = ["RunResult", "train"]
@@ -78,41 +76,16 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
         ConfigError, DataError, WeightsError, RunDirectoryError: bad input; nothing is written.
     """
     config = config or RunConfig()
-    with _noting_interrupts() as interrupted:
+    with watching_interrupts() as interrupts:
         try:
-            return _train(config, callbacks, interrupted)
+            return _train(config, callbacks, interrupts)
         except Exception as error:
-            if interrupted:  # Ctrl-C, which TensorFlow's C++ code turned into another exception
+            if interrupts:  # Ctrl-C, which TensorFlow's C++ code turned into another exception
                 raise KeyboardInterrupt from error
             raise
 
 
-@contextlib.contextmanager
-def _noting_interrupts():
-    """Yields a list that gets an entry when Ctrl-C arrives.
-
-    A KeyboardInterrupt raised while TensorFlow's C++ code runs a Python callback can come
-    out of it as another exception (a bare ``TypeError``); the list tells ``train`` that
-    the user interrupted, so it ends as an interrupt and not as a crash.
-    """
-    interrupted: list = []
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or not callable(previous):
-        yield interrupted  # only the main thread may set handlers; an ignored or default SIGINT stays so
-        return
-
-    def note_and_interrupt(number, frame):
-        interrupted.append(number)
-        previous(number, frame)
-
-    signal.signal(signal.SIGINT, note_and_interrupt)
-    try:
-        yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _train(config: RunConfig, callbacks: Optional[list], interrupted: list) -> RunResult:
+def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts) -> RunResult:
     run_dir = config.run_dir or default_run_dir(config.model.backbone)
     _check(config, run_dir)
     keras.utils.set_random_seed(config.train.seed)
@@ -131,9 +104,10 @@ def _train(config: RunConfig, callbacks: Optional[list], interrupted: list) -> R
         run.write_labels(dataset.class_names)
         if dataset.skipped:
             run.write_skipped(dataset.skipped)
-        return _fit_and_finish(run, model, dataset, config, record, timer, list(callbacks or []), class_weight)
+        callbacks = [timer, StopOnInterrupt(interrupts)] + _tensorboard(config, run.path) + list(callbacks or [])
+        return _fit_and_finish(run, model, dataset, config, record, timer, callbacks, class_weight)
     except BaseException as error:  # Ctrl-C included: a run without a finished epoch leaves nothing
-        run.abandon(KeyboardInterrupt() if interrupted else error, epochs_done=len(timer.seconds))
+        run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=len(timer.seconds))
         raise
 
 
@@ -142,9 +116,8 @@ def _fit_and_finish(run: Run, model, dataset: Dataset, config: RunConfig, record
     logger.info("model: %s parameters, %s trainable (the head)", f"{model.count_params():,}", f"{_trainable_count(model):,}")
     use_cache, reason = choose_path(config, model)
     logger.info("training path: %s (%s)", "cached features" if use_cache else "end-to-end", reason)
-    all_callbacks = [timer] + _tensorboard(config, run.path) + callbacks
     fit_way = fit_on_features if use_cache else fit_end_to_end
-    outcome = fit_way(model, dataset, config, callbacks=all_callbacks, class_weight=class_weight)
+    outcome = fit_way(model, dataset, config, callbacks=callbacks, class_weight=class_weight)
 
     run.write_history(outcome.history, timer.seconds)
     if timer.seconds:
