@@ -8,6 +8,7 @@ in-process tests use the ``offline_downloads`` fixture, subprocesses get
 ``OFFLINE_ENV`` (proxies on a closed loopback port, so urllib fails at once).
 """
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -59,17 +60,35 @@ def offline_downloads(monkeypatch):
 
 @pytest.fixture
 def small_config():
-    """A few hundred MNIST images, random weights, 2 epochs: the shape of the seed recipe, fast."""
+    """A few hundred MNIST images, random weights, ResNet50, 2 epochs: the shape of the seed recipe, fast."""
     from resnet_transfer.config import RunConfig
 
     def make(run_dir, **train):
         return RunConfig.from_dict(
             {
                 "data": {"limit": 256, "val_size": 64, "test_limit": 128},
-                "model": {"weights": "none"},
+                "model": {"weights": "none", "backbone": "resnet50"},
                 "train": {"epochs": 2, **train},
                 "run_dir": str(run_dir),
             }
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def mnist_run(tmp_path_factory):
+    """One finished run of ``small_config`` (a RunResult), shared by the tests that only read a
+    finished run: write into it only what a user's command would (evaluate's report). It also
+    writes TensorBoard logs when tensorboard is installed (checked in test_cli)."""
+    from resnet_transfer.config import RunConfig
+    from resnet_transfer.training.train import train
+
+    folder = tmp_path_factory.mktemp("mnist-run")
+    return train(RunConfig.from_dict({
+        "data": {"limit": 256, "val_size": 64, "test_limit": 128},
+        "model": {"weights": "none", "backbone": "resnet50"},
+        "train": {"epochs": 2, "cache_dir": str(folder / "cache")},
+        "run_dir": str(folder / "run"),
+        "tensorboard": importlib.util.find_spec("tensorboard") is not None,
+    }))

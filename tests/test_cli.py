@@ -14,7 +14,8 @@ from imagesets import SHAPES, add_broken_files, write_class_folders
 from resnet_transfer.cli import main
 from resnet_transfer.data.mnist import locate_mnist
 
-SMALL = ["--weights", "none", "--limit", "256", "--val-size", "64", "--test-limit", "128", "--epochs", "2"]
+# ResNet50: the smallest backbone of the registry; the seed recipe's ResNet152 is tested in test_model_assembly.
+SMALL = ["--weights", "none", "--backbone", "resnet50", "--limit", "256", "--val-size", "64", "--test-limit", "128", "--epochs", "2"]
 EXAMPLE_DIGITS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "digits")
 
 
@@ -76,18 +77,12 @@ def test_default_train_offline_stops_with_the_weights_message(tmp_path):
 
 @requires_mnist
 @pytest.mark.slow
-def test_train_then_evaluate_from_the_command_line(tmp_path):
-    run_dir = tmp_path / "run"
-    trained = run_cli("train", *SMALL, "--run-dir", str(run_dir))
-    assert trained.returncode == 0, trained.stderr
-    for artifact in ("config.json", "status.json", "history.csv", "curves.png", "metrics.json", "model.keras", "labels.txt"):
-        assert (run_dir / artifact).is_file()
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
-    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 3
-    assert "training path: cached features" in trained.stderr
-    evaluated = run_cli("evaluate", str(run_dir))
+def test_evaluate_from_the_command_line_reproduces_the_runs_metrics(mnist_run):
+    run_dir = mnist_run.run_dir
+    assert json.loads(open(os.path.join(run_dir, "status.json")).read())["state"] == "finished"
+    evaluated = run_cli("evaluate", run_dir)
     assert evaluated.returncode == 0, evaluated.stderr
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads(open(os.path.join(run_dir, "metrics.json")).read())
     assert json.loads(evaluated.stdout)["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
 
 
@@ -180,7 +175,7 @@ def test_seed_recipe_smoke_under_jax_without_tensorflow(tmp_path):
         command, _, text = part.partition("\n")
         outputs[command] = text.strip().splitlines()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["backbone"] == "resnet152" and metrics["n_train"] == 256
+    assert metrics["backbone"] == "resnet50" and metrics["n_train"] == 256
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["versions"]["keras_backend"] == "jax"
     evaluated = json.loads(outputs["evaluate"][-1])
@@ -199,14 +194,14 @@ def test_weights_fetch_offline_exits_2_and_unknown_names_are_refused_first(capsy
 
 @requires_mnist
 @pytest.mark.slow
-def test_tensorboard_flag_writes_event_files_or_says_what_to_install(tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    status = main(["train", *SMALL, "--backbone", "resnet50", "--epochs", "1", "--tensorboard", "--run-dir", str(run_dir)])
+def test_tensorboard_flag_writes_event_files_or_says_what_to_install(mnist_run, tmp_path, capsys):
     if importlib.util.find_spec("tensorboard") is None:
-        assert status == 2 and "pip install tensorboard" in capsys.readouterr().err and not run_dir.exists()
-    else:
-        assert status == 0
-        assert any(name.startswith("events.out.tfevents") for name in os.listdir(run_dir / "tensorboard" / "train"))
+        run_dir = tmp_path / "run"
+        assert main(["train", *SMALL, "--epochs", "1", "--tensorboard", "--run-dir", str(run_dir)]) == 2
+        assert "pip install tensorboard" in capsys.readouterr().err and not run_dir.exists()
+    else:  # the shared run was trained with tensorboard=True
+        logs = os.path.join(mnist_run.run_dir, "tensorboard", "train")
+        assert any(name.startswith("events.out.tfevents") for name in os.listdir(logs))
 
 
 TRAIN_SHAPES = ["--weights", "none", "--backbone", "resnet50", "--epochs", "2", "--image-size", "32"]

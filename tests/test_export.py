@@ -1,44 +1,57 @@
 import json
 import os
+import shutil
 
-import numpy as np
+import keras
 import pytest
+from conftest import requires_mnist
 
 import resnet_transfer.export as export
 from resnet_transfer.cli import main
 from resnet_transfer.errors import ConfigError, ExportCheckError
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A tiny trained run on grey digits in an .npz (random-weight ResNet50, one epoch)."""
-    folder = tmp_path_factory.mktemp("export")
-    rng = np.random.default_rng(0)
-    np.savez(folder / "digits.npz", x_train=rng.integers(0, 256, (60, 28, 28), dtype=np.uint8), y_train=np.repeat([0, 1, 2], 20))
-    run = folder / "run"
-    assert main(["train", "--data", str(folder / "digits.npz"), "--weights", "none", "--backbone", "resnet50",
-                 "--epochs", "1", "--run-dir", str(run)]) == 0
-    return str(run)
+pytestmark = requires_mnist  # the exports are of the shared MNIST run
+
+
+@pytest.fixture
+def run_dir(mnist_run):
+    """The shared small MNIST run (random-weight ResNet50, 32x32); exports go to their own folders."""
+    return mnist_run.run_dir
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("output_format, quantize", [("savedmodel", False), ("tflite", False), ("tflite", True), ("onnx", False)])
-def test_each_format_round_trips_within_the_tolerance(run_dir, output_format, quantize):
+# TFLite is checked quantised (the float conversion is the same path, with a tighter tolerance).
+@pytest.mark.parametrize("output_format, quantize", [("savedmodel", False), ("tflite", True), ("onnx", False)])
+def test_each_format_round_trips_within_the_tolerance(run_dir, output_format, quantize, tmp_path):
     if output_format == "onnx":
         pytest.importorskip("tf2onnx", reason="tf2onnx is not installed (pip install -e '.[export]')")
         pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[export]')")
-    result = export.export_run(run_dir, output_format, quantize=quantize)
+    result = export.export_run(run_dir, output_format, quantize=quantize, output_dir=str(tmp_path / "export"))
     folder = os.path.dirname(result["path"])
-    assert os.path.exists(result["path"]) and open(os.path.join(folder, "labels.txt")).read().split() == ["0", "1", "2"]
+    assert os.path.exists(result["path"]) and open(os.path.join(folder, "labels.txt")).read().split() == [str(digit) for digit in range(10)]
     assert json.load(open(os.path.join(folder, "preprocessing.json")))["image_size"] == 32
     assert result["images_checked"] == 8 and result["max_abs_difference"] <= (1e-2 if quantize else 1e-4)
 
 
-@pytest.mark.slow
-def test_an_export_outside_the_tolerance_fails_and_keeps_nothing(run_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "QUANTIZED_TOLERANCE", 0.0)  # quantisation always changes the outputs somewhat
+@pytest.fixture
+def tiny_run(run_dir, tmp_path):
+    """A run folder with the shared run's record and labels, but a tiny Keras model in model.keras
+    (exporting a ResNet takes most of a minute; the check and the clean-up do not depend on it)."""
+    folder = tmp_path / "tiny-run"
+    folder.mkdir()
+    for name in ("config.json", "labels.txt"):
+        shutil.copy(os.path.join(run_dir, name), folder / name)
+    inputs = keras.Input(shape=(32, 32, 3))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(features)).save(folder / "model.keras")
+    return str(folder)
+
+
+def test_an_export_outside_the_tolerance_fails_and_keeps_nothing(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no difference can be within it: the real check must refuse
     with pytest.raises(ExportCheckError, match="differs from the Keras model"):
-        export.export_run(run_dir, "tflite", quantize=True, output_dir=str(tmp_path / "out"))
+        export.export_run(tiny_run, "savedmodel", output_dir=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists() and not [name for name in os.listdir(tmp_path) if name.startswith(".out")]
 
 

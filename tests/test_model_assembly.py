@@ -26,15 +26,6 @@ def test_feature_extractor_and_head_compose_to_the_model():
     np.testing.assert_allclose(head_of(model).predict(features, verbose=0), model.predict(images, verbose=0), atol=1e-6)
 
 
-def test_saved_model_is_only_keras_layers_and_reloads_with_plain_keras(tmp_path):
-    model = build_model(ModelConfig(backbone="resnet50", weights="none", preprocess="imagenet"), image_shape=(32, 32, 3), num_classes=2)
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    reloaded = keras.saving.load_model(path)  # no custom_objects: nothing of ours inside
-    images = np.random.default_rng(2).integers(0, 256, size=(3, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
-
-
 def test_compile_uses_adam_at_the_learning_rate_and_keeps_a_given_optimizer():
     model = build_model(ModelConfig(backbone="resnet50", weights="none"), image_shape=(32, 32, 3), num_classes=2)
     compile_model(model, learning_rate=0.01)

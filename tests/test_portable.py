@@ -11,6 +11,7 @@ import pytest
 
 from resnet_transfer.config import ModelConfig
 from resnet_transfer.model.assembly import build_model
+from resnet_transfer.model.preprocessing import PREPROCESS_MODES, build_preprocessing
 from resnet_transfer.registry import BACKBONES
 
 # Runs in a fresh interpreter in which importing resnet_transfer fails.
@@ -38,6 +39,8 @@ def test_every_backbone_serializes_with_keras_layers_only(backbone):
     assert "resnet_transfer" not in text
     modules = {layer["module"] for layer in model.get_config()["layers"]}
     assert all(module.startswith("keras") for module in modules), modules
+    for mode in PREPROCESS_MODES:
+        assert "resnet_transfer" not in json.dumps(keras.saving.serialize_keras_object(build_preprocessing(backbone, mode)))
 
 
 @pytest.mark.slow
@@ -45,7 +48,9 @@ def test_saved_models_load_without_the_package_and_predict_the_same(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 3)).astype("float32")
     np.save(tmp_path / "images.npy", images)
     expected = {}
-    for backbone, preprocess in (("resnet50", "seed"), ("resnet50", "imagenet"), ("resnet50v2", "imagenet")):
+    # The two ImageNet styles (caffe: the 1x1 convolution; tf: Rescaling with an offset); the seed
+    # mode's Rescaling is covered by the serialization test above.
+    for backbone, preprocess in (("resnet50", "imagenet"), ("resnet50v2", "imagenet")):
         keras.utils.set_random_seed(0)
         model = build_model(ModelConfig(backbone=backbone, weights="none", preprocess=preprocess), image_shape=(32, 32, 3), num_classes=5)
         path = str(tmp_path / f"{backbone}-{preprocess}.keras")

@@ -17,8 +17,8 @@ pytestmark = requires_mnist  # small_config trains on the first MNIST images
 @pytest.mark.slow
 def test_cached_and_end_to_end_ways_agree(small_config, tmp_path):
     # A cache of its own: other tests may already have stored these features.
-    cached = train(small_config(tmp_path / "cached", cache_dir=str(tmp_path / "cache")).updated({"model": {"backbone": "resnet50"}}))
-    end_to_end = train(small_config(tmp_path / "e2e", feature_cache="off").updated({"model": {"backbone": "resnet50"}}))
+    cached = train(small_config(tmp_path / "cached", cache_dir=str(tmp_path / "cache")))
+    end_to_end = train(small_config(tmp_path / "e2e", feature_cache="off"))
     assert cached.metrics["feature_cache"] == "miss" and end_to_end.metrics["feature_cache"] == "off"
     np.testing.assert_allclose(cached.history["val_loss"], end_to_end.history["val_loss"], rtol=0.01)
     assert abs(cached.history["val_accuracy"][-1] - end_to_end.history["val_accuracy"][-1]) <= 0.005
@@ -26,9 +26,10 @@ def test_cached_and_end_to_end_ways_agree(small_config, tmp_path):
 
 
 @pytest.mark.slow
-def test_run_writes_artifacts_and_the_saved_model_reloads(small_config, tmp_path):
-    result = train(small_config(tmp_path / "run"))
-    assert sorted(os.listdir(result.run_dir)) == sorted(ARTIFACTS + REPORT_FILES)
+def test_run_writes_artifacts_and_the_saved_model_reloads(mnist_run):
+    result = mnist_run
+    # (the shared run also keeps TensorBoard logs where tensorboard is installed)
+    assert set(os.listdir(result.run_dir)) - {"tensorboard"} == set(ARTIFACTS + REPORT_FILES)
     run = Run(result.run_dir)
     assert run.status == "finished"
     history = run.history
@@ -51,24 +52,13 @@ def test_run_writes_artifacts_and_the_saved_model_reloads(small_config, tmp_path
 
 
 @pytest.mark.slow
-def test_second_run_with_another_head_reuses_the_features(small_config, tmp_path):
+def test_a_second_run_skips_the_backbone_and_the_same_seed_gives_the_same_history(small_config, tmp_path):
     cache_dir = str(tmp_path / "features")
-    first = train(small_config(tmp_path / "a", cache_dir=cache_dir).updated({"model": {"backbone": "resnet50"}}))
-    second = train(
-        small_config(tmp_path / "b", cache_dir=cache_dir, learning_rate=0.01, epochs=1).updated(
-            {"model": {"backbone": "resnet50", "head_units": 32}}
-        )
-    )
+    first = train(small_config(tmp_path / "a", cache_dir=cache_dir))
+    second = train(small_config(tmp_path / "b", cache_dir=cache_dir))
     assert first.metrics["feature_cache"] == "miss" and first.metrics["backbone_seconds"] > 0
     assert second.metrics["feature_cache"] == "hit" and second.metrics["backbone_seconds"] == 0.0
-
-
-@pytest.mark.slow
-def test_same_seed_gives_the_same_history(small_config, tmp_path):
-    runs = [
-        train(small_config(tmp_path / name, cache_dir=str(tmp_path / f"cache-{name}")).updated({"model": {"backbone": "resnet50"}}))
-        for name in ("one", "two")
-    ]
-    with open(os.path.join(runs[0].run_dir, "history.csv")) as one, open(os.path.join(runs[1].run_dir, "history.csv")) as two:
+    # Stored features read back exactly as computed, and the seed fixes everything else.
+    with open(os.path.join(first.run_dir, "history.csv")) as one, open(os.path.join(second.run_dir, "history.csv")) as two:
         drop_seconds = lambda rows: [row[:-1] for row in rows]  # noqa: E731
         assert drop_seconds(list(csv.reader(one))) == drop_seconds(list(csv.reader(two)))
