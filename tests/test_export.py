@@ -21,8 +21,9 @@ def run_dir(mnist_run):
 
 
 @pytest.mark.slow
-# TFLite is checked quantised (the float conversion is the same path, with a tighter tolerance).
-@pytest.mark.parametrize("output_format, quantize", [("savedmodel", False), ("tflite", True), ("onnx", False)])
+# TFLite is checked quantised (the float conversion is the same path, with a tighter tolerance);
+# SavedModel, the base of both converters, on a tiny model below.
+@pytest.mark.parametrize("output_format, quantize", [("tflite", True), ("onnx", False)])
 def test_each_format_round_trips_within_the_tolerance(run_dir, output_format, quantize, tmp_path):
     if output_format == "onnx":
         pytest.importorskip("tf2onnx", reason="tf2onnx is not installed (pip install -e '.[export]')")
@@ -48,7 +49,12 @@ def tiny_run(run_dir, tmp_path):
     return str(folder)
 
 
-def test_an_export_outside_the_tolerance_fails_and_keeps_nothing(tiny_run, tmp_path, monkeypatch):
+def test_a_savedmodel_export_round_trips_and_one_outside_the_tolerance_keeps_nothing(tiny_run, tmp_path, monkeypatch):
+    result = export.export_run(tiny_run, "savedmodel")
+    assert result["path"] == os.path.join(tiny_run, "export", "savedmodel", "saved_model")
+    assert result["max_abs_difference"] <= export.TOLERANCE
+    with open(os.path.join(tiny_run, "export", "savedmodel", "labels.txt")) as handle:
+        assert handle.read().split() == [str(digit) for digit in range(10)]
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no difference can be within it: the real check must refuse
     with pytest.raises(ExportCheckError, match="differs from the Keras model"):
         export.export_run(tiny_run, "savedmodel", output_dir=str(tmp_path / "out"))
