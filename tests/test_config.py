@@ -30,6 +30,7 @@ def test_defaults_are_the_seed_recipe():
         (lambda: DataConfig(resize="squash"), ["squash", "pad, stretch, crop"]),
         (lambda: ModelConfig(weights="/no/such/file.h5"), ["/no/such/file.h5", "imagenet", "none"]),
         (lambda: ModelConfig(preprocess="caffe"), ["caffe", "seed, imagenet"]),
+        (lambda: TrainConfig(seed=2**32), ["seed", "from 0 to 4294967295", str(2**32)]),
     ],
 )
 def test_bad_values_name_the_value_and_what_is_allowed(make, names):

@@ -149,3 +149,13 @@ def test_abandon_removes_a_run_without_epochs_and_marks_a_later_failure(tmp_path
     with open(late.file("status.json"), encoding="utf-8") as handle:
         assert json.load(handle) == {"state": "failed", "error": "interrupted (Ctrl-C)", "epochs_done": 3}
     assert Run(late.path).status == "failed"
+
+
+@pytest.mark.parametrize("key, value", [("data_source", "text"), ("class_names", {"a": 1}), ("seed", "0")])
+def test_a_record_field_of_the_wrong_type_is_a_damaged_run(tmp_path, key, value):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    record = {"config": {}, "seed": 0, "class_names": ["a", "b"], "image_shape": [32, 32, 3], "data_source": {}}
+    (folder / "config.json").write_text(json.dumps({**record, key: value}))
+    with pytest.raises(RunDirectoryError, match=f"holds '{key}' as"):
+        Run(str(folder)).image_geometry

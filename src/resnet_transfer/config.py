@@ -65,11 +65,12 @@ def option(default, help: str, *, flag: Optional[str] = None, parse=None, const=
     return field(default=default, metadata=metadata)
 
 
-def _require_int(name: str, value: Any, minimum: int, *, allow_none: bool = False) -> None:
+def _require_int(name: str, value: Any, minimum: int, *, allow_none: bool = False, maximum: Optional[int] = None) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}. Received: {name}={value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ConfigError(f"{name} must be an integer {allowed}. Received: {name}={value!r}")
 
 
 def _require_choice(name: str, value: Any, choices: tuple) -> None:
@@ -225,7 +226,7 @@ class TrainConfig:
     def __post_init__(self):
         _require_int("epochs", self.epochs, 0)
         _require_int("batch_size", self.batch_size, 1)
-        _require_int("seed", self.seed, 0)
+        _require_int("seed", self.seed, 0, maximum=2**32 - 1)  # numpy's and Keras's seeding range
         _require_int("steps_per_execution", self.steps_per_execution, 1)
         rate = self.learning_rate
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:

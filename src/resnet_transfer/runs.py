@@ -187,10 +187,15 @@ class Run:
         """The whole ``config.json``: settings, versions, data source, class names, weights."""
         if self._record is None:
             record = self._read_json("config.json")
-            for key in ("config", "seed", "class_names", "image_shape", "data_source"):
+            for key, kind in (("config", dict), ("seed", int), ("class_names", list), ("image_shape", list), ("data_source", dict)):
                 if key not in record:
                     raise RunDirectoryError(
                         f"{self.file('config.json')} has no {key!r}: it was not written by this version of resnet-transfer"
+                    )
+                if not isinstance(record[key], kind) or isinstance(record[key], bool):
+                    raise RunDirectoryError(
+                        f"{self.file('config.json')} holds {key!r} as {type(record[key]).__name__}, not "
+                        f"{kind.__name__}: the run folder is damaged; train the run again"
                     )
             self._record = record
         return self._record
