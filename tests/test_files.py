@@ -5,7 +5,15 @@ import os
 
 import pytest
 
-from resnet_transfer.files import atomic_path, first_line, hash_file, json_safe, write_json_atomic, write_text_atomic
+from resnet_transfer.files import (
+    atomic_path,
+    first_line,
+    hash_file,
+    json_safe,
+    reserve_space,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def test_hash_file_matches_hashlib_across_chunks(tmp_path):
@@ -59,3 +67,16 @@ def test_text_is_written_as_utf8_and_first_line_falls_back_to_the_type(tmp_path)
     write_text_atomic(str(tmp_path / "labels.txt"), "caf\u00e9\n")
     assert (tmp_path / "labels.txt").read_bytes() == "caf\u00e9\n".encode("utf-8")
     assert first_line(ValueError("first\nsecond")) == "first" and first_line(KeyError()) == "KeyError"
+
+
+def test_reserve_space_allocates_a_sparse_files_blocks(tmp_path):
+    # A new memory map's file is sparse: its blocks are only found when written, and on a
+    # full disk a memory-mapped write is a SIGBUS. Reserved up front, a full disk is an OSError.
+    path = tmp_path / "sparse.npy"
+    with open(path, "wb") as handle:
+        handle.truncate(1 << 20)
+    reserve_space(str(path))
+    assert os.stat(path).st_blocks * 512 >= 1 << 20
+    with pytest.raises(OSError) as caught:
+        reserve_space(str(tmp_path / "missing.npy"))
+    assert "missing.npy" in str(caught.value)

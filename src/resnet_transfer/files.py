@@ -13,7 +13,7 @@ import os
 import tempfile
 from typing import Iterator
 
-__all__ = ["hash_file", "atomic_path", "write_text_atomic", "write_json_atomic", "json_safe", "first_line"]
+__all__ = ["hash_file", "atomic_path", "write_text_atomic", "write_json_atomic", "json_safe", "first_line", "reserve_space"]
 
 _CHUNK_BYTES = 1 << 22
 
@@ -75,6 +75,21 @@ def json_safe(value):
 def write_json_atomic(path: str, values: dict) -> None:
     """Writes ``values`` as indented, strict JSON (non-finite numbers as null) to ``path`` atomically."""
     write_text_atomic(path, json.dumps(json_safe(values), indent=2, allow_nan=False) + "\n")
+
+
+def reserve_space(path: str) -> None:
+    """Allocates the disk blocks of ``path`` at its current size (a new memory map's file is sparse).
+
+    Writing into a memory-mapped file on a full disk kills the process with SIGBUS, with no
+    message; reserving the space first turns that into an ``OSError`` (ENOSPC) that names the file.
+    """
+    with open(path, "r+b") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        try:
+            if size:
+                os.posix_fallocate(handle.fileno(), 0, size)
+        except OSError as error:
+            raise OSError(error.errno, error.strerror, path) from error
 
 
 def first_line(error: BaseException) -> str:

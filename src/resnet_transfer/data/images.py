@@ -23,6 +23,8 @@ from typing import Iterable, Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from resnet_transfer.files import reserve_space
+
 __all__ = ["RESIZE_MODES", "ImageReadError", "fit_image", "fit_images", "read_image", "image_size_of", "decode_to_store"]
 
 RESIZE_MODES = ("pad", "stretch", "crop")
@@ -140,6 +142,7 @@ def decode_to_store(paths: Iterable[str], count: int, *, size: int, resize: str,
     handle, path = tempfile.mkstemp(dir=folder, prefix=f"images-{size}-{resize}-", suffix=".npy")
     os.close(handle)
     store = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(max(count, 1), size, size, 3))
+    reserve_space(path)
     kept, skipped = [], []
     for index, file_path in enumerate(paths):
         try:

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.files import hash_file, write_json_atomic
+from resnet_transfer.files import hash_file, reserve_space, write_json_atomic
 
 __all__ = [
     "FeatureKey",
@@ -222,6 +222,7 @@ def extract_features(
     count = len(images)
     output_shape = tuple(int(size) for size in extractor.output_shape[1:])
     features = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(count, *output_shape))
+    reserve_space(path)
     progress = keras.utils.Progbar(count, unit_name="image")
     for start in range(0, count, chunk_size):
         chunk = np.asarray(images[start : start + chunk_size], dtype="float32")
