@@ -80,7 +80,7 @@ def measure(count: int, extractor_name: str, chunk_size: int) -> dict:
     images = np.load(os.path.join(workspace, "images.npy"), mmap_mode="r")
     extractor = build_extractor(extractor_name)
     started = time.perf_counter()
-    key = FeatureKey.create(backbone=extractor_name, weights="random:seed=0", preprocess="seed", images=images, dtype="float32")
+    key = FeatureKey.create(backbone=extractor_name, weights="random:seed=0", preprocess="seed", pooling="flatten", images=images, dtype="float32")
     features, status, backbone_seconds = cached_features(extractor, images, key=key, cache=FeatureCache(os.path.join(workspace, "cache")), chunk_size=chunk_size)
     extract_seconds = time.perf_counter() - started
     labels = np.zeros(count, dtype=np.int64)

@@ -418,7 +418,7 @@ def test_unusable_folders_exit_2_and_leave_no_run_folder(tmp_path, capsys, flag,
 
 def _key(seed: int = 0) -> FeatureKey:
     images = np.random.default_rng(seed).integers(0, 255, (4, 8, 8, 3), dtype=np.uint8)
-    return FeatureKey.create(backbone="resnet50", weights="random:seed=0", preprocess="seed", images=images, dtype="float32")
+    return FeatureKey.create(backbone="resnet50", weights="random:seed=0", preprocess="seed", pooling="flatten", images=images, dtype="float32")
 
 
 def _writer(values: np.ndarray):

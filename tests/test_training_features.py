@@ -23,7 +23,8 @@ def images():
 
 
 def make_key(images, **changes):
-    values = dict(backbone="resnet50", weights="random:seed=0", preprocess="seed", images=images, dtype="float32")
+    values = dict(backbone="resnet50", weights="random:seed=0", preprocess="seed", pooling="flatten", images=images,
+                  dtype="float32")
     return FeatureKey.create(**{**values, **changes})
 
 
@@ -41,6 +42,7 @@ def test_key_changes_with_everything_that_changes_features(images):
         make_key(images, backbone="resnet101"),
         make_key(images, weights="random:seed=1"),
         make_key(images, preprocess="imagenet"),
+        make_key(images, pooling="avg"),
         make_key(images, dtype="float16"),
         make_key(other_images),
         make_key(images[:-1]),

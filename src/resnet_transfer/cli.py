@@ -15,7 +15,7 @@ import traceback
 import typing
 from typing import Optional
 
-from resnet_transfer.config import RunConfig, load_config_file
+from resnet_transfer.config import RunConfig, read_config_values
 from resnet_transfer.errors import ResnetTransferError
 from resnet_transfer.files import json_safe
 from resnet_transfer.startup import quiet_startup
@@ -121,16 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_config_from(arguments: argparse.Namespace) -> RunConfig:
-    """Defaults < ``--config`` file < flags."""
-    base = load_config_file(arguments.config) if "config" in arguments else RunConfig()
-    overrides: dict = {}
+def run_config_from(arguments: argparse.Namespace, *, ignore: tuple = ()) -> RunConfig:
+    """Defaults < recipe < ``--config`` file < flags (``ignore``: the command's own arguments)."""
+    values = read_config_values(arguments.config) if "config" in arguments else {}
     for destination, value in vars(arguments).items():
-        if destination in ("command", "config", "debug"):
+        if destination in ("command", "config", "debug") + tuple(ignore):
             continue
         section, _, name = destination.rpartition(".")
-        (overrides.setdefault(section, {}) if section else overrides)[name] = value
-    return base.updated(overrides)
+        if section:
+            values.setdefault(section, {})
+            if isinstance(values[section], dict):  # else from_dict names the damaged section
+                values[section] = {**values[section], name: value}
+        else:
+            values[name] = value
+    return RunConfig.from_dict(values)
 
 
 def _command_train(arguments: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from resnet_transfer.errors import ConfigError
+from resnet_transfer.recipes import RECIPES, apply_recipe
 from resnet_transfer.registry import BACKBONES, get_backbone_spec
 
 __all__ = [
@@ -29,18 +30,29 @@ __all__ = [
     "TrainConfig",
     "RunConfig",
     "load_config_file",
+    "read_config_values",
     "option",
     "parse_count_or_fraction",
     "BUILTIN_DATA",
     "RESIZE_MODES",
     "PREPROCESS_MODES",
     "CACHE_DTYPES",
+    "POOLINGS",
+    "HEADS",
+    "UNFREEZE_POINTS",
+    "AUGMENT_LEVELS",
+    "AUGMENT_PHASES",
 ]
 
 BUILTIN_DATA = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 RESIZE_MODES = ("pad", "stretch", "crop")
 PREPROCESS_MODES = ("seed", "imagenet")
 CACHE_DTYPES = ("float32", "float16")
+POOLINGS = ("auto", "flatten", "avg", "max")
+HEADS = ("seed", "linear", "mlp")
+UNFREEZE_POINTS = ("all", "conv5", "conv4", "conv3", "conv2")
+AUGMENT_LEVELS = ("none", "light", "strong")
+AUGMENT_PHASES = ("fine-tune", "both")
 
 
 def parse_count_or_fraction(text: str):
@@ -83,6 +95,18 @@ def _require_text(name: str, value: Any, *, allow_none: bool = False) -> None:
         return
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{name} must be a non-empty string. Received: {name}={value!r}")
+
+
+def _require_number(name: str, value: Any, *, low: float, high: float, high_included: bool = False,
+                    low_included: bool = True) -> None:
+    """A finite number in [low, high) (or with the ends the flags say)."""
+    inside = (
+        not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        and (value >= low if low_included else value > low) and (value <= high if high_included else value < high)
+    )
+    if not inside:
+        allowed = f"{'[' if low_included else '('}{low:g}, {high:g}{']' if high_included else ')'}"
+        raise ConfigError(f"{name} must be a number in {allowed}. Received: {name}={value!r}")
 
 
 def _require_size(name: str, value: Any) -> None:
@@ -171,18 +195,31 @@ class ModelConfig:
             "none" (random initialisation) or the path of a weights file.
         preprocess: "seed" (scale pixels to [0, 1], as the article does) or
             "imagenet" (the backbone's own ImageNet preprocessing).
-        head_units: width of the head's hidden Dense layer.
+        pooling: how the backbone's feature map becomes a vector: "flatten", "avg", "max"
+            (Keras applications' ``pooling``), or "auto": flatten for a 1x1 map (the
+            seed recipe's model), avg otherwise.
+        head: "seed" (pooling -> Dense(head_units, relu) -> Dense(C, softmax)), "linear"
+            (pooling -> Dense(C, softmax)) or "mlp" (pooling -> Dropout -> Dense(head_units,
+            relu) -> Dropout -> Dense(C, softmax)).
+        head_units: width of the head's hidden Dense layer (seed and mlp heads).
+        dropout: the mlp head's dropout rate.
     """
 
     backbone: str = option("resnet152", ", ".join(BACKBONES))
     weights: str = option("imagenet", "imagenet, none (random), or the path of a weights file")
     preprocess: str = option("seed", "seed (scale to [0, 1]) or imagenet (the backbone's preprocess_input)")
-    head_units: int = option(1000, "width of the head's hidden layer")
+    pooling: str = option("auto", "auto, flatten, avg or max (auto: flatten for a 1x1 feature map, else avg)")
+    head: str = option("seed", "seed (Dense(units, relu) -> softmax), linear (softmax only) or mlp (with dropout)")
+    head_units: int = option(1000, "width of the head's hidden layer (seed and mlp heads)")
+    dropout: float = option(0.2, "dropout rate of the mlp head")
 
     def __post_init__(self):
         _require_choice("backbone", self.backbone, tuple(BACKBONES))
         _require_choice("preprocess", self.preprocess, PREPROCESS_MODES)
+        _require_choice("pooling", self.pooling, POOLINGS)
+        _require_choice("head", self.head, HEADS)
         _require_int("head_units", self.head_units, 1)
+        _require_number("dropout", self.dropout, low=0.0, high=1.0)
         if not isinstance(self.weights, str) or not self.weights:
             raise ConfigError(
                 f"weights must be 'imagenet', 'none' or the path of a weights file. Received: weights={self.weights!r}"
@@ -197,12 +234,22 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How the head is trained.
+    """How the model is trained: the head phase, then an optional fine-tune phase.
 
     Args:
-        epochs: passes over the training images (0: the untrained head is only evaluated).
+        epochs: passes over the training images in the head phase (0: the untrained head
+            is only evaluated, unless a fine-tune phase follows).
         batch_size: images per optimizer step.
-        learning_rate: Adam's learning rate (Keras's default is 0.001).
+        learning_rate: Adam's learning rate in the head phase (Keras's default is 0.001).
+        label_smoothing: Keras's ``CategoricalCrossentropy(label_smoothing=...)``; 0: none.
+        weight_decay: > 0 uses AdamW with this decoupled weight decay instead of Adam.
+        fine_tune_epochs: epochs of the fine-tune phase (0: no fine-tuning).
+        unfreeze: what the fine-tune phase trains: "all" layers, or the stage "convK" and
+            every stage above it (Keras's ResNet layer names ``convK_...``).
+        fine_tune_lr: learning rate of the fine-tune phase.
+        augment: "none", "light" or "strong" random translation, rotation, zoom and contrast.
+        augment_phase: "fine-tune" (the head phase keeps its cached features) or "both".
+        flip: also flip images horizontally when augmenting (not for digits or text).
         seed: fixes Python, numpy and Keras random state, and the shuffling.
         feature_cache: "auto" runs the frozen backbone once and trains the head on
             stored features; "off" runs the backbone in every epoch, as the article does.
@@ -222,9 +269,26 @@ class TrainConfig:
     cache_dtype: str = option("float32", "float32 or float16 for stored features")
     steps_per_execution: int = option(8, "optimizer steps per compiled call")
     class_weight: Optional[str] = option(None, "balanced: weight the loss by inverse class frequency")
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy (0: none)")
+    weight_decay: float = option(0.0, "decoupled weight decay; > 0 uses AdamW instead of Adam")
+    fine_tune_epochs: int = option(0, "epochs of the fine-tune phase after the head phase (0: none)")
+    unfreeze: str = option("all", "what fine-tuning trains: all, or conv5, conv4, conv3, conv2 and the stages above it")
+    fine_tune_lr: float = option(1e-5, "learning rate of the fine-tune phase")
+    augment: str = option("none", "none, light or strong random translation, rotation, zoom and contrast")
+    augment_phase: str = option("fine-tune", "fine-tune (keeps the head phase on cached features) or both")
+    flip: bool = option(False, "also flip images horizontally when augmenting (never for digits or text)", const=True)
 
     def __post_init__(self):
         _require_int("epochs", self.epochs, 0)
+        _require_int("fine_tune_epochs", self.fine_tune_epochs, 0)
+        _require_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
+        _require_number("weight_decay", self.weight_decay, low=0.0, high=1.0)
+        _require_number("fine_tune_lr", self.fine_tune_lr, low=0.0, high=math.inf, low_included=False)
+        _require_choice("unfreeze", self.unfreeze, UNFREEZE_POINTS)
+        _require_choice("augment", self.augment, AUGMENT_LEVELS)
+        _require_choice("augment_phase", self.augment_phase, AUGMENT_PHASES)
+        if not isinstance(self.flip, bool):
+            raise ConfigError(f"flip must be true or false. Received: flip={self.flip!r}")
         _require_int("batch_size", self.batch_size, 1)
         _require_int("seed", self.seed, 0, maximum=2**32 - 1)  # numpy's and Keras's seeding range
         _require_int("steps_per_execution", self.steps_per_execution, 1)
@@ -247,6 +311,7 @@ class RunConfig:
 
     Args:
         data, model, train: the stage configurations.
+        recipe: the named settings laid under the given ones (``recipes.RECIPES``).
         run_dir: the run's output folder (None: ``runs/<UTC timestamp>-<backbone>``).
         tensorboard: also write TensorBoard logs to ``RUN_DIR/tensorboard``.
     """
@@ -256,11 +321,14 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     run_dir: Optional[str] = option(None, "output folder (runs/<UTC timestamp>-<backbone> if not given); never overwritten")
     tensorboard: bool = option(False, "also write TensorBoard logs to RUN_DIR/tensorboard", const=True)
+    recipe: str = option("seed", "; ".join(f"{name}: {recipe.description}" for name, recipe in RECIPES.items())
+                         + "; flags override its settings")
 
     SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
     def __post_init__(self):
         _require_text("run_dir", self.run_dir, allow_none=True)
+        _require_choice("recipe", self.recipe, tuple(RECIPES))
         if not isinstance(self.tensorboard, bool):
             raise ConfigError(f"tensorboard must be true or false. Received: tensorboard={self.tensorboard!r}")
         if self.data.image_size is not None:
@@ -273,9 +341,11 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: Any) -> "RunConfig":
-        """Builds a config from nested dicts; unknown keys and wrong types raise ``ConfigError``."""
+        """Builds a config from nested dicts laid over their recipe's settings (``recipes``);
+        unknown keys and wrong types raise ``ConfigError``."""
         if not isinstance(values, dict):
             raise ConfigError(f"a config must be a JSON object. Received: {type(values).__name__}")
+        values = apply_recipe(values)
         top_level = {f.name for f in dataclasses.fields(cls)} - set(cls.SECTIONS)
         unknown = set(values) - set(cls.SECTIONS) - top_level
         if unknown:
@@ -304,7 +374,11 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def updated(self, overrides: dict) -> "RunConfig":
-        """Returns a copy with ``overrides`` (same nesting as ``to_dict``) applied."""
+        """Returns a copy with ``overrides`` (same nesting as ``to_dict``) applied.
+
+        A changed ``recipe`` is laid under the overrides only: this config's resolved
+        values win over it. To combine a recipe with settings, use ``from_dict``.
+        """
         merged = self.to_dict()
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -320,6 +394,15 @@ def load_config_file(path: str) -> RunConfig:
     Raises:
         ConfigError: the file cannot be read, is not UTF-8 JSON, or has unknown keys or bad values.
     """
+    return RunConfig.from_dict(read_config_values(path))
+
+
+def read_config_values(path: str) -> dict:
+    """The settings of a JSON config file as nested dicts, not yet checked.
+
+    Raises:
+        ConfigError: the file cannot be read or is not UTF-8 JSON.
+    """
     try:
         with open(path, encoding="utf-8-sig") as handle:
             values = json.load(handle)
@@ -329,4 +412,6 @@ def load_config_file(path: str) -> RunConfig:
         raise ConfigError(f"config file {path!r} is not UTF-8 text ({error.reason}); save it as UTF-8 JSON") from error
     except json.JSONDecodeError as error:
         raise ConfigError(f"config file {path!r} is not valid JSON ({error}); fix it or leave out --config") from error
-    return RunConfig.from_dict(values)
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path!r} must hold a JSON object. Received: {type(values).__name__}")
+    return values

@@ -4,7 +4,8 @@ The CLI turns each of them into one line on stderr and exit status 2; the
 Python API lets them propagate, so a notebook sees the same message.
 """
 
-__all__ = ["ResnetTransferError", "ConfigError", "DataError", "WeightsError", "RunDirectoryError", "ExportCheckError"]
+__all__ = ["ResnetTransferError", "ConfigError", "DataError", "WeightsError", "RunDirectoryError", "ExportCheckError",
+           "FrozenWeightsError"]
 
 
 class ResnetTransferError(Exception):
@@ -36,3 +37,14 @@ class ExportCheckError(ResnetTransferError):
     """An exported model does not reproduce the Keras model within the tolerance."""
 
     exit_status = 1
+
+
+class FrozenWeightsError(ResnetTransferError):
+    """Weights that a training phase was meant to leave frozen changed during it (a leak,
+    such as a BatchNormalization layer run in training mode); the model is not saved."""
+
+    exit_status = 1
+
+    def __init__(self, message: str, *, phase: str = "", moved: tuple = ()):
+        super().__init__(message)
+        self.phase, self.moved = phase, list(moved)

@@ -66,12 +66,22 @@ def save_figure(figure, path: str) -> None:
 
 @matplotlib.rc_context(_LITERAL_TEXT)
 def plot_curves(history: dict, path: str) -> None:
-    """Writes the two-panel figure: loss (train vs val) and accuracy (train vs val) per epoch."""
+    """Writes the two-panel figure: loss (train vs val) and accuracy (train vs val) per epoch.
+
+    With a "phase" per epoch in ``history``, the phases share one epoch axis and a
+    dashed line marks where the fine-tune phase starts.
+    """
     epochs = list(range(1, len(history["loss"]) + 1))
+    phases = list(history.get("phase", ["head"] * len(epochs)))
+    boundaries = [index + 0.5 for index in range(1, len(phases)) if phases[index] != phases[index - 1]]
     figure, (loss_axis, accuracy_axis) = pyplot().subplots(1, 2, figsize=(11, 4))
     for axis, metric, title in ((loss_axis, "loss", "Loss"), (accuracy_axis, "accuracy", "Accuracy")):
         axis.plot(epochs, history[metric], marker="o", label="train")
         axis.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        for boundary in boundaries:
+            axis.axvline(boundary, color="grey", linestyle="--", linewidth=1)
+            axis.annotate(f"{phases[int(boundary - 0.5)]} phase", (boundary, 1), xycoords=("data", "axes fraction"),
+                          xytext=(4, -12), textcoords="offset points", color="grey")
         axis.set_title(title)
         axis.set_xlabel("epoch")
         axis.set_ylabel(metric)
@@ -166,7 +176,13 @@ def _table(rows: list, columns: list) -> str:
 
 
 def _html_page(run_dir: str, metrics: dict, settings: dict, rows: list) -> str:
-    metric_rows = [{"metric": key, "value": value} for key, value in metrics.items()]
+    metric_rows = [{"metric": key, "value": value} for key, value in metrics.items() if key != "phases"]
+    phase_columns = ["name", "epochs", "learning_rate", "trainable_parameters", "train_seconds", "frozen_weights_checked",
+                     "frozen_weights_moved"]
+    phase_rows = [{**phase, "learning_rate": f"{phase['learning_rate']:g}",
+                   "frozen_weights_moved": len(phase.get("frozen_weights_moved", []))}
+                  for phase in metrics.get("phases", [])]
+    phases = f"<h2>Phases</h2>{_table(phase_rows, phase_columns)}" if phase_rows else ""
     title = f"resnet-transfer report: {os.path.basename(os.path.abspath(run_dir))}"
     figures = "".join(
         f"<h2>{html.escape(heading)}</h2>{_embedded(os.path.join(run_dir, name), heading)}"
@@ -179,6 +195,7 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:right}} th{{backgroun
 pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <h2>Metrics</h2>{_table(metric_rows, ["metric", "value"])}
+{phases}
 <h2>Per class (precision, recall, F1, support)</h2>{_table(rows, ["class", "precision", "recall", "f1-score", "support"])}
 {figures}
 <h2>Settings</h2><pre>{html.escape(json.dumps(json_safe(settings), indent=2))}</pre>

@@ -4,7 +4,7 @@ A run folder holds, under fixed names:
 
     config.json   every setting, versions, seed, data source with its fingerprint
     status.json   "running", "finished" or "failed" (with the error)
-    history.csv   epoch, loss, accuracy, val_loss, val_accuracy, seconds
+    history.csv   epoch, phase ("head" or "fine-tune"), loss, accuracy, val_loss, val_accuracy, seconds
     curves.png    loss and accuracy, train vs validation
     metrics.json  test metrics, sizes and timings (strict JSON: no NaN)
     model.keras   the full model; loads with plain ``keras.saving.load_model``
@@ -43,7 +43,8 @@ from resnet_transfer.registry import get_backbone_spec
 __all__ = ["Run", "ARTIFACTS", "HISTORY_COLUMNS", "default_run_dir", "check_run_dir_free", "environment_versions"]
 
 ARTIFACTS = ("config.json", "status.json", "history.csv", "curves.png", "metrics.json", "model.keras", "labels.txt")
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+HISTORY_COLUMNS = ("epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+_METRIC_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def default_run_dir(backbone: str, now: Optional[datetime] = None) -> str:
@@ -153,10 +154,13 @@ class Run:
         write_text_atomic(self.file("skipped.csv"), _csv_text(("path", "reason"), skipped))
 
     def write_history(self, history: dict, seconds: list) -> None:
-        """One row per epoch (counted from 1) with the columns of ``HISTORY_COLUMNS``."""
+        """One row per epoch (counted from 1, on through the phases) with the columns of
+        ``HISTORY_COLUMNS``; ``history`` holds Keras's metrics and a "phase" per epoch
+        (all "head" if it has none)."""
         rows = []
         for index, epoch_seconds in enumerate(seconds):
-            row = [index + 1] + [history[name][index] for name in HISTORY_COLUMNS[1:-1]] + [epoch_seconds]
+            phase = history["phase"][index] if "phase" in history else "head"
+            row = [index + 1, phase] + [history[name][index] for name in _METRIC_COLUMNS] + [epoch_seconds]
             rows.append([f"{value:.6g}" if isinstance(value, float) else value for value in row])
         write_text_atomic(self.file("history.csv"), _csv_text(HISTORY_COLUMNS, rows))
 
@@ -231,11 +235,11 @@ class Run:
 
     @property
     def history(self) -> dict:
-        """``history.csv`` as a dict of column name -> list of floats."""
+        """``history.csv`` as a dict of column name -> list of floats ("phase": of strings)."""
         try:
             with open(self.file("history.csv"), encoding="utf-8", newline="") as handle:
                 rows = list(csv.DictReader(handle))
-            return {name: [float(row[name]) for row in rows] for name in HISTORY_COLUMNS}
+            return {name: [row[name] if name == "phase" else float(row[name]) for row in rows] for name in HISTORY_COLUMNS}
         except FileNotFoundError:
             raise RunDirectoryError(f"{self.file('history.csv')} does not exist: the run has not finished an epoch") from None
         except (OSError, KeyError, TypeError, ValueError) as error:

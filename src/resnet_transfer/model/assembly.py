@@ -1,8 +1,9 @@
 """The whole classifier: raw pixels -> preprocessing -> frozen backbone -> head.
 
-The backbone is called with ``training=False``, so its BatchNormalization layers
-stay in inference mode even when a later fine-tuning stage unfreezes it (the
-Keras transfer-learning guide's advice). Build the model inside a
+The backbone is called with ``training=False`` (the Keras transfer-learning guide's
+advice); Keras 3 overrides that during ``fit`` (keras-team/keras#20285), so the
+fine-tune phase also keeps every BatchNormalization layer frozen (``training.phases``),
+and a run checks that no frozen weight moved (``training.frozen``). Build the model inside a
 ``tf.distribute`` strategy's ``scope()`` to place its variables there.
 
 Example:
@@ -20,7 +21,7 @@ from resnet_transfer.model.backbone import create_backbone
 from resnet_transfer.model.heads import build_head
 from resnet_transfer.model.preprocessing import build_preprocessing
 
-__all__ = ["build_model", "compile_model", "feature_extractor", "head_of", "backbone_of"]
+__all__ = ["build_model", "compile_model", "make_optimizer", "feature_extractor", "head_of", "backbone_of"]
 
 
 def build_model(
@@ -45,8 +46,16 @@ def build_model(
         config.backbone, weights=config.weights, input_shape=tuple(image_shape), weights_path=weights_path
     )
     features = backbone(pixels, training=False)
-    head = build_head(backbone.output_shape[1:], units=config.head_units, num_classes=num_classes)
+    head = build_head(backbone.output_shape[1:], head=config.head, pooling=config.pooling, units=config.head_units,
+                      dropout=config.dropout, num_classes=num_classes)
     return keras.Model(inputs, head(features), name=f"{config.backbone}_transfer")
+
+
+def make_optimizer(*, learning_rate: float, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
+    """Adam (the seed recipe's), or AdamW when ``weight_decay`` > 0."""
+    if weight_decay > 0:
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    return keras.optimizers.Adam(learning_rate=learning_rate)
 
 
 def compile_model(
@@ -55,17 +64,23 @@ def compile_model(
     learning_rate: float,
     steps_per_execution: int = 1,
     optimizer: Optional[keras.optimizers.Optimizer] = None,
+    weight_decay: float = 0.0,
+    label_smoothing: float = 0.0,
     jit_compile="auto",
 ) -> keras.Model:
     """Compiles with the seed recipe's optimizer (Adam), loss and metric; returns the model.
 
     Pass ``optimizer`` to keep an existing optimizer and its state (for example the
     head's, when the full model is compiled after the head was fit on features).
+    With ``label_smoothing`` > 0 the loss is ``CategoricalCrossentropy`` (Keras's sparse
+    loss has no smoothing), so the labels must then be one-hot.
     ``jit_compile`` is Keras's XLA switch ("auto" lets Keras decide).
     """
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if label_smoothing > 0
+            else "sparse_categorical_crossentropy")
     model.compile(
-        optimizer=optimizer or keras.optimizers.Adam(learning_rate=learning_rate),
-        loss="sparse_categorical_crossentropy",
+        optimizer=optimizer or make_optimizer(learning_rate=learning_rate, weight_decay=weight_decay),
+        loss=loss,
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
         jit_compile=jit_compile,
@@ -84,7 +99,9 @@ def backbone_of(model: keras.Model) -> keras.Model:
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
-    """A model from images to backbone features that shares the layers of ``model``."""
+    """A model from images to pooled backbone features (the head's pooling layer applied)
+    that shares the layers of ``model``; ``classifier_on_features(head_of(model))`` takes it on."""
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
     pixels = model.get_layer("preprocessing")(inputs)
-    return keras.Model(inputs, backbone_of(model)(pixels, training=False), name="feature_extractor")
+    features = backbone_of(model)(pixels, training=False)
+    return keras.Model(inputs, head_of(model).get_layer("pooling")(features), name="feature_extractor")

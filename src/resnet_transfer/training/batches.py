@@ -28,15 +28,17 @@ class ArrayBatches(keras.utils.PyDataset):
         batch_size: rows per batch.
         shuffle: reshuffle at the start of every epoch.
         seed: the shuffling seed.
+        first_epoch: the number of the first epoch (a later phase numbers on).
     """
 
-    def __init__(self, inputs, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0, **kwargs):
+    def __init__(self, inputs, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0, first_epoch: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         if len(inputs) != len(labels):
             raise ValueError(f"inputs and labels differ in length: {len(inputs)} != {len(labels)}")
         self.inputs, self.labels = inputs, np.asarray(labels)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.epoch = 0
+        self.epoch = first_epoch
         self.order = self._order()
 
     def _order(self) -> np.ndarray:

@@ -12,7 +12,7 @@ extraction never leaves an entry that a later run would take as complete; an
 entry whose checksum does not match is discarded with a warning and recomputed.
 
 Example:
-    >>> key = FeatureKey.create(backbone="resnet50", weights="random:seed=0", preprocess="seed",
+    >>> key = FeatureKey.create(backbone="resnet50", weights="random:seed=0", preprocess="seed", pooling="flatten",
     ...                         images=x_train, dtype="float32")
     >>> features, status, seconds = cached_features(extractor, x_train, key=key, cache=FeatureCache())
 """
@@ -45,7 +45,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # 2: preprocessing made of Keras layers (Rescaling, a 1x1 convolution)
+CACHE_FORMAT = 3  # 2: preprocessing made of Keras layers; 3: features pooled as the head pools them
 _FINGERPRINT_CHUNK = 4096
 
 
@@ -74,6 +74,7 @@ class FeatureKey:
         backbone: registry name.
         weights: the weights' identity (``backbones.weights_identity``).
         preprocess: preprocessing mode.
+        pooling: the head's pooling applied to the feature map ("flatten", "avg", "max").
         input_shape: (height, width, channels) the backbone sees.
         images: ``fingerprint_images`` of the images.
         dtype: stored dtype.
@@ -83,6 +84,7 @@ class FeatureKey:
     backbone: str
     weights: str
     preprocess: str
+    pooling: str
     input_shape: tuple
     images: str
     dtype: str
@@ -90,11 +92,13 @@ class FeatureKey:
     format: int = CACHE_FORMAT
 
     @classmethod
-    def create(cls, *, backbone: str, weights: str, preprocess: str, images: np.ndarray, dtype: str) -> "FeatureKey":
+    def create(cls, *, backbone: str, weights: str, preprocess: str, pooling: str, images: np.ndarray,
+               dtype: str) -> "FeatureKey":
         return cls(
             backbone=backbone,
             weights=weights,
             preprocess=preprocess,
+            pooling=pooling,
             input_shape=tuple(int(size) for size in images.shape[1:]),
             images=fingerprint_images(images),
             dtype=dtype,

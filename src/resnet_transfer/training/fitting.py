@@ -1,16 +1,18 @@
-"""Fitting: the two ways to train the head of a frozen backbone, with the same head,
-optimizer, loss, batch size, epochs and shuffling:
+"""Fitting: one training phase, in one of two ways, with ``keras.Model.fit``.
 
-- on features (default when the backbone is frozen): the backbone runs once over every
-  image (``features.cached_features``), and the head is fit on stored features;
-- end to end (``feature_cache="off"``): the article's way, the whole model is fit and
-  the frozen backbone runs again in every epoch.
+- on features (a head phase with a frozen backbone and no augmentation): the backbone
+  runs once over every image (``features.cached_features``), pooled by the head's
+  pooling, and the head is fit on the stored features;
+- end to end: images go through the whole model (behind the augmentation layers, if
+  any) in every epoch: the article's way with ``--no-cache``, a head phase with
+  augmentation, and every fine-tune phase.
 
-Both use ``keras.Model.fit`` with Keras callbacks, so checkpointing
-(``keras.callbacks.BackupAndRestore``), TensorBoard or early stopping plug in.
+Both use the same head, optimizer, loss, batch size and seeded order, so the cached
+way gives the end-to-end way's history; both take Keras callbacks (TensorBoard,
+BackupAndRestore, early stopping).
 
 Example:
-    >>> outcome = fit_on_features(model, dataset, config, callbacks=[EpochTimer()], class_weight=None)
+    >>> outcome = fit_on_features(model, dataset, config, phase=phase, callbacks=[EpochTimer()], class_weight=None)
 """
 
 import logging
@@ -24,12 +26,17 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from resnet_transfer.config import RunConfig
 from resnet_transfer.data.dataset import Dataset
-from resnet_transfer.model.assembly import backbone_of, compile_model, feature_extractor, head_of
+from resnet_transfer.model.assembly import backbone_of, compile_model, feature_extractor, head_of, make_optimizer
+from resnet_transfer.model.augmentation import augmented
+from resnet_transfer.model.heads import classifier_on_features
 from resnet_transfer.model.weights import weights_identity
 from resnet_transfer.training.batches import INFERENCE_BATCH_SIZE, ArrayBatches, predict_probabilities
 from resnet_transfer.training.features import FeatureCache, FeatureKey, cached_features
 
-__all__ = ["EpochTimer", "FitOutcome", "balanced_class_weight", "choose_path", "fit", "fit_on_features", "fit_end_to_end"]
+__all__ = [
+    "EpochTimer", "FitOutcome", "Phase", "balanced_class_weight", "choose_path", "fit", "fit_on_features",
+    "fit_end_to_end", "carry_optimizer_state",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +55,35 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._started)
 
 
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a run.
+
+    Attributes:
+        name: "head" or "fine-tune".
+        epochs: its epochs.
+        first_epoch: epochs of the phases before it (Keras's ``initial_epoch``).
+        learning_rate: its optimizer's learning rate.
+        augmentation: the augmentation layers it trains behind (None: none).
+        unfreeze: for "fine-tune", what of the backbone it trains (``phases.unfreeze``).
+    """
+
+    name: str
+    epochs: int
+    first_epoch: int
+    learning_rate: float
+    augmentation: Optional[keras.Sequential] = None
+    unfreeze: Optional[str] = None
+
+
 @dataclass
 class FitOutcome:
-    """What a way of fitting gives back: Keras's history, seconds, test probabilities, cache figures."""
+    """What a phase gives back: Keras's history, seconds, test probabilities (when asked
+    for), and the cache's figures."""
 
     history: dict
     train_seconds: float
-    test_probabilities: np.ndarray
+    test_probabilities: Optional[np.ndarray]
     feature_cache: str
     backbone_seconds: Optional[float]
 
@@ -66,35 +95,48 @@ def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict:
     return {int(label): float(weight) for label, weight in zip(present, weights) if label < num_classes}
 
 
-def fit(model, inputs, labels, validation, *, config: RunConfig, callbacks: list, class_weight: Optional[dict] = None) -> dict:
-    """Fits ``model`` on (inputs, labels) with the run's epochs, batch size and shuffling.
+def _loss_labels(labels: np.ndarray, config: RunConfig, num_classes: int) -> np.ndarray:
+    # Keras's sparse cross-entropy has no label smoothing; the categorical one needs one-hot labels.
+    return keras.utils.to_categorical(labels, num_classes) if config.train.label_smoothing > 0 else labels
+
+
+def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, callbacks: list,
+        class_weight: Optional[dict] = None) -> dict:
+    """Fits ``model`` for ``phase``'s epochs with the run's batch size and seeded order.
 
     ``validation`` is ``(inputs, labels)`` in the same space as ``inputs`` (images for
-    the full model, features for the head). Returns Keras's history dict ({} for 0 epochs).
+    the full model, features for the head). Epochs are numbered on from the phases
+    before. Returns Keras's history dict ({} for 0 epochs).
     """
-    if config.train.epochs == 0:
+    if phase.epochs == 0:
         return {}
     keras.utils.set_random_seed(config.train.seed)
+    num_classes = model.output_shape[-1]
     # Two worker threads prepare the next batches while the model runs (same order).
-    batches = ArrayBatches(inputs, labels, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed, workers=2)
-    validation_batches = ArrayBatches(*validation, batch_size=INFERENCE_BATCH_SIZE)
+    batches = ArrayBatches(inputs, _loss_labels(labels, config, num_classes), batch_size=config.train.batch_size,
+                           shuffle=True, seed=config.train.seed, first_epoch=phase.first_epoch, workers=2)
+    validation_batches = ArrayBatches(validation[0], _loss_labels(validation[1], config, num_classes),
+                                      batch_size=INFERENCE_BATCH_SIZE)
     history = model.fit(
-        batches, validation_data=validation_batches, epochs=config.train.epochs, callbacks=callbacks,
-        class_weight=class_weight, verbose="auto",
+        batches, validation_data=validation_batches, initial_epoch=phase.first_epoch,
+        epochs=phase.first_epoch + phase.epochs, callbacks=callbacks, class_weight=class_weight, verbose="auto",
     )
     return history.history
 
 
-def choose_path(config: RunConfig, model: keras.Model) -> tuple:
-    """Whether the head can train on stored features, and why (for the log)."""
+def choose_path(config: RunConfig, model: keras.Model, phase: Optional[Phase] = None) -> tuple:
+    """Whether a phase can train the head on stored features, and why (for the log)."""
     if config.train.feature_cache == "off":
         return False, "--no-cache was given: the backbone runs in every epoch (the article's way)"
     if backbone_of(model).trainable_weights:
         return False, "the backbone has trainable weights: its outputs change every step"
+    if phase is not None and phase.augmentation is not None:
+        return False, ("augmentation changes the pixels in every epoch, so the backbone's outputs cannot be stored "
+                       "(--augment-phase fine-tune keeps the head phase on cached features)")
     return True, "the backbone is frozen and no augmentation is asked for: it runs once, the head trains on stored features"
 
 
-def _features(model, dataset: Dataset, config: RunConfig) -> tuple:
+def _features(model, dataset: Dataset, config: RunConfig, pooling: str) -> tuple:
     cache = FeatureCache(config.train.cache_dir)
     extractor = feature_extractor(model)
     identity = weights_identity(config.model.backbone, config.model.weights, config.train.seed)
@@ -103,7 +145,7 @@ def _features(model, dataset: Dataset, config: RunConfig) -> tuple:
         images = getattr(dataset, f"x_{split}")
         key = FeatureKey.create(
             backbone=config.model.backbone, weights=identity, preprocess=config.model.preprocess,
-            images=images, dtype=config.train.cache_dtype,
+            pooling=pooling, images=images, dtype=config.train.cache_dtype,
         )
         features, status, seconds = cached_features(extractor, images, key=key, cache=cache, batch_size=INFERENCE_BATCH_SIZE)
         if status == "hit":
@@ -121,47 +163,84 @@ def _jit_compile():
     return True if keras.backend.backend() in ("tensorflow", "jax") else "auto"
 
 
-def fit_on_features(model, dataset: Dataset, config: RunConfig, *, callbacks: list, class_weight) -> FitOutcome:
-    """Runs the backbone once (or reads the cache), fits the head on the features and
-    puts the trained head, with its optimizer state, back into ``model``."""
-    splits, status, backbone_seconds = _features(model, dataset, config)
-    # The head is trained as a copy (with the same initial weights), so the saved full model
-    # holds one optimizer, at its top level, rather than a second one nested in the head.
-    trainer = keras.models.clone_model(head_of(model))
-    trainer.set_weights(head_of(model).get_weights())
-    compile_model(trainer, learning_rate=config.train.learning_rate, steps_per_execution=config.train.steps_per_execution,
+def _pooling_of(model: keras.Model) -> str:
+    return {"Flatten": "flatten", "GlobalAveragePooling2D": "avg", "GlobalMaxPooling2D": "max"}[
+        type(head_of(model).get_layer("pooling")).__name__]
+
+
+def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase, callbacks: list, class_weight,
+                    predict_test: bool = True) -> FitOutcome:
+    """Runs the backbone once (or reads the cache), fits the head on the pooled features,
+    and compiles ``model`` with the head's optimizer and its state."""
+    splits, status, backbone_seconds = _features(model, dataset, config, _pooling_of(model))
+    # The head's layers without its pooling, shared with the model: training it trains the head.
+    trainer = classifier_on_features(head_of(model))
+    compile_model(trainer, learning_rate=phase.learning_rate, weight_decay=config.train.weight_decay,
+                  label_smoothing=config.train.label_smoothing, steps_per_execution=config.train.steps_per_execution,
                   jit_compile=_jit_compile())
     started = time.perf_counter()
     history = fit(trainer, splits["train"], dataset.y_train, (splits["val"], dataset.y_val),
-                  config=config, callbacks=callbacks, class_weight=class_weight)
+                  config=config, phase=phase, callbacks=callbacks, class_weight=class_weight)
     train_seconds = time.perf_counter() - started
-    probabilities = predict_probabilities(trainer, splits["test"])
-    head_of(model).set_weights(trainer.get_weights())
-    _adopt_optimizer(model, trainer, learning_rate=config.train.learning_rate)
+    probabilities = predict_probabilities(trainer, splits["test"]) if predict_test else None
+    _adopt_optimizer(model, trainer, config)
     return FitOutcome(history, train_seconds, probabilities, status, backbone_seconds)
 
 
-def _adopt_optimizer(model: keras.Model, trainer: keras.Model, *, learning_rate: float) -> None:
-    """Compiles ``model`` with an optimizer holding the trained head's optimizer state.
+def _adopt_optimizer(model: keras.Model, trainer: keras.Model, config: RunConfig) -> None:
+    """Compiles ``model`` with a new optimizer holding the trained head's optimizer state.
 
-    The full model's trainable variables are the head's, in the same order, so Adam's
-    moments carry over one to one. With 0 epochs the head's optimizer never ran (nor
-    was built), and the model keeps a fresh one.
+    The full model's trainable variables are the head's, so every optimizer variable
+    carries over. With 0 epochs the head's optimizer never ran (nor was built), and
+    the model keeps a fresh one.
     """
-    compile_model(model, learning_rate=learning_rate)
-    if not trainer.optimizer.built:
-        return
-    model.optimizer.build(model.trainable_variables)
-    for target, source in zip(model.optimizer.variables, trainer.optimizer.variables, strict=True):
-        target.assign(source)
+    optimizer = make_optimizer(learning_rate=float(trainer.optimizer.learning_rate), weight_decay=config.train.weight_decay)
+    compile_model(model, learning_rate=0.0, optimizer=optimizer, label_smoothing=config.train.label_smoothing)
+    if trainer.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+        carry_optimizer_state(trainer.optimizer, model.optimizer, learning_rate=False)
 
 
-def fit_end_to_end(model, dataset: Dataset, config: RunConfig, *, callbacks: list, class_weight) -> FitOutcome:
-    """Fits the whole model on images: the frozen backbone runs in every epoch."""
-    compile_model(model, learning_rate=config.train.learning_rate, steps_per_execution=config.train.steps_per_execution)
+def carry_optimizer_state(source: keras.optimizers.Optimizer, target: keras.optimizers.Optimizer, *,
+                          learning_rate: bool) -> int:
+    """Copies every optimizer variable that ``target`` shares with ``source`` by name.
+
+    Optimizer variables are named after the model variable they belong to (Keras:
+    ``{variable.path}_{slot}``), so Adam's moments of the head carry over from the
+    head phase to the fine-tune phase, whose optimizer also trains the backbone.
+    The step count always carries over; the learning rate only if ``learning_rate``.
+
+    Returns:
+        How many variables were copied.
+    """
+    values = {variable.name: variable for variable in source.variables}
+    copied = 0
+    for variable in target.variables:
+        if variable.name == "learning_rate" and not learning_rate:
+            continue
+        if variable.name in values and tuple(values[variable.name].shape) == tuple(variable.shape):
+            variable.assign(values[variable.name])
+            copied += 1
+    return copied
+
+
+def fit_end_to_end(model, dataset: Dataset, config: RunConfig, *, phase: Phase, callbacks: list, class_weight,
+                   optimizer: Optional[keras.optimizers.Optimizer] = None, predict_test: bool = True) -> FitOutcome:
+    """Fits the whole model on images (behind ``phase.augmentation``, if any).
+
+    ``optimizer`` (built on the model's trainable variables) is used as given: the
+    fine-tune phase passes one with the head phase's state. After fitting, ``model``
+    is compiled with the optimizer that trained it, so its saved file holds its state.
+    """
+    trainer = augmented(model, phase.augmentation)
+    compile_model(trainer, learning_rate=phase.learning_rate, optimizer=optimizer, weight_decay=config.train.weight_decay,
+                  label_smoothing=config.train.label_smoothing, steps_per_execution=config.train.steps_per_execution)
     started = time.perf_counter()
-    history = fit(model, dataset.x_train, dataset.y_train, (dataset.x_val, dataset.y_val),
-                  config=config, callbacks=callbacks, class_weight=class_weight)
+    history = fit(trainer, dataset.x_train, dataset.y_train, (dataset.x_val, dataset.y_val),
+                  config=config, phase=phase, callbacks=callbacks, class_weight=class_weight)
     train_seconds = time.perf_counter() - started
-    probabilities = predict_probabilities(model, dataset.x_test)
+    if trainer is not model:
+        compile_model(model, learning_rate=phase.learning_rate, optimizer=trainer.optimizer,
+                      label_smoothing=config.train.label_smoothing)
+    probabilities = predict_probabilities(model, dataset.x_test) if predict_test else None
     return FitOutcome(history, train_seconds, probabilities, "off", None)

@@ -4,7 +4,8 @@
 2. prepare: load the data, fetch the weights, build the model -- everything that can
    fail on bad input fails here, before anything is written;
 3. record: create the run folder with its config, labels and skipped inputs;
-4. fit: on cached features or end to end (``fitting``);
+4. fit: the head phase, then the fine-tune phase if asked (``phases``), each on cached
+   features or end to end (``fitting``), each followed by the frozen-weights check;
 5. finish: history, curves, model, metrics, report, and status "finished".
 
 A failure before the first finished epoch removes the run folder (so the same
@@ -25,19 +26,20 @@ from dataclasses import dataclass
 from typing import Optional
 
 import keras
-import numpy as np
 
 from resnet_transfer.config import BUILTIN_DATA, RunConfig
 from resnet_transfer.data.dataset import Dataset, load_dataset
-from resnet_transfer.errors import ConfigError
-from resnet_transfer.model.assembly import build_model
+from resnet_transfer.errors import ConfigError, FrozenWeightsError
+from resnet_transfer.model.assembly import backbone_of, build_model, head_of
+from resnet_transfer.model.heads import resolve_pooling
 from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights, weights_identity
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
 from resnet_transfer.training.features import FeatureCache
 from resnet_transfer.training.interrupts import Interrupts, StopOnInterrupt, watching_interrupts
-from resnet_transfer.training.fitting import EpochTimer, balanced_class_weight, choose_path, fit_end_to_end, fit_on_features
+from resnet_transfer.training.fitting import EpochTimer, balanced_class_weight
+from resnet_transfer.training.phases import run_phases, trainable_count
 
 __all__ = ["RunResult", "train"]
 
@@ -99,7 +101,7 @@ def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts)
     timer = EpochTimer()
     try:
         logger.info("run directory: %s", os.path.abspath(run_dir))
-        record = _config_record(config, run_dir, dataset, weights_path, class_weight)
+        record = _config_record(config, run_dir, dataset, model, weights_path, class_weight)
         run.write_config(record)
         run.write_labels(dataset.class_names)
         if dataset.skipped:
@@ -113,28 +115,33 @@ def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts)
 
 def _fit_and_finish(run: Run, model, dataset: Dataset, config: RunConfig, record: dict, timer: EpochTimer,
                     callbacks: list, class_weight) -> RunResult:
-    logger.info("model: %s parameters, %s trainable (the head)", f"{model.count_params():,}", f"{_trainable_count(model):,}")
-    use_cache, reason = choose_path(config, model)
-    logger.info("training path: %s (%s)", "cached features" if use_cache else "end-to-end", reason)
-    fit_way = fit_on_features if use_cache else fit_end_to_end
-    outcome = fit_way(model, dataset, config, callbacks=callbacks, class_weight=class_weight)
+    logger.info("model: %s parameters, %s trainable (the head: %s pooling, %s)", f"{model.count_params():,}",
+                f"{trainable_count(model):,}", record["resolved"]["pooling"], record["resolved"]["pooling_reason"])
+    try:
+        outcome = run_phases(model, dataset, config, callbacks=callbacks, class_weight=class_weight)
+    except FrozenWeightsError as error:
+        run.write_metrics({"frozen_weights_unchanged": False, "frozen_weights_moved": error.moved, "phase": error.phase})
+        raise
 
     run.write_history(outcome.history, timer.seconds)
     if timer.seconds:
         plot_curves(outcome.history, run.file("curves.png"))
     run.save_model(model)
+    epochs = config.train.epochs + config.train.fine_tune_epochs
     metrics = {
         **compute_test_metrics(outcome.test_probabilities, dataset.y_test),
         "n_train": int(len(dataset.y_train)),
         "n_val": int(len(dataset.y_val)),
         "n_skipped": len(dataset.skipped),
-        "epochs": config.train.epochs,
+        "epochs": epochs,
         "backbone": config.model.backbone,
         "weights": config.model.weights,
         "train_seconds": outcome.train_seconds,
-        "seconds_per_epoch": outcome.train_seconds / config.train.epochs if config.train.epochs else None,
+        "seconds_per_epoch": outcome.train_seconds / epochs if epochs else None,
         "feature_cache": outcome.feature_cache,
         "backbone_seconds": outcome.backbone_seconds,
+        "frozen_weights_unchanged": True,
+        "phases": outcome.phases,
     }
     run.write_metrics(metrics)
     write_report(
@@ -142,13 +149,9 @@ def _fit_and_finish(run: Run, model, dataset: Dataset, config: RunConfig, record
         class_names=dataset.class_names, metrics=metrics, settings=record,
     )
     run.write_status("finished", epochs_done=len(timer.seconds))
-    logger.info("test loss %.4f, test accuracy %.4f; artifacts and report.html in %s",
+    logger.info("test loss %.4f, test accuracy %.4f; frozen weights unchanged; artifacts and report.html in %s",
                 metrics["test_loss"], metrics["test_accuracy"], run.path)
     return RunResult(run_dir=run.path, model=model, history=outcome.history, metrics=metrics)
-
-
-def _trainable_count(model: keras.Model) -> int:
-    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
 
 
 def _tensorboard(config: RunConfig, run_dir: str) -> list:
@@ -157,7 +160,9 @@ def _tensorboard(config: RunConfig, run_dir: str) -> list:
     return [keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard"))]
 
 
-def _config_record(config: RunConfig, run_dir: str, dataset: Dataset, weights_path: Optional[str], class_weight) -> dict:
+def _config_record(config: RunConfig, run_dir: str, dataset: Dataset, model, weights_path: Optional[str],
+                   class_weight) -> dict:
+    pooling, pooling_reason = resolve_pooling(config.model.pooling, tuple(backbone_of(model).output.shape[1:]))
     config_values = config.to_dict()
     config_values["run_dir"] = run_dir
     # Paths are stored absolute, so that evaluate/predict/export work from any folder.
@@ -174,6 +179,8 @@ def _config_record(config: RunConfig, run_dir: str, dataset: Dataset, weights_pa
         "class_names": list(dataset.class_names),
         "image_shape": list(dataset.image_shape),
         "class_weight": class_weight,
+        "resolved": {"pooling": pooling, "pooling_reason": pooling_reason,
+                     "head_parameters": int(head_of(model).count_params())},
         "weights": {
             "setting": config.model.weights,
             "identity": weights_identity(config.model.backbone, config.model.weights, config.train.seed),

@@ -1,0 +1,101 @@
+"""Recipes: named sets of settings, each with the result it is expected to reach.
+
+A recipe sits between the defaults and the user's settings: defaults < recipe <
+config file < flags, so any flag overrides a recipe's value. ``config.json``
+records the recipe's name and every resolved setting.
+
+- ``seed``: the article's recipe (ResNet152, ImageNet weights, frozen, Flatten ->
+  Dense(1000, relu) -> Dense(10, softmax), Adam, MNIST at 32x32x3, 40 epochs).
+  These are the defaults, so it changes nothing.
+- ``best``: the settings that beat ``seed`` by the widest margin within the CPU
+  budget stated in ``budget`` (see benchmarks/README.md for the measurements).
+
+This module is plain data: it imports no Keras.
+
+Example:
+    >>> get_recipe("best").settings["train"]["fine_tune_epochs"]
+    2
+"""
+
+from dataclasses import dataclass, field
+
+from resnet_transfer.errors import ConfigError
+
+__all__ = ["Recipe", "RECIPES", "get_recipe", "apply_recipe"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One recipe.
+
+    Attributes:
+        name: ``--recipe`` value.
+        description: one line for ``--help`` and the log.
+        settings: the settings it changes, nested as ``RunConfig.to_dict``.
+        expected_test_accuracy: the MNIST test accuracy it is expected to reach with ImageNet weights.
+        tolerance: how far (absolute) a measured accuracy may fall below the expectation.
+        expected_source: where the expectation comes from.
+        budget: the CPU budget the settings were chosen for.
+    """
+
+    name: str
+    description: str
+    expected_test_accuracy: float
+    tolerance: float
+    expected_source: str
+    budget: str
+    settings: dict = field(default_factory=dict)
+
+
+RECIPES = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe(
+            "seed",
+            "the article: ResNet152, ImageNet weights, frozen, flatten head, Adam, MNIST at 32 px, 40 epochs",
+            expected_test_accuracy=0.9275,
+            tolerance=0.01,
+            expected_source="the article's reported test accuracy (one run)",
+            budget="about 12 minutes on 2 CPU cores with the feature cache",
+        ),
+        Recipe(
+            "best",
+            "ResNet50 at 64 px with its ImageNet preprocessing, an average-pooled head on cached features, "
+            "then conv5 fine-tuned with light augmentation",
+            expected_test_accuracy=0.99,
+            tolerance=0.005,
+            expected_source="the project's target for ImageNet weights, which cannot be downloaded on the "
+            "machines it was developed on: not measured",
+            budget="about 30 minutes on 2 CPU cores (benchmarks/README.md)",
+            settings={
+                "model": {"backbone": "resnet50", "preprocess": "imagenet", "pooling": "avg", "head": "seed"},
+                "data": {"image_size": 64},
+                "train": {"epochs": 10, "fine_tune_epochs": 2, "unfreeze": "conv5", "fine_tune_lr": 1e-4,
+                          "augment": "light"},
+            },
+        ),
+    )
+}
+
+
+def get_recipe(name) -> Recipe:
+    """The recipe called ``name``; an unknown name lists the known ones.
+
+    Raises:
+        ConfigError: ``name`` is not in ``RECIPES``.
+    """
+    if not isinstance(name, str) or name not in RECIPES:
+        raise ConfigError(f"recipe must be one of: {', '.join(RECIPES)}. Received: recipe={name!r}")
+    return RECIPES[name]
+
+
+def apply_recipe(values: dict) -> dict:
+    """``values`` (nested settings, possibly with "recipe") laid over its recipe's settings."""
+    recipe = get_recipe(values.get("recipe", "seed"))
+    merged = {section: dict(settings) for section, settings in recipe.settings.items()}
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    return merged

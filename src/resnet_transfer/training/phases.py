@@ -1,0 +1,166 @@
+"""Phases: a run trains its head, then, if asked, fine-tunes part of the backbone.
+
+As fastai's ``fine_tune`` and the Keras transfer-learning guide do it:
+
+1. "head": the backbone is frozen; the head trains at ``learning_rate``, on cached
+   features unless augmentation or ``--no-cache`` asks for images;
+2. "fine-tune" (``fine_tune_epochs`` > 0): the backbone is unfrozen from a stage on
+   (``unfreeze``), and the whole model trains end to end at ``fine_tune_lr``, with the
+   head's optimizer state carried over.
+
+Every BatchNormalization layer stays in inference mode in both phases, so its moving
+statistics never change. Calling the backbone with ``training=False`` is not enough
+in Keras 3: a functional model passes its own ``training=True`` down to every layer
+during ``fit`` (keras-team/keras#20285; our frozen-weights check caught exactly that),
+so ``unfreeze`` keeps every BatchNormalization layer's ``trainable`` off, which in
+Keras 3 means inference mode (and its scale and offset stay as trained). At the end of
+each phase ``frozen.FrozenWeights`` verifies that every weight the phase was meant to
+leave alone is bit-identical; a violation stops the run before the model is saved.
+
+Example:
+    >>> outcome = run_phases(model, dataset, config, callbacks=[EpochTimer()], class_weight=None)
+    >>> outcome.history["phase"]
+    ['head', 'head', 'fine-tune']
+"""
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Optional
+
+import keras
+import numpy as np
+
+from resnet_transfer.config import RunConfig, UNFREEZE_POINTS
+from resnet_transfer.data.dataset import Dataset
+from resnet_transfer.errors import ConfigError, FrozenWeightsError
+from resnet_transfer.model.assembly import backbone_of, make_optimizer
+from resnet_transfer.model.augmentation import build_augmentation
+from resnet_transfer.training.fitting import (
+    Phase, carry_optimizer_state, choose_path, fit_end_to_end, fit_on_features,
+)
+from resnet_transfer.training.frozen import FrozenWeights
+
+__all__ = ["PHASES", "PhasesOutcome", "plan_phases", "unfreeze", "trainable_count", "run_phases"]
+
+logger = logging.getLogger(__name__)
+
+PHASES = ("head", "fine-tune")
+_STAGE = re.compile(r"conv(\d)_")
+
+
+@dataclass
+class PhasesOutcome:
+    """Every phase's results: the history with a "phase" entry per epoch, seconds and figures."""
+
+    history: dict = field(default_factory=dict)
+    test_probabilities: Optional[np.ndarray] = None
+    train_seconds: float = 0.0
+    feature_cache: str = "off"
+    backbone_seconds: Optional[float] = None
+    phases: list = field(default_factory=list)
+
+
+def plan_phases(config: RunConfig) -> list:
+    """The phases ``config`` asks for: the head phase, then a fine-tune phase if any."""
+    train = config.train
+    augmentation = build_augmentation(train.augment, flip=train.flip, seed=train.seed)
+    phases = [Phase("head", train.epochs, 0, train.learning_rate,
+                    augmentation=augmentation if train.augment_phase == "both" else None)]
+    if train.fine_tune_epochs:
+        phases.append(Phase("fine-tune", train.fine_tune_epochs, train.epochs, train.fine_tune_lr,
+                            augmentation=augmentation, unfreeze=train.unfreeze))
+    return phases
+
+
+def unfreeze(backbone: keras.Model, point: str) -> list:
+    """Makes ``point`` ("all", or "convK": that stage and the stages above it) trainable
+    and freezes the rest; returns the names of the trainable layers.
+
+    BatchNormalization layers stay frozen everywhere (``trainable=False``, which Keras 3
+    runs in inference mode), so their moving statistics never change.
+
+    Raises:
+        ConfigError: an unknown point.
+    """
+    if point not in UNFREEZE_POINTS:
+        raise ConfigError(f"unfreeze must be one of: {', '.join(UNFREEZE_POINTS)}. Received: unfreeze={point!r}")
+    backbone.trainable = True
+    first_stage = 0 if point == "all" else int(point[len("conv"):])
+    for layer in backbone.layers:
+        stage = _STAGE.match(layer.name)
+        in_stage = point == "all" or layer.name.startswith("post_") or bool(stage and int(stage[1]) >= first_stage)
+        layer.trainable = in_stage and not isinstance(layer, keras.layers.BatchNormalization)
+    return [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
+
+
+def trainable_count(model: keras.Model) -> int:
+    """Parameters the optimizer updates."""
+    return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
+
+
+def run_phases(model: keras.Model, dataset: Dataset, config: RunConfig, *, callbacks: list, class_weight) -> PhasesOutcome:
+    """Trains ``model`` through the phases of ``config``; raises ``FrozenWeightsError`` on a leak."""
+    phases = [phase for phase in plan_phases(config) if phase.epochs or phase.name == "head"]
+    if phases[0].epochs == 0 and len(phases) > 1:
+        phases = phases[1:]  # no head epochs: the fine-tune phase starts from the untrained head
+    outcome = PhasesOutcome()
+    for phase in phases:
+        last = phase is phases[-1]
+        frozen = _prepare(model, phase)
+        logger.info("phase %s: %d epochs at learning rate %g, %s trainable parameters, %d frozen weights watched",
+                    phase.name, phase.epochs, phase.learning_rate, f"{trainable_count(model):,}", len(frozen))
+        fitted = _fit_phase(model, dataset, config, phase, callbacks, class_weight, predict_test=last)
+        moved = frozen.changed()
+        outcome.phases.append({"name": phase.name, "epochs": phase.epochs, "learning_rate": phase.learning_rate,
+                               "trainable_parameters": trainable_count(model), "train_seconds": fitted.train_seconds,
+                               "frozen_weights_checked": len(frozen), "frozen_weights_moved": moved})
+        if moved:
+            raise FrozenWeightsError(
+                f"{len(moved)} weights that the {phase.name} phase was meant to leave frozen changed during it "
+                f"({', '.join(moved[:5])}{', ...' if len(moved) > 5 else ''}); the model was not saved. This is a bug: "
+                "please report it with the run folder's config.json",
+                phase=phase.name, moved=moved,
+            )
+        _record(outcome, phase, fitted)
+    return outcome
+
+
+def _prepare(model: keras.Model, phase: Phase) -> FrozenWeights:
+    """Sets the trainable flags of ``phase`` and takes the digests of what must stay frozen."""
+    if phase.unfreeze is None:
+        backbone_of(model).trainable = False
+    else:
+        trainable_layers = unfreeze(backbone_of(model), phase.unfreeze)
+        logger.info("fine-tune: %d backbone layers with weights train (%s); every BatchNormalization layer stays "
+                    "frozen, in inference mode",
+                    len(trainable_layers), "all" if phase.unfreeze == "all" else f"{phase.unfreeze} and above")
+    return FrozenWeights.of(model)
+
+
+def _fit_phase(model, dataset: Dataset, config: RunConfig, phase: Phase, callbacks: list, class_weight, *, predict_test: bool):
+    use_cache, reason = choose_path(config, model, phase)
+    logger.info("phase %s: %s (%s)", phase.name, "cached features" if use_cache else "end-to-end", reason)
+    if use_cache:
+        return fit_on_features(model, dataset, config, phase=phase, callbacks=callbacks, class_weight=class_weight,
+                               predict_test=predict_test)
+    optimizer = None
+    if phase.name == "fine-tune":
+        optimizer = make_optimizer(learning_rate=phase.learning_rate, weight_decay=config.train.weight_decay)
+        optimizer.build(model.trainable_variables)
+        if getattr(model, "optimizer", None) is not None and model.optimizer.built:
+            carry_optimizer_state(model.optimizer, optimizer, learning_rate=False)
+    return fit_end_to_end(model, dataset, config, phase=phase, callbacks=callbacks, class_weight=class_weight,
+                          optimizer=optimizer, predict_test=predict_test)
+
+
+def _record(outcome: PhasesOutcome, phase: Phase, fitted) -> None:
+    epochs = len(next(iter(fitted.history.values()), []))
+    for name, values in fitted.history.items():
+        outcome.history.setdefault(name, []).extend(values)
+    outcome.history.setdefault("phase", []).extend([phase.name] * epochs)
+    outcome.train_seconds += fitted.train_seconds
+    if fitted.test_probabilities is not None:
+        outcome.test_probabilities = fitted.test_probabilities
+    if fitted.backbone_seconds is not None:
+        outcome.feature_cache, outcome.backbone_seconds = fitted.feature_cache, fitted.backbone_seconds
