@@ -29,16 +29,18 @@ class ArrayBatches(keras.utils.PyDataset):
         shuffle: reshuffle at the start of every epoch.
         seed: the shuffling seed.
         first_epoch: the number of the first epoch (a later phase numbers on).
+        transform: applied to every batch of inputs (the augmentation of training batches).
     """
 
     def __init__(self, inputs, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0, first_epoch: int = 0,
-                 **kwargs):
+                 transform=None, **kwargs):
         super().__init__(**kwargs)
         if len(inputs) != len(labels):
             raise ValueError(f"inputs and labels differ in length: {len(inputs)} != {len(labels)}")
         self.inputs, self.labels = inputs, np.asarray(labels)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.epoch = first_epoch
+        self.transform = transform
         self.order = self._order()
 
     def _order(self) -> np.ndarray:
@@ -51,7 +53,8 @@ class ArrayBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
-        return np.asarray(self.inputs[rows], dtype="float32"), self.labels[rows]
+        inputs = np.asarray(self.inputs[rows], dtype="float32")
+        return (self.transform(inputs) if self.transform else inputs), self.labels[rows]
 
     def on_epoch_end(self):
         self.epoch += 1

@@ -27,7 +27,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from resnet_transfer.config import RunConfig
 from resnet_transfer.data.dataset import Dataset
 from resnet_transfer.model.assembly import backbone_of, compile_model, feature_extractor, head_of, make_optimizer
-from resnet_transfer.model.augmentation import augmented
+from resnet_transfer.model.augmentation import augmenter
 from resnet_transfer.model.heads import classifier_on_features
 from resnet_transfer.model.weights import weights_identity
 from resnet_transfer.training.batches import INFERENCE_BATCH_SIZE, ArrayBatches, predict_probabilities
@@ -112,9 +112,12 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
         return {}
     keras.utils.set_random_seed(config.train.seed)
     num_classes = model.output_shape[-1]
-    # Two worker threads prepare the next batches while the model runs (same order).
+    # Worker threads prepare the next batches while the model runs (same order); with
+    # augmentation one thread, so that the seeded random changes come in a fixed order.
+    augment = augmenter(phase.augmentation)
     batches = ArrayBatches(inputs, _loss_labels(labels, config, num_classes), batch_size=config.train.batch_size,
-                           shuffle=True, seed=config.train.seed, first_epoch=phase.first_epoch, workers=2)
+                           shuffle=True, seed=config.train.seed, first_epoch=phase.first_epoch, transform=augment,
+                           workers=1 if augment else 2)
     validation_batches = ArrayBatches(validation[0], _loss_labels(validation[1], config, num_classes),
                                       batch_size=INFERENCE_BATCH_SIZE)
     history = model.fit(
@@ -226,21 +229,20 @@ def carry_optimizer_state(source: keras.optimizers.Optimizer, target: keras.opti
 
 def fit_end_to_end(model, dataset: Dataset, config: RunConfig, *, phase: Phase, callbacks: list, class_weight,
                    optimizer: Optional[keras.optimizers.Optimizer] = None, predict_test: bool = True) -> FitOutcome:
-    """Fits the whole model on images (behind ``phase.augmentation``, if any).
+    """Fits the whole model on images (augmented by ``phase.augmentation``, if any).
 
     ``optimizer`` (built on the model's trainable variables) is used as given: the
-    fine-tune phase passes one with the head phase's state. After fitting, ``model``
-    is compiled with the optimizer that trained it, so its saved file holds its state.
+    fine-tune phase passes one with the head phase's state.
     """
-    trainer = augmented(model, phase.augmentation)
-    compile_model(trainer, learning_rate=phase.learning_rate, optimizer=optimizer, weight_decay=config.train.weight_decay,
-                  label_smoothing=config.train.label_smoothing, steps_per_execution=config.train.steps_per_execution)
+    # Measured on 2 CPU cores (benchmarks/README.md): XLA trains an unfrozen ResNet 3-4x
+    # faster, but runs a frozen one's forward pass 4x slower than TensorFlow's own kernels.
+    jit_compile = _jit_compile() if backbone_of(model).trainable_weights else "auto"
+    compile_model(model, learning_rate=phase.learning_rate, optimizer=optimizer, weight_decay=config.train.weight_decay,
+                  label_smoothing=config.train.label_smoothing, steps_per_execution=config.train.steps_per_execution,
+                  jit_compile=jit_compile)
     started = time.perf_counter()
-    history = fit(trainer, dataset.x_train, dataset.y_train, (dataset.x_val, dataset.y_val),
+    history = fit(model, dataset.x_train, dataset.y_train, (dataset.x_val, dataset.y_val),
                   config=config, phase=phase, callbacks=callbacks, class_weight=class_weight)
     train_seconds = time.perf_counter() - started
-    if trainer is not model:
-        compile_model(model, learning_rate=phase.learning_rate, optimizer=trainer.optimizer,
-                      label_smoothing=config.train.label_smoothing)
     probabilities = predict_probabilities(model, dataset.x_test) if predict_test else None
     return FitOutcome(history, train_seconds, probabilities, "off", None)
