@@ -78,7 +78,9 @@ def small_config():
 
 @pytest.fixture(scope="session")
 def mnist_run(tmp_path_factory):
-    """One finished run of ``small_config`` (a RunResult), shared by the tests that only read a
+    """One finished two-phase run on ``small_config``'s data (a RunResult): one head epoch on
+    cached features, then one epoch fine-tuning conv5 with light augmentation (without XLA,
+    whose compilation would take longer than the epoch). Shared by the tests that only read a
     finished run: write into it only what a user's command would (evaluate's report). It also
     writes TensorBoard logs when tensorboard is installed (checked in test_cli)."""
     from resnet_transfer.config import RunConfig
@@ -88,7 +90,8 @@ def mnist_run(tmp_path_factory):
     return train(RunConfig.from_dict({
         "data": {"limit": 256, "val_size": 64, "test_limit": 128},
         "model": {"weights": "none", "backbone": "resnet50"},
-        "train": {"epochs": 2, "cache_dir": str(folder / "cache")},
+        "train": {"epochs": 1, "fine_tune_epochs": 1, "unfreeze": "conv5", "augment": "light", "jit_compile": "off",
+                  "cache_dir": str(folder / "cache")},
         "run_dir": str(folder / "run"),
         "tensorboard": importlib.util.find_spec("tensorboard") is not None,
     }))

@@ -4,6 +4,7 @@ import pytest
 
 from resnet_transfer.config import ModelConfig
 from resnet_transfer.model.assembly import backbone_of, build_model, compile_model, feature_extractor, head_of
+from resnet_transfer.model.heads import classifier_on_features
 
 
 def test_seed_recipe_model_is_a_frozen_resnet152_with_the_article_head():
@@ -20,16 +21,22 @@ def test_seed_recipe_model_is_a_frozen_resnet152_with_the_article_head():
 
 
 def test_feature_extractor_and_head_compose_to_the_model():
-    model = build_model(ModelConfig(backbone="resnet50", weights="none"), image_shape=(32, 32, 3), num_classes=3)
-    images = np.random.default_rng(1).integers(0, 256, size=(4, 32, 32, 3)).astype("float32")
+    model = build_model(ModelConfig(backbone="resnet50", weights="none", pooling="avg"), image_shape=(64, 64, 3),
+                        num_classes=3)
+    images = np.random.default_rng(1).integers(0, 256, size=(4, 64, 64, 3)).astype("float32")
     features = feature_extractor(model).predict(images, verbose=0)
-    np.testing.assert_allclose(head_of(model).predict(features, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    assert features.shape == (4, 2048)  # pooled as the head pools: what the cache stores
+    classifier = classifier_on_features(head_of(model))
+    np.testing.assert_allclose(classifier.predict(features, verbose=0), model.predict(images, verbose=0), atol=1e-6)
 
 
 def test_compile_uses_adam_at_the_learning_rate_and_keeps_a_given_optimizer():
     model = build_model(ModelConfig(backbone="resnet50", weights="none"), image_shape=(32, 32, 3), num_classes=2)
     compile_model(model, learning_rate=0.01)
-    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert type(model.optimizer) is keras.optimizers.Adam
     assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+    compile_model(model, learning_rate=0.01, weight_decay=0.05, label_smoothing=0.1)
+    assert type(model.optimizer) is keras.optimizers.AdamW and model.optimizer.weight_decay == pytest.approx(0.05)
+    assert model.loss.label_smoothing == pytest.approx(0.1)
     optimizer = keras.optimizers.Adam(learning_rate=0.5)
     assert compile_model(model, learning_rate=0.01, optimizer=optimizer).optimizer is optimizer

@@ -36,9 +36,20 @@ def test_run_writes_artifacts_and_the_saved_model_reloads(mnist_run):
     assert run.status == "finished"
     history = run.history
     assert history["epoch"] == [1.0, 2.0] and all(seconds > 0 for seconds in history["seconds"])
+    assert history["phase"] == ["head", "fine-tune"]  # one epoch axis through both phases
     np.testing.assert_allclose(history["val_loss"], result.history["val_loss"], rtol=1e-5)
     metrics = run.metrics
-    for name in ("test_loss", "test_accuracy", "n_train", "n_val", "n_test", "epochs", "backbone", "weights", "train_seconds"):
+    assert metrics["frozen_weights_unchanged"] is True and metrics["feature_cache"] == "miss"
+    head, fine_tune = metrics["phases"]
+    assert head["trainable_parameters"] == 2_059_010 < fine_tune["trainable_parameters"]
+    assert fine_tune["frozen_weights_checked"] > 0 and not fine_tune["frozen_weights_moved"]
+    assert fine_tune["learning_rate"] == 1e-5
+    # The fine-tune optimizer went on from the head's: its step count covers both phases (4 + 4 batches).
+    assert int(result.model.optimizer.iterations) == 8
+    # Augmentation trains only: the saved model has no random layers.
+    assert not [layer for layer in result.model.layers if "augmentation" in layer.name or layer.name.startswith("random")]
+    for name in ("test_loss", "test_accuracy", "n_train", "n_val", "n_test", "epochs", "backbone", "weights", "train_seconds",
+                 "phases"):
         assert name in metrics
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (256, 64, 128)
     config = run.record

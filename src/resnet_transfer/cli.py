@@ -15,7 +15,8 @@ import traceback
 import typing
 from typing import Optional
 
-from resnet_transfer.config import RunConfig, read_config_values
+from resnet_transfer.config import PHASES, RunConfig, read_config_values
+from resnet_transfer.recipes import RECIPES
 from resnet_transfer.errors import ResnetTransferError
 from resnet_transfer.files import json_safe
 from resnet_transfer.startup import quiet_startup
@@ -50,9 +51,9 @@ def _flag_type(config_field: dataclasses.Field):
     return base if base in (int, float) else str
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, config_class, section: Optional[str]) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, config_class, section: Optional[str], skip: tuple = ()) -> None:
     for config_field in dataclasses.fields(config_class):
-        if "help" not in config_field.metadata:
+        if "help" not in config_field.metadata or config_field.name in skip:
             continue
         metadata = config_field.metadata
         flag = metadata.get("flag") or "--" + config_field.name.replace("_", "-")
@@ -65,13 +66,39 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class, section: Op
                                 help=metadata["help"] + default)
 
 
-def _add_train_parser(commands) -> None:
-    train = commands.add_parser("train", help="train a head on a frozen backbone and write a run directory",
-                                argument_default=argparse.SUPPRESS, allow_abbrev=False)
-    train.add_argument("--config", help="JSON config file (flags override it)")
+def _add_config_parser(commands, name: str, help: str, skip: tuple = ()) -> argparse.ArgumentParser:
+    """A subcommand with every setting of ``RunConfig`` as a flag (defaults: "not given")."""
+    parser = commands.add_parser(name, help=help, argument_default=argparse.SUPPRESS, allow_abbrev=False)
+    parser.add_argument("--config", help="JSON config file (flags override it)")
     for section, config_class in RunConfig.SECTIONS.items():
-        _add_config_flags(train, config_class, section)
-    _add_config_flags(train, RunConfig, None)
+        _add_config_flags(parser, config_class, section)
+    _add_config_flags(parser, RunConfig, None, skip=skip)
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _add_train_parsers(commands) -> None:
+    _add_config_parser(commands, "train", "train a head (then fine-tune, if asked) and write a run directory")
+
+    lr_find = _add_config_parser(commands, "lr-find", "sweep learning rates and suggest one (writes lr_find.png)")
+    lr_find.add_argument("--phase", default="head", choices=PHASES,
+                         help="head (on stored features) or fine-tune (the unfrozen model on images) (default: head)")
+    lr_find.add_argument("--start-lr", type=_positive_float, default=1e-7, help="first learning rate (default: 1e-07)")
+    lr_find.add_argument("--end-lr", type=_positive_float, default=1.0, help="last learning rate (default: 1.0)")
+    lr_find.add_argument("--steps", type=int, default=100, help="optimizer steps in the sweep, at least 10 (default: 100)")
+
+    reproduce = _add_config_parser(commands, "reproduce", "run a recipe and compare with the accuracy it is expected "
+                                   "to reach", skip=("recipe",))
+    reproduce.add_argument("recipe", choices=tuple(RECIPES), help="the recipe to run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback behind an error message")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_train_parser(commands)
+    _add_train_parsers(commands)
 
     evaluate = commands.add_parser("evaluate", help="re-compute the test metrics of a run from its saved model",
                                    allow_abbrev=False)
@@ -145,6 +172,24 @@ def _command_train(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _command_lr_find(arguments: argparse.Namespace) -> int:
+    from resnet_transfer.training.lr_find import find_learning_rate
+
+    config = run_config_from(arguments, ignore=("phase", "start_lr", "end_lr", "steps"))
+    sweep = find_learning_rate(config, phase=arguments.phase, start_lr=arguments.start_lr, end_lr=arguments.end_lr,
+                               steps=arguments.steps, run_dir=config.run_dir)
+    print(f"suggested learning rate: {sweep.suggestion:.2g} ({sweep.reason})")
+    print(f"plot: {sweep.run_dir}/lr_find.png")
+    return 0
+
+
+def _command_reproduce(arguments: argparse.Namespace) -> int:
+    from resnet_transfer.reproduction import format_reproduction, reproduce
+
+    sys.stdout.write(format_reproduction(reproduce(arguments.recipe, run_config_from(arguments))))
+    return 0
+
+
 def _command_evaluate(arguments: argparse.Namespace) -> int:
     from resnet_transfer.evaluation import evaluate_run
 
@@ -193,6 +238,8 @@ def _command_weights(arguments: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "train": _command_train,
+    "lr-find": _command_lr_find,
+    "reproduce": _command_reproduce,
     "evaluate": _command_evaluate,
     "predict": _command_predict,
     "export": _command_export,

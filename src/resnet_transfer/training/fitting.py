@@ -35,7 +35,7 @@ from resnet_transfer.training.features import FeatureCache, FeatureKey, cached_f
 
 __all__ = [
     "EpochTimer", "FitOutcome", "Phase", "balanced_class_weight", "choose_path", "fit", "fit_on_features",
-    "fit_end_to_end", "carry_optimizer_state",
+    "fit_end_to_end", "carry_optimizer_state", "stored_features", "jit_compile_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -139,12 +139,18 @@ def choose_path(config: RunConfig, model: keras.Model, phase: Optional[Phase] = 
     return True, "the backbone is frozen and no augmentation is asked for: it runs once, the head trains on stored features"
 
 
-def _features(model, dataset: Dataset, config: RunConfig, pooling: str) -> tuple:
+def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple = ("train", "val", "test")) -> tuple:
+    """The pooled backbone features of ``splits``, from the cache or computed and stored.
+
+    Returns:
+        ({split: read-only array}, "hit" if every split was cached else "miss", backbone seconds).
+    """
+    pooling = _pooling_of(model)
     cache = FeatureCache(config.train.cache_dir)
     extractor = feature_extractor(model)
     identity = weights_identity(config.model.backbone, config.model.weights, config.train.seed)
-    splits, statuses, backbone_seconds = {}, [], 0.0
-    for split in ("train", "val", "test"):
+    features_of, statuses, backbone_seconds = {}, [], 0.0
+    for split in splits:
         images = getattr(dataset, f"x_{split}")
         key = FeatureKey.create(
             backbone=config.model.backbone, weights=identity, preprocess=config.model.preprocess,
@@ -155,15 +161,22 @@ def _features(model, dataset: Dataset, config: RunConfig, pooling: str) -> tuple
             logger.info("features of %s split (%d images): cache hit, the backbone is skipped (%s)", split, len(images), cache.entry_path(key))
         else:
             logger.info("features of %s split (%d images): computed and stored in %.1f s (%s)", split, len(images), seconds, cache.entry_path(key))
-        splits[split], backbone_seconds = features, backbone_seconds + seconds
+        features_of[split], backbone_seconds = features, backbone_seconds + seconds
         statuses.append(status)
-    return splits, ("hit" if all(s == "hit" for s in statuses) else "miss"), backbone_seconds
+    return features_of, ("hit" if all(s == "hit" for s in statuses) else "miss"), backbone_seconds
 
 
-def _jit_compile():
-    # XLA makes the small head's steps cheaper (benchmarks/head_training.py); on the torch
-    # backend jit_compile means torch.compile, which is left to Keras's "auto".
-    return True if keras.backend.backend() in ("tensorflow", "jax") else "auto"
+def jit_compile_for(config: RunConfig, *, measured_faster: bool):
+    """Keras's ``jit_compile`` for a phase.
+
+    "auto" turns XLA on where it was measured faster on CPU (benchmarks/README.md): the
+    head's small steps on stored features, and the fine-tune phase (3-4x); a frozen
+    backbone's forward pass end to end is 4x slower under XLA and is left to Keras.
+    On the torch backend jit_compile means torch.compile, which is left to Keras too.
+    """
+    if config.train.jit_compile != "auto":
+        return config.train.jit_compile == "on"
+    return True if measured_faster and keras.backend.backend() in ("tensorflow", "jax") else "auto"
 
 
 def _pooling_of(model: keras.Model) -> str:
@@ -175,12 +188,12 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
                     predict_test: bool = True) -> FitOutcome:
     """Runs the backbone once (or reads the cache), fits the head on the pooled features,
     and compiles ``model`` with the head's optimizer and its state."""
-    splits, status, backbone_seconds = _features(model, dataset, config, _pooling_of(model))
+    splits, status, backbone_seconds = stored_features(model, dataset, config)
     # The head's layers without its pooling, shared with the model: training it trains the head.
     trainer = classifier_on_features(head_of(model))
     compile_model(trainer, learning_rate=phase.learning_rate, weight_decay=config.train.weight_decay,
                   label_smoothing=config.train.label_smoothing, steps_per_execution=config.train.steps_per_execution,
-                  jit_compile=_jit_compile())
+                  jit_compile=jit_compile_for(config, measured_faster=True))
     started = time.perf_counter()
     history = fit(trainer, splits["train"], dataset.y_train, (splits["val"], dataset.y_val),
                   config=config, phase=phase, callbacks=callbacks, class_weight=class_weight)
@@ -234,9 +247,7 @@ def fit_end_to_end(model, dataset: Dataset, config: RunConfig, *, phase: Phase, 
     ``optimizer`` (built on the model's trainable variables) is used as given: the
     fine-tune phase passes one with the head phase's state.
     """
-    # Measured on 2 CPU cores (benchmarks/README.md): XLA trains an unfrozen ResNet 3-4x
-    # faster, but runs a frozen one's forward pass 4x slower than TensorFlow's own kernels.
-    jit_compile = _jit_compile() if backbone_of(model).trainable_weights else "auto"
+    jit_compile = jit_compile_for(config, measured_faster=bool(backbone_of(model).trainable_weights))
     compile_model(model, learning_rate=phase.learning_rate, optimizer=optimizer, weight_decay=config.train.weight_decay,
                   label_smoothing=config.train.label_smoothing, steps_per_execution=config.train.steps_per_execution,
                   jit_compile=jit_compile)

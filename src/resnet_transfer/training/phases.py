@@ -31,7 +31,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from resnet_transfer.config import RunConfig, UNFREEZE_POINTS
+from resnet_transfer.config import PHASES, RunConfig, UNFREEZE_POINTS
 from resnet_transfer.data.dataset import Dataset
 from resnet_transfer.errors import ConfigError, FrozenWeightsError
 from resnet_transfer.model.assembly import backbone_of, make_optimizer
@@ -45,7 +45,6 @@ __all__ = ["PHASES", "PhasesOutcome", "plan_phases", "unfreeze", "trainable_coun
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("head", "fine-tune")
 _STAGE = re.compile(r"conv(\d)_")
 
 

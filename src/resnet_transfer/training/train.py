@@ -41,7 +41,7 @@ from resnet_transfer.training.interrupts import Interrupts, StopOnInterrupt, wat
 from resnet_transfer.training.fitting import EpochTimer, balanced_class_weight
 from resnet_transfer.training.phases import run_phases, trainable_count
 
-__all__ = ["RunResult", "train"]
+__all__ = ["RunResult", "train", "prepare"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +90,7 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
 def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts) -> RunResult:
     run_dir = config.run_dir or default_run_dir(config.model.backbone)
     _check(config, run_dir)
-    keras.utils.set_random_seed(config.train.seed)
-    spec = get_backbone_spec(config.model.backbone)
-    dataset = load_dataset(config.data, seed=config.train.seed, default_image_size=spec.default_input_size)
-    weights_path = fetch_weights(config.model.backbone) if config.model.weights == "imagenet" else None
-    model = build_model(config.model, image_shape=dataset.image_shape, num_classes=dataset.num_classes, weights_path=weights_path)
+    dataset, model, weights_path = prepare(config)
     class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
 
     run = Run.create(run_dir)
@@ -111,6 +107,21 @@ def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts)
     except BaseException as error:  # Ctrl-C included: a run without a finished epoch leaves nothing
         run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=len(timer.seconds))
         raise
+
+
+def prepare(config: RunConfig, *, splits: tuple = ("train", "val", "test")) -> tuple:
+    """Seeds Keras, loads the data, fetches the weights and builds the model: every step that
+    fails on bad input, before anything is written.
+
+    Returns:
+        (dataset, model, weights_path)
+    """
+    keras.utils.set_random_seed(config.train.seed)
+    spec = get_backbone_spec(config.model.backbone)
+    dataset = load_dataset(config.data, seed=config.train.seed, default_image_size=spec.default_input_size, splits=splits)
+    weights_path = fetch_weights(config.model.backbone) if config.model.weights == "imagenet" else None
+    model = build_model(config.model, image_shape=dataset.image_shape, num_classes=dataset.num_classes, weights_path=weights_path)
+    return dataset, model, weights_path
 
 
 def _fit_and_finish(run: Run, model, dataset: Dataset, config: RunConfig, record: dict, timer: EpochTimer,
