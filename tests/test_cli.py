@@ -40,6 +40,14 @@ def run_cli(*arguments, env=None, timeout=600):
         (["--image-size", "16"], "image_size=16"),
         (["--learning-rate", "nan"], "learning_rate=nan"),
         (["--data", "/no/such/folder"], "/no/such/folder"),
+        (["--unfreeze", "conv9"], "unfreeze='conv9'"),
+        (["--augment", "heavy"], "augment='heavy'"),
+        (["--head", "deep"], "head='deep'"),
+        (["--pooling", "mean"], "pooling='mean'"),
+        (["--dropout", "1.5"], "dropout=1.5"),
+        (["--label-smoothing", "1"], "label_smoothing=1"),
+        (["--fine-tune-lr", "0"], "fine_tune_lr=0"),
+        (["--recipe", "fast"], "recipe='fast'"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_clear_line_and_write_nothing(flags, expected, tmp_path, capsys):
