@@ -326,7 +326,7 @@ def test_zero_epochs_evaluates_the_untrained_head(trained, tmp_path, capsys):
                          "--cache-dir", trained["cache"], "--run-dir", run_dir)
     assert status == 0, stderr
     with open(run_dir / "history.csv", encoding="utf-8") as handle:
-        assert handle.read().strip().splitlines() == ["epoch,loss,accuracy,val_loss,val_accuracy,seconds"]
+        assert handle.read().strip().splitlines() == ["epoch,phase,loss,accuracy,val_loss,val_accuracy,seconds"]
 
     def refuse(constant):
         raise AssertionError(f"metrics.json is not strict JSON: {constant}")

@@ -164,7 +164,8 @@ else:
 def test_seed_recipe_smoke_under_jax_without_tensorflow(tmp_path):
     # GPU machines ship JAX but no TensorFlow: train, evaluate and predict must run with TensorFlow unimportable.
     run_dir = str(tmp_path / "run")
-    commands = [["train", *SMALL, "--run-dir", run_dir], ["evaluate", run_dir], ["predict", run_dir, EXAMPLE_DIGITS, "--format", "jsonl"]]
+    tiny = ["--weights", "none", "--backbone", "resnet50", "--limit", "128", "--val-size", "32", "--test-limit", "64", "--epochs", "1"]
+    commands = [["train", *tiny, "--run-dir", run_dir], ["evaluate", run_dir], ["predict", run_dir, EXAMPLE_DIGITS, "--format", "jsonl"]]
     script = BLOCK_TENSORFLOW + (
         "from resnet_transfer.cli import main\n"
         f"for argv in {commands!r}:\n"
@@ -184,11 +185,11 @@ def test_seed_recipe_smoke_under_jax_without_tensorflow(tmp_path):
         command, _, text = part.partition("\n")
         outputs[command] = text.strip().splitlines()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["backbone"] == "resnet50" and metrics["n_train"] == 256
+    assert metrics["backbone"] == "resnet50" and metrics["n_train"] == 128
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["versions"]["keras_backend"] == "jax"
     evaluated = json.loads(outputs["evaluate"][-1])
-    assert evaluated["n_test"] == 128 and evaluated["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert evaluated["n_test"] == 64 and evaluated["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     predicted = [json.loads(line) for line in outputs["predict"]]
     assert [line["path"] for line in predicted] == sorted(os.path.join(EXAMPLE_DIGITS, name) for name in os.listdir(EXAMPLE_DIGITS))
     assert all(len(line["top"]) == 3 and line["top"][0]["class"] in config["class_names"] for line in predicted)

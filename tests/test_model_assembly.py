@@ -21,9 +21,9 @@ def test_seed_recipe_model_is_a_frozen_resnet152_with_the_article_head():
 
 
 def test_feature_extractor_and_head_compose_to_the_model():
-    model = build_model(ModelConfig(backbone="resnet50", weights="none", pooling="avg"), image_shape=(64, 64, 3),
+    model = build_model(ModelConfig(backbone="resnet50", weights="none", pooling="max"), image_shape=(32, 32, 3),
                         num_classes=3)
-    images = np.random.default_rng(1).integers(0, 256, size=(4, 64, 64, 3)).astype("float32")
+    images = np.random.default_rng(1).integers(0, 256, size=(4, 32, 32, 3)).astype("float32")
     features = feature_extractor(model).predict(images, verbose=0)
     assert features.shape == (4, 2048)  # pooled as the head pools: what the cache stores
     classifier = classifier_on_features(head_of(model))

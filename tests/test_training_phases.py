@@ -1,5 +1,4 @@
 import json
-import os
 
 import keras
 import numpy as np
@@ -86,18 +85,22 @@ def test_phases_follow_the_settings_and_augmentation_changes_only_training_batch
 
 @requires_mnist
 @pytest.mark.slow
-def test_a_run_whose_frozen_weights_move_is_stopped_before_the_model_is_saved(small_config, tmp_path):
+def test_a_run_whose_frozen_weights_move_is_stopped_before_the_model_is_saved(small_config, tmp_path, monkeypatch):
+    from resnet_transfer.training import train as train_module
+
+    built = []
+    monkeypatch.setattr(train_module, "build_model", lambda *a, **k: built.append(build_model(*a, **k)) or built[-1])
+
     class LeakingBatchNorm(keras.callbacks.Callback):
         """The classic bug: a frozen backbone's BatchNormalization runs in training mode."""
 
         def on_epoch_end(self, epoch, logs=None):
-            norm = backbone_of(self.model).get_layer("conv5_block3_3_bn")
+            norm = backbone_of(built[-1]).get_layer("conv5_block3_3_bn")
             norm.trainable = True
             norm(keras.random.normal((8, 1, 1, 2048)), training=True)
             norm.trainable = False
 
-    # End to end, so that fit trains the full model and the callback sees its backbone.
-    config = small_config(tmp_path / "run", epochs=1, feature_cache="off").updated(
+    config = small_config(tmp_path / "run", epochs=1, cache_dir=str(tmp_path / "cache")).updated(
         {"data": {"limit": 64, "val_size": 32, "test_limit": 32}})
     with pytest.raises(FrozenWeightsError, match="conv5_block3_3_bn/moving_mean") as raised:
         train(config, callbacks=[LeakingBatchNorm()])

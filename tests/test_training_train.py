@@ -15,16 +15,26 @@ pytestmark = requires_mnist  # small_config trains on the first MNIST images
 
 
 @pytest.mark.slow
-def test_cached_and_end_to_end_ways_agree(small_config, tmp_path):
+def test_cached_and_end_to_end_ways_agree_and_a_second_run_hits_the_cache(small_config, tmp_path):
     # A cache of its own: other tests may already have stored these features.
     # Half the usual images: the end-to-end way runs the backbone over them in every epoch.
     half = {"data": {"limit": 128, "val_size": 32, "test_limit": 64}}
-    cached = train(small_config(tmp_path / "cached", cache_dir=str(tmp_path / "cache")).updated(half))
+    cache_dir = str(tmp_path / "cache")
+    cached = train(small_config(tmp_path / "cached", cache_dir=cache_dir).updated(half))
     end_to_end = train(small_config(tmp_path / "e2e", feature_cache="off").updated(half))
     assert cached.metrics["feature_cache"] == "miss" and end_to_end.metrics["feature_cache"] == "off"
     np.testing.assert_allclose(cached.history["val_loss"], end_to_end.history["val_loss"], rtol=0.01)
     assert abs(cached.history["val_accuracy"][-1] - end_to_end.history["val_accuracy"][-1]) <= 0.005
     np.testing.assert_allclose(cached.metrics["test_loss"], end_to_end.metrics["test_loss"], rtol=0.01)
+
+    # A second cached run skips the backbone; stored features read back exactly as computed,
+    # and the seed fixes everything else.
+    again = train(small_config(tmp_path / "again", cache_dir=cache_dir).updated(half))
+    assert cached.metrics["backbone_seconds"] > 0
+    assert again.metrics["feature_cache"] == "hit" and again.metrics["backbone_seconds"] == 0.0
+    with open(os.path.join(cached.run_dir, "history.csv")) as one, open(os.path.join(again.run_dir, "history.csv")) as two:
+        drop_seconds = lambda rows: [row[:-1] for row in rows]  # noqa: E731
+        assert drop_seconds(list(csv.reader(one))) == drop_seconds(list(csv.reader(two)))
 
 
 @pytest.mark.slow
@@ -64,14 +74,3 @@ def test_run_writes_artifacts_and_the_saved_model_reloads(mnist_run):
     np.testing.assert_allclose(evaluated["test_loss"], metrics["test_loss"], rtol=1e-4)
 
 
-@pytest.mark.slow
-def test_a_second_run_skips_the_backbone_and_the_same_seed_gives_the_same_history(small_config, tmp_path):
-    cache_dir = str(tmp_path / "features")
-    first = train(small_config(tmp_path / "a", cache_dir=cache_dir))
-    second = train(small_config(tmp_path / "b", cache_dir=cache_dir))
-    assert first.metrics["feature_cache"] == "miss" and first.metrics["backbone_seconds"] > 0
-    assert second.metrics["feature_cache"] == "hit" and second.metrics["backbone_seconds"] == 0.0
-    # Stored features read back exactly as computed, and the seed fixes everything else.
-    with open(os.path.join(first.run_dir, "history.csv")) as one, open(os.path.join(second.run_dir, "history.csv")) as two:
-        drop_seconds = lambda rows: [row[:-1] for row in rows]  # noqa: E731
-        assert drop_seconds(list(csv.reader(one))) == drop_seconds(list(csv.reader(two)))
