@@ -239,9 +239,9 @@ class Run:
         try:
             with open(self.file("history.csv"), encoding="utf-8", newline="") as handle:
                 rows = list(csv.DictReader(handle))
-            history = {name: [float(row[name]) for row in rows] for name in HISTORY_COLUMNS if name != "phase"}
-            history["phase"] = [row.get("phase") or "head" for row in rows]  # runs of 0.2.0 had one phase
-            return history
+            # Runs of 0.2.0 had one phase and no "phase" column.
+            return {name: [row.get(name) or "head" for row in rows] if name == "phase" else [float(row[name]) for row in rows]
+                    for name in HISTORY_COLUMNS}
         except FileNotFoundError:
             raise RunDirectoryError(f"{self.file('history.csv')} does not exist: the run has not finished an epoch") from None
         except (OSError, KeyError, TypeError, ValueError) as error:
