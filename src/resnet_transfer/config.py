@@ -295,6 +295,13 @@ class TrainConfig:
         _require_choice("jit_compile", self.jit_compile, ("auto", "on", "off"))
         if not isinstance(self.flip, bool):
             raise ConfigError(f"flip must be true or false. Received: flip={self.flip!r}")
+        if self.augment != "none" and self.augment_phase == "fine-tune" and self.fine_tune_epochs == 0:
+            raise ConfigError(
+                f"augment={self.augment!r} applies in the fine-tune phase (augment_phase='fine-tune'), and there is none "
+                "(fine_tune_epochs=0): add --fine-tune-epochs N, or --augment-phase both to augment the head phase"
+            )
+        if self.flip and self.augment == "none":
+            raise ConfigError("flip is part of augmentation, and augment='none': add --augment light or --augment strong")
         _require_int("batch_size", self.batch_size, 1)
         _require_int("seed", self.seed, 0, maximum=2**32 - 1)  # numpy's and Keras's seeding range
         _require_int("steps_per_execution", self.steps_per_execution, 1)

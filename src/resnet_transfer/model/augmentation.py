@@ -5,7 +5,7 @@ training batches as they are prepared (Keras's "preprocessing in the data pipeli
 placement), never inside the model that is trained, saved and exported, so validation,
 prediction and exports see the images unchanged. (Inside the model they would also
 stop XLA: Keras's random image layers do not support ``jit_compile``, and XLA trains
-an unfrozen ResNet 3-4x faster on our CPUs.)
+an unfrozen ResNet 2.6-3.8x faster on our CPUs.)
 
 - "light":  translation 10 %, rotation 5 % of a turn (18 degrees), zoom 10 %, contrast 10 %
 - "strong": translation 20 %, rotation 10 % (36 degrees), zoom 20 %, contrast 30 %

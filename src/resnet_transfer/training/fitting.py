@@ -170,8 +170,8 @@ def jit_compile_for(config: RunConfig, *, measured_faster: bool):
     """Keras's ``jit_compile`` for a phase.
 
     "auto" turns XLA on where it was measured faster on CPU (benchmarks/README.md): the
-    head's small steps on stored features, and the fine-tune phase (3-4x); a frozen
-    backbone's forward pass end to end is 4x slower under XLA and is left to Keras.
+    head's small steps on stored features, and the fine-tune phase (2.6-3.8x); a frozen
+    backbone's forward pass end to end is 3.9x slower under XLA and is left to Keras.
     On the torch backend jit_compile means torch.compile, which is left to Keras too.
     """
     if config.train.jit_compile != "auto":
