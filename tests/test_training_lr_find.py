@@ -19,6 +19,8 @@ def test_the_suggestion_is_the_steepest_fall_before_the_minimum():
     assert 5e-4 <= suggestion <= 2e-3 and "steepest" in reason
     with pytest.raises(ValueError, match="diverged"):
         suggest_learning_rate(rates[:10], np.full(10, np.nan))
+    with pytest.raises(ValueError, match="never fell"):  # no suggestion is better than the start learning rate
+        suggest_learning_rate(rates, np.linspace(2.3, 9.0, len(rates)))
 
 
 @requires_mnist

@@ -66,7 +66,8 @@ def suggest_learning_rate(learning_rates, smoothed_losses) -> tuple:
         (learning rate, a sentence saying how it was chosen).
 
     Raises:
-        ValueError: fewer than 5 finite points (the sweep diverged at once).
+        ValueError: fewer than 5 finite points (the sweep diverged at once), or no fall before
+            the minimum (the loss only rose: the sweep started too high).
     """
     rates, losses = np.asarray(learning_rates, float), np.asarray(smoothed_losses, float)
     finite = np.isfinite(losses)
@@ -74,7 +75,10 @@ def suggest_learning_rate(learning_rates, smoothed_losses) -> tuple:
     if len(losses) < 5:
         raise ValueError("fewer than 5 finite losses: the sweep diverged at once; lower --start-lr")
     lowest = int(np.argmin(losses))
-    window = slice(0, max(lowest, 2) + 1)
+    if lowest < 3:
+        raise ValueError(f"the smoothed loss was lowest at the start ({rates[lowest]:.2g}) and never fell: "
+                         "lower --start-lr, or give more --steps")
+    window = slice(0, lowest + 1)
     slopes = np.gradient(losses[window], np.log10(rates[window]))
     steepest = int(np.argmin(slopes))
     return float(rates[steepest]), (
