@@ -78,7 +78,7 @@ def small_config():
 
 @pytest.fixture(scope="session")
 def mnist_run(tmp_path_factory):
-    """One finished two-phase run on ``small_config``'s data (a RunResult): one head epoch on
+    """One finished two-phase run on half of ``small_config``'s training images (a RunResult): one head epoch on
     cached features, then one epoch fine-tuning conv5 with light augmentation (without XLA,
     whose compilation would take longer than the epoch). Shared by the tests that only read a
     finished run: write into it only what a user's command would (evaluate's report). It also
@@ -88,7 +88,7 @@ def mnist_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("mnist-run")
     return train(RunConfig.from_dict({
-        "data": {"limit": 256, "val_size": 64, "test_limit": 128},
+        "data": {"limit": 128, "val_size": 64, "test_limit": 128},
         "model": {"weights": "none", "backbone": "resnet50"},
         "train": {"epochs": 1, "fine_tune_epochs": 1, "unfreeze": "conv5", "augment": "light", "jit_compile": "off",
                   "cache_dir": str(folder / "cache")},
