@@ -19,9 +19,7 @@ Example:
 
 import logging
 import math
-import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Optional
 
 import keras
@@ -33,7 +31,7 @@ from resnet_transfer.files import write_json_atomic, write_text_atomic
 from resnet_transfer.model.assembly import backbone_of, compile_model, head_of
 from resnet_transfer.model.heads import classifier_on_features
 from resnet_transfer.report import pyplot, save_figure
-from resnet_transfer.runs import Run, check_run_dir_free
+from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir
 from resnet_transfer.training.batches import ArrayBatches
 from resnet_transfer.training.fitting import jit_compile_for, stored_features
 from resnet_transfer.training.phases import unfreeze
@@ -136,7 +134,7 @@ def find_learning_rate(config: RunConfig, *, phase: str = "head", start_lr: floa
         ConfigError, DataError, WeightsError, RunDirectoryError: bad input; nothing is written.
     """
     _check(start_lr, end_lr, steps, phase)
-    run_dir = run_dir or os.path.join("runs", datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-lr-find")
+    run_dir = run_dir or default_run_dir("lr-find")
     check_run_dir_free(run_dir)
     dataset, model, _ = prepare(config, splits=("train",))
     if phase == "head":
