@@ -79,8 +79,8 @@ def small_config():
 @pytest.fixture(scope="session")
 def mnist_run(tmp_path_factory):
     """One finished two-phase run on half of ``small_config``'s training images (a RunResult): one head epoch on
-    cached features, then one epoch fine-tuning conv5 with light augmentation (without XLA,
-    whose compilation would take longer than the epoch). Shared by the tests that only read a
+    cached features, then one epoch fine-tuning conv5 with light augmentation (eagerly: XLA's
+    compilation, or even tracing the graph, would take longer than these few steps). Shared by the tests that only read a
     finished run: write into it only what a user's command would (evaluate's report). It also
     writes TensorBoard logs when tensorboard is installed (checked in test_cli)."""
     from resnet_transfer.config import RunConfig
@@ -90,7 +90,7 @@ def mnist_run(tmp_path_factory):
     return train(RunConfig.from_dict({
         "data": {"limit": 128, "val_size": 64, "test_limit": 128},
         "model": {"weights": "none", "backbone": "resnet50"},
-        "train": {"epochs": 1, "fine_tune_epochs": 1, "unfreeze": "conv5", "augment": "light", "jit_compile": "off",
+        "train": {"epochs": 1, "fine_tune_epochs": 1, "unfreeze": "conv5", "augment": "light", "run_eagerly": True,
                   "cache_dir": str(folder / "cache")},
         "run_dir": str(folder / "run"),
         "tensorboard": importlib.util.find_spec("tensorboard") is not None,

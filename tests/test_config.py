@@ -36,6 +36,13 @@ def test_defaults_are_the_seed_recipe():
         (lambda: ModelConfig(weights="/no/such/file.h5"), ["/no/such/file.h5", "imagenet", "none"]),
         (lambda: ModelConfig(preprocess="caffe"), ["caffe", "seed, imagenet"]),
         (lambda: TrainConfig(seed=2**32), ["seed", "from 0 to 4294967295", str(2**32)]),
+        (lambda: ModelConfig(feature_layer="conv1"), ["conv2, conv3, conv4, conv5", "feature_layer='conv1'"]),
+        (lambda: RunConfig.from_dict({"model": {"feature_layer": "conv3"}, "train": {"fine_tune_epochs": 1, "unfreeze": "conv4"}}),
+         ["unfreeze='conv4' is above feature_layer='conv3'", "Unfreeze conv3 or an earlier stage, or all"]),
+        (lambda: DataConfig(classes="0,,1"), ["classes", "comma", "0,,1"]),
+        (lambda: DataConfig(classes=["0", "0"]), ["twice"]),
+        (lambda: DataConfig(classes=[]), ["non-empty list", "classes=[]"]),
+        (lambda: DataConfig(classes=[True, 1]), ["names or indices"]),
     ],
 )
 def test_bad_values_name_the_value_and_what_is_allowed(make, names):
@@ -43,6 +50,12 @@ def test_bad_values_name_the_value_and_what_is_allowed(make, names):
         make()
     for name in names:
         assert name in str(caught.value)
+
+
+def test_a_class_selection_from_a_flag_or_a_file_is_the_same():
+    assert DataConfig(classes="0, 1,cat").classes == DataConfig(classes=[0, 1, "cat"]).classes == ("0", "1", "cat")
+    config = RunConfig.from_dict({"data": {"classes": [5, 6]}})
+    assert RunConfig.from_dict(json.loads(json.dumps(config.to_dict()))).data.classes == ("5", "6")
 
 
 def test_file_then_overrides_take_precedence(tmp_path):

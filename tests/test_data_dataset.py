@@ -4,7 +4,7 @@ from conftest import requires_mnist
 from imagesets import write_class_folders
 
 from resnet_transfer.config import DataConfig
-from resnet_transfer.data.dataset import load_dataset, resolve_geometry, resolve_size
+from resnet_transfer.data.dataset import load_dataset, resolve_geometry, resolve_size, select_classes
 from resnet_transfer.data.mnist import load_mnist
 from resnet_transfer.errors import DataError
 
@@ -38,6 +38,37 @@ def test_only_the_requested_splits_are_decoded_but_split_alike():
     test_only = load_dataset(config, splits=("test",), class_names=full.class_names)
     assert test_only.x_train is None and test_only.x_val is None
     assert np.array_equal(test_only.x_test, full.x_test) and test_only.source["fingerprint"] == full.source["fingerprint"]
+
+
+def test_classes_are_chosen_by_name_or_index_in_the_source_order():
+    order = ["cat", "dog", "fox", "7"]
+    assert select_classes(order, ("fox", "cat")) == ["cat", "fox"]
+    assert select_classes(order, ("2", "0")) == ["cat", "fox"]
+    assert select_classes(order, ("7", "1")) == ["dog", "7"]  # a name wins over an index
+    with pytest.raises(DataError, match="'owl' is not a class of this data. Known classes: cat, dog, fox, 7 "
+                                        r"\(or their indices 0 to 3\)"):
+        select_classes(order, ("cat", "owl"))
+    with pytest.raises(DataError, match="'4' is not a class"):
+        select_classes(order, ("cat", "4"))
+    with pytest.raises(DataError, match="at least 2 classes.*classes=cat,0"):
+        select_classes(order, ("cat", "0"))
+
+
+def test_a_class_filter_keeps_only_its_classes_in_every_split(tmp_path):
+    write_class_folders(tmp_path / "shapes", per_class=(10, 8, 6))
+    dataset = load_dataset(DataConfig(source=str(tmp_path / "shapes"), classes="triangle,0", image_size=32,
+                                      val_size=4, test_size=4))
+    assert dataset.class_names == ("circle", "triangle") and not dataset.skipped
+    assert len(dataset.y_train) + len(dataset.y_val) + len(dataset.y_test) == 16
+    assert set(dataset.y_train) == {0, 1} and set(dataset.y_test) <= {0, 1}
+
+
+def test_a_limit_at_most_takes_what_there_is(tmp_path):
+    write_class_folders(tmp_path / "shapes", per_class=(6, 6, 6))
+    config = DataConfig(source=str(tmp_path / "shapes"), limit=1000, image_size=32, val_size=3, test_size=3)
+    assert len(load_dataset(config, limit_at_most=True).y_train) == 12
+    with pytest.raises(DataError, match="limit must be at most 12"):
+        load_dataset(config)
 
 
 def test_geometry_is_the_seed_padding_for_28_pixel_images_else_the_default():

@@ -44,6 +44,7 @@ def test_key_changes_with_everything_that_changes_features(images):
         make_key(images, preprocess="imagenet"),
         make_key(images, pooling="avg"),
         make_key(images, dtype="float16"),
+        make_key(images, feature_layer="conv3"),
         make_key(other_images),
         make_key(images[:-1]),
     ]

@@ -15,8 +15,8 @@ import traceback
 import typing
 from typing import Optional
 
-from resnet_transfer.config import PHASES, RunConfig, read_config_values
-from resnet_transfer.recipes import RECIPES
+from resnet_transfer.config import PHASES, DataConfig, ModelConfig, RunConfig, TrainConfig, read_config_values
+from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT, PRETRAIN_SETTINGS, RECIPES
 from resnet_transfer.errors import ResnetTransferError
 from resnet_transfer.files import json_safe
 from resnet_transfer.startup import quiet_startup
@@ -51,13 +51,15 @@ def _flag_type(config_field: dataclasses.Field):
     return base if base in (int, float) else str
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, config_class, section: Optional[str], skip: tuple = ()) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, config_class, section: Optional[str], skip: tuple = (),
+                      defaults: Optional[dict] = None) -> None:
     for config_field in dataclasses.fields(config_class):
         if "help" not in config_field.metadata or config_field.name in skip:
             continue
         metadata = config_field.metadata
         flag = metadata.get("flag") or "--" + config_field.name.replace("_", "-")
-        default = "" if config_field.default in (None, False) else f" (default: {config_field.default})"
+        value = (defaults or {}).get(config_field.name, config_field.default)
+        default = "" if value in (None, False) else f" (default: {value})"
         destination = f"{section}.{config_field.name}" if section else config_field.name
         if metadata.get("const") is not None:
             parser.add_argument(flag, dest=destination, action="store_const", const=metadata["const"], help=metadata["help"])
@@ -66,12 +68,14 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class, section: Op
                                 help=metadata["help"] + default)
 
 
-def _add_config_parser(commands, name: str, help: str, skip: tuple = ()) -> argparse.ArgumentParser:
-    """A subcommand with every setting of ``RunConfig`` as a flag (defaults: "not given")."""
+def _add_config_parser(commands, name: str, help: str, skip: tuple = (), defaults: Optional[dict] = None
+                       ) -> argparse.ArgumentParser:
+    """A subcommand with every setting of ``RunConfig`` as a flag (defaults: "not given";
+    ``defaults``: the command's own, nested as ``RunConfig.to_dict``, shown in the help)."""
     parser = commands.add_parser(name, help=help, argument_default=argparse.SUPPRESS, allow_abbrev=False)
     parser.add_argument("--config", help="JSON config file (flags override it)")
     for section, config_class in RunConfig.SECTIONS.items():
-        _add_config_flags(parser, config_class, section)
+        _add_config_flags(parser, config_class, section, defaults=(defaults or {}).get(section))
     _add_config_flags(parser, RunConfig, None, skip=skip)
     return parser
 
@@ -100,6 +104,38 @@ def _add_train_parsers(commands) -> None:
                                    "to reach", skip=("recipe",))
     reproduce.add_argument("recipe", choices=tuple(RECIPES), help="the recipe to run")
 
+    pretrain = _add_config_parser(commands, "pretrain", "train a backbone on your own data and save its weights "
+                                  "for 'train --weights FILE'", skip=("recipe",), defaults=PRETRAIN_SETTINGS)
+    pretrain.add_argument("--out", required=True, metavar="FILE",
+                          help="the new weights file, ending in .weights.h5 (a .weights.json sidecar goes beside it)")
+
+
+def _names(text: str) -> tuple:
+    names = tuple(part.strip() for part in text.split(","))
+    if any(not name for name in names):
+        raise argparse.ArgumentTypeError(f"expected names separated by commas, got {text!r}")
+    return names
+
+
+def _add_probe_parser(commands) -> None:
+    probe = commands.add_parser("probe", help="rank backbones and cuts for your images with fast probes on frozen "
+                                "features (minutes, before any training)", argument_default=argparse.SUPPRESS,
+                                allow_abbrev=False)
+    probe.add_argument("--config", help="JSON config file (flags override it)")
+    _add_config_flags(probe, DataConfig, "data", defaults={"limit": f"{DEFAULT_PROBE_LIMIT}, at most"})
+    probe.add_argument("--backbone", dest="probe_backbones", type=_names, default=DEFAULT_PROBE_BACKBONES,
+                       metavar="A,B,...", help=f"backbones to compare (default: {','.join(DEFAULT_PROBE_BACKBONES)})")
+    probe.add_argument("--feature-layer", dest="probe_layers", type=_names, default=DEFAULT_PROBE_LAYERS,
+                       metavar="conv2,...", help=f"cuts to compare (default: {','.join(DEFAULT_PROBE_LAYERS)})")
+    probe.add_argument("--weights", dest="probe_weights", type=_names, default=("imagenet",), metavar="W[,W...]",
+                       help="imagenet, none or a weights file: one for every backbone, or one per backbone "
+                       "(default: imagenet)")
+    _add_config_flags(probe, ModelConfig, "model", skip=("backbone", "weights", "feature_layer", "head", "head_units",
+                                                         "dropout"))
+    _add_config_flags(probe, TrainConfig, "train", skip=tuple(
+        field.name for field in dataclasses.fields(TrainConfig) if field.name not in ("seed", "cache_dir", "cache_dtype")))
+    probe.add_argument("--run-dir", dest="run_dir", help="output folder (runs/<UTC timestamp>-probe if not given)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (train's flags default to "not given")."""
@@ -112,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the traceback behind an error message")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parsers(commands)
+
+    _add_probe_parser(commands)
 
     evaluate = commands.add_parser("evaluate", help="re-compute the test metrics of a run from its saved model",
                                    allow_abbrev=False)
@@ -148,9 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_config_from(arguments: argparse.Namespace, *, ignore: tuple = ()) -> RunConfig:
-    """Defaults < recipe < ``--config`` file < flags (``ignore``: the command's own arguments)."""
-    values = read_config_values(arguments.config) if "config" in arguments else {}
+def run_config_from(arguments: argparse.Namespace, *, ignore: tuple = (), base: Optional[dict] = None) -> RunConfig:
+    """Defaults < recipe < ``base`` (a command's own defaults) < ``--config`` file < flags
+    (``ignore``: the command's own arguments)."""
+    values = _merged(base or {}, read_config_values(arguments.config) if "config" in arguments else {})
     for destination, value in vars(arguments).items():
         if destination in ("command", "config", "debug") + tuple(ignore):
             continue
@@ -162,6 +201,15 @@ def run_config_from(arguments: argparse.Namespace, *, ignore: tuple = ()) -> Run
         else:
             values[name] = value
     return RunConfig.from_dict(values)
+
+
+def _merged(under: dict, over: dict) -> dict:
+    """``over`` laid on ``under``, section by section (a damaged section is left for ``from_dict`` to name)."""
+    merged = {**under, **over}
+    for key in under.keys() & over.keys():
+        if isinstance(under[key], dict) and isinstance(over[key], dict):
+            merged[key] = {**under[key], **over[key]}
+    return merged
 
 
 def _command_train(arguments: argparse.Namespace) -> int:
@@ -187,6 +235,27 @@ def _command_reproduce(arguments: argparse.Namespace) -> int:
     from resnet_transfer.reproduction import format_reproduction, reproduce
 
     sys.stdout.write(format_reproduction(reproduce(arguments.recipe, run_config_from(arguments))))
+    return 0
+
+
+def _command_pretrain(arguments: argparse.Namespace) -> int:
+    from resnet_transfer.training.pretrain import pretrain
+
+    result = pretrain(run_config_from(arguments, ignore=("out",), base=PRETRAIN_SETTINGS), out=arguments.out)
+    print(json.dumps(json_safe({"weights": result.weights_file, "run_dir": result.run_dir,
+                                "test_accuracy": result.metrics["test_accuracy"]})))
+    return 0
+
+
+def _command_probe(arguments: argparse.Namespace) -> int:
+    from resnet_transfer.probing import format_probe, probe
+    from resnet_transfer.runs import default_run_dir
+
+    own = ("probe_backbones", "probe_layers", "probe_weights")
+    config = run_config_from(arguments, ignore=own, base={"data": {"limit": DEFAULT_PROBE_LIMIT}})
+    result = probe(config, backbones=arguments.probe_backbones, feature_layers=arguments.probe_layers,
+                   weights=arguments.probe_weights, run_dir=config.run_dir or default_run_dir("probe"))
+    sys.stdout.write(format_probe(result))
     return 0
 
 
@@ -240,6 +309,8 @@ _COMMANDS = {
     "train": _command_train,
     "lr-find": _command_lr_find,
     "reproduce": _command_reproduce,
+    "pretrain": _command_pretrain,
+    "probe": _command_probe,
     "evaluate": _command_evaluate,
     "predict": _command_predict,
     "export": _command_export,

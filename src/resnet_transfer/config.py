@@ -43,6 +43,8 @@ __all__ = [
     "AUGMENT_LEVELS",
     "AUGMENT_PHASES",
     "PHASES",
+    "FEATURE_LAYERS",
+    "parse_class_list",
 ]
 
 BUILTIN_DATA = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -55,6 +57,16 @@ UNFREEZE_POINTS = ("all", "conv5", "conv4", "conv3", "conv2")
 AUGMENT_LEVELS = ("none", "light", "strong")
 AUGMENT_PHASES = ("fine-tune", "both")
 PHASES = ("head", "fine-tune")
+# Where features are taken: the end of a residual stage (fastai's "cut"); conv5 is the backbone's output.
+FEATURE_LAYERS = ("conv2", "conv3", "conv4", "conv5")
+
+
+def parse_class_list(text: str) -> tuple:
+    """'0,1,2' or 'cat, dog' -> a tuple of class names or indices, as text."""
+    names = tuple(part.strip() for part in str(text).split(","))
+    if not names or any(not name for name in names):
+        raise ValueError(f"expected class names or indices separated by commas (e.g. 0,1,2 or cat,dog), got {text!r}")
+    return names
 
 
 def parse_count_or_fraction(text: str):
@@ -121,6 +133,25 @@ def _require_size(name: str, value: Any) -> None:
         )
 
 
+def _class_selection(value: Any) -> tuple:
+    """A class selection from a flag's text, or a config file's list of names and indices."""
+    if isinstance(value, str):
+        try:
+            entries = list(parse_class_list(value))
+        except ValueError as error:
+            raise ConfigError(f"classes: {error}. Received: classes={value!r}") from None
+    else:
+        entries = list(value) if isinstance(value, (list, tuple)) else None
+    if not entries or any(isinstance(entry, bool) or not isinstance(entry, (str, int)) or str(entry).strip() == ""
+                          for entry in entries):
+        raise ConfigError("classes must be a non-empty list of class names or indices, or their comma-separated text "
+                          f"(e.g. \"0,1,2\"). Received: classes={value!r}")
+    names = tuple(str(entry).strip() for entry in entries)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"classes names a class twice. Received: classes={value!r}")
+    return names
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the images come from, how they are shaped and how they are split.
@@ -139,6 +170,8 @@ class DataConfig:
         resize: "pad", "stretch" or "crop" (None: "pad" for 28x28 -> 32, else "stretch").
         path_column, label_column: the CSV's columns.
         encoding: the CSV's text encoding (None: UTF-8, with or without a byte-order mark).
+        classes: keep only these classes (names, or indices into the source's class order),
+            in every split; the model's outputs keep the source's order. None: all.
         strict: turn every skipped input into an error.
     """
 
@@ -153,9 +186,13 @@ class DataConfig:
     path_column: str = option("path", "CSV column with image paths")
     label_column: str = option("label", "CSV column with labels")
     encoding: Optional[str] = option(None, "the CSV's text encoding (UTF-8 with or without BOM if not given)")
+    classes: Optional[tuple] = option(None, "keep only these classes: names or indices, comma-separated (e.g. 0,1,2,3,4)",
+                                      parse=parse_class_list, metavar="A,B,...")
     strict: bool = option(False, "stop on any unreadable or unusable input instead of skipping it", const=True)
 
     def __post_init__(self):
+        if self.classes is not None:
+            object.__setattr__(self, "classes", _class_selection(self.classes))
         if not isinstance(self.source, str) or not (
             self.source in BUILTIN_DATA or os.path.isdir(self.source) or (
                 os.path.isfile(self.source) and self.source.lower().endswith((".csv", ".npz")))
@@ -205,6 +242,8 @@ class ModelConfig:
             relu) -> Dropout -> Dense(C, softmax)).
         head_units: width of the head's hidden Dense layer (seed and mlp heads).
         dropout: the mlp head's dropout rate.
+        feature_layer: where the head takes the features: the end of stage "conv2", "conv3",
+            "conv4" or "conv5" (the backbone's output); the backbone is cut there.
     """
 
     backbone: str = option("resnet152", ", ".join(BACKBONES))
@@ -214,9 +253,12 @@ class ModelConfig:
     head: str = option("seed", "seed (Dense(units, relu) -> softmax), linear (softmax only) or mlp (with dropout)")
     head_units: int = option(1000, "width of the head's hidden layer (seed and mlp heads)")
     dropout: float = option(0.2, "dropout rate of the mlp head")
+    feature_layer: str = option("conv5", "take the features at the end of stage conv2, conv3, conv4 or conv5 (the "
+                                "backbone's output); earlier stages transfer better from a distant source task")
 
     def __post_init__(self):
         _require_choice("backbone", self.backbone, tuple(BACKBONES))
+        _require_choice("feature_layer", self.feature_layer, FEATURE_LAYERS)
         _require_choice("preprocess", self.preprocess, PREPROCESS_MODES)
         _require_choice("pooling", self.pooling, POOLINGS)
         _require_choice("head", self.head, HEADS)
@@ -254,6 +296,7 @@ class TrainConfig:
         flip: also flip images horizontally when augmenting (not for digits or text).
         jit_compile: XLA: "auto" (where it was measured faster on CPU: the head on stored
             features and the fine-tune phase, with TensorFlow or JAX), "on" or "off".
+        run_eagerly: Keras's ``run_eagerly`` (XLA is then off): no graph is traced.
         seed: fixes Python, numpy and Keras random state, and the shuffling.
         feature_cache: "auto" runs the frozen backbone once and trains the head on
             stored features; "off" runs the backbone in every epoch, as the article does.
@@ -282,6 +325,8 @@ class TrainConfig:
     augment_phase: str = option("fine-tune", "fine-tune (keeps the head phase on cached features) or both")
     flip: bool = option(False, "also flip images horizontally when augmenting (never for digits or text)", const=True)
     jit_compile: str = option("auto", "XLA: auto (where measured faster: head on features, fine-tuning), on or off")
+    run_eagerly: bool = option(False, "Keras's run_eagerly: no graph is traced (for debugging, or a few steps of a "
+                               "trainable ResNet, whose tracing takes about a minute on a CPU)", const=True)
 
     def __post_init__(self):
         _require_int("epochs", self.epochs, 0)
@@ -293,6 +338,8 @@ class TrainConfig:
         _require_choice("augment", self.augment, AUGMENT_LEVELS)
         _require_choice("augment_phase", self.augment_phase, AUGMENT_PHASES)
         _require_choice("jit_compile", self.jit_compile, ("auto", "on", "off"))
+        if not isinstance(self.run_eagerly, bool):
+            raise ConfigError(f"run_eagerly must be true or false. Received: run_eagerly={self.run_eagerly!r}")
         if not isinstance(self.flip, bool):
             raise ConfigError(f"flip must be true or false. Received: flip={self.flip!r}")
         if self.augment != "none" and self.augment_phase == "fine-tune" and self.fine_tune_epochs == 0:
@@ -344,6 +391,12 @@ class RunConfig:
         _require_choice("recipe", self.recipe, tuple(RECIPES))
         if not isinstance(self.tensorboard, bool):
             raise ConfigError(f"tensorboard must be true or false. Received: tensorboard={self.tensorboard!r}")
+        unfreeze, cut = self.train.unfreeze, self.model.feature_layer
+        if self.train.fine_tune_epochs and unfreeze != "all" and unfreeze > cut:
+            raise ConfigError(
+                f"unfreeze={unfreeze!r} is above feature_layer={cut!r}: the backbone is cut at the end of {cut}, so "
+                f"{unfreeze} is not in the model. Unfreeze {cut} or an earlier stage, or all"
+            )
         if self.data.image_size is not None:
             spec = get_backbone_spec(self.model.backbone)
             if self.data.image_size < spec.min_input_size:

@@ -37,6 +37,8 @@ def atomic_path(path: str) -> Iterator[str]:
     """
     folder, name = os.path.split(os.path.abspath(path))
     stem, extension = os.path.splitext(name)
+    if name.endswith(".weights.h5"):  # Keras's save_weights accepts no other ending
+        stem, extension = name[: -len(".weights.h5")], ".weights.h5"
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=f".partial{extension}")
     os.close(handle)
     os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual mode

@@ -21,7 +21,23 @@ from dataclasses import dataclass, field
 
 from resnet_transfer.errors import ConfigError
 
-__all__ = ["Recipe", "RECIPES", "get_recipe", "apply_recipe"]
+__all__ = [
+    "Recipe", "RECIPES", "PRETRAIN_SETTINGS", "DEFAULT_PROBE_BACKBONES", "DEFAULT_PROBE_LAYERS", "DEFAULT_PROBE_LIMIT",
+    "get_recipe", "apply_recipe",
+]
+
+# What ``pretrain`` lays under the user's settings: from scratch, a temporary linear
+# head on average-pooled features (the ImageNet classifier's shape), 10 epochs, and
+# augmentation (when asked for) in its only phase.
+PRETRAIN_SETTINGS = {
+    "model": {"weights": "none", "head": "linear", "pooling": "avg"},
+    "train": {"epochs": 10, "augment_phase": "both"},
+}
+# What ``probe`` compares unless told: one backbone per family, the cheapest of each, at
+# three cuts, on at most 1,000 training images, so that a probe takes minutes on a CPU.
+DEFAULT_PROBE_BACKBONES = ("resnet50", "resnet50v2")
+DEFAULT_PROBE_LAYERS = ("conv3", "conv4", "conv5")
+DEFAULT_PROBE_LIMIT = 1000
 
 
 @dataclass(frozen=True)

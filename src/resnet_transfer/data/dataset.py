@@ -4,7 +4,8 @@ The pipeline, in order, for every kind of source:
 
 1. read: a reader (``readers.read_source``) lists the samples and the splits the
    source defines, and fingerprints what it read;
-2. split: labels of val/test that are not training labels are skipped; a missing test
+2. select: with ``classes``, only the chosen classes are kept, in every split;
+   split: labels of val/test that are not training labels are skipped; a missing test
    split is held out from train (stratified, seeded), then a missing val split
    (stratified and seeded; MNIST holds out its LAST ``val_size`` images, as the seed
    recipe does);
@@ -22,6 +23,7 @@ Example:
     (512, 32, 32, 3)
 """
 
+import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,7 +38,10 @@ from resnet_transfer.data.readers import SPLITS, RawData, Samples, read_source
 from resnet_transfer.data.stores import image_store_dir
 from resnet_transfer.errors import DataError
 
-__all__ = ["Dataset", "load_dataset", "resolve_geometry", "resolve_size", "DEFAULT_IMAGE_SIZE", "SEED_IMAGE_SIZE"]
+__all__ = [
+    "Dataset", "load_dataset", "select_classes", "resolve_geometry", "resolve_size", "DEFAULT_IMAGE_SIZE",
+    "SEED_IMAGE_SIZE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -109,15 +114,48 @@ def _known_only(samples: Optional[Samples], classes: list, split: str, skipped: 
     return samples.take(keep)
 
 
-def _limited(samples: Samples, limit: Optional[int], name: str, detail: str = "") -> Samples:
+def select_classes(class_order: list, wanted: tuple) -> list:
+    """The classes ``wanted`` names (class names, or indices into ``class_order``), in ``class_order``'s order.
+
+    A name wins over an index: for MNIST, whose classes are "0" to "9", both mean the same.
+
+    Raises:
+        DataError: an entry that is neither a class name nor an index, or fewer than 2 classes.
+    """
+    chosen = set()
+    for entry in wanted:
+        if entry in class_order:
+            chosen.add(entry)
+        elif entry.isdigit() and int(entry) < len(class_order):
+            chosen.add(class_order[int(entry)])
+        else:
+            shown = ", ".join(map(str, class_order[:20])) + (", ..." if len(class_order) > 20 else "")
+            raise DataError(
+                f"classes: {entry!r} is not a class of this data. Known classes: {shown} (or their indices 0 to "
+                f"{len(class_order) - 1}). Received: classes={','.join(wanted)}"
+            )
+    if len(chosen) < 2:
+        raise DataError(f"classes must keep at least 2 classes for training. Received: classes={','.join(wanted)}")
+    return [name for name in class_order if name in chosen]
+
+
+def _only(raw: RawData, classes: list) -> RawData:
+    """``raw`` with the samples of ``classes`` only (what the user left out is not "skipped")."""
+    keep = set(classes)
+    splits = {name: None if samples is None else samples.take(i for i, label in enumerate(samples.labels) if label in keep)
+              for name, samples in raw.splits.items()}
+    return dataclasses.replace(raw, splits=splits, class_order=list(classes))
+
+
+def _limited(samples: Samples, limit: Optional[int], name: str, detail: str = "", *, at_most: bool = False) -> Samples:
     if limit is None:
         return samples
-    if limit > len(samples):
+    if limit > len(samples) and not at_most:
         raise DataError(f"{name} must be at most {len(samples)}{detail}. Received: {name}={limit}")
-    return samples.take(range(limit))
+    return samples.take(range(min(limit, len(samples))))
 
 
-def _split(raw: RawData, classes: list, config: DataConfig, seed: int, skipped: list) -> dict:
+def _split(raw: RawData, classes: list, config: DataConfig, seed: int, skipped: list, limit_at_most: bool) -> dict:
     train = raw.splits["train"]
     val = _known_only(raw.splits.get("val"), classes, "val", skipped)
     test = _known_only(raw.splits.get("test"), classes, "test", skipped)
@@ -131,7 +169,7 @@ def _split(raw: RawData, classes: list, config: DataConfig, seed: int, skipped: 
         train, val = _stratified_split(train, val_size, seed, "val_size")
     detail = " (training images left after holding out the validation and test images)"
     return {
-        "train": _limited(train, config.limit, "limit", detail),
+        "train": _limited(train, config.limit, "limit", detail, at_most=limit_at_most),
         "val": val,
         "test": _limited(test, config.test_limit, "test_limit"),
     }
@@ -198,6 +236,7 @@ def load_dataset(
     default_image_size: int = DEFAULT_IMAGE_SIZE,
     class_names: Optional[tuple] = None,
     splits: tuple = SPLITS,
+    limit_at_most: bool = False,
 ) -> Dataset:
     """Loads, splits, limits, fits and checks the data set that ``config`` names.
 
@@ -209,6 +248,8 @@ def load_dataset(
             from the readable training images.
         splits: the splits to decode (the others are None in the result); the split
             itself is always computed from all samples, so a test split is the run's.
+        limit_at_most: take ``limit`` as "at most" (a sample for ``probe``) instead of
+            refusing a limit larger than the data.
 
     Raises:
         DataError: the data is missing or unreadable, fewer than 2 classes, an empty split,
@@ -217,10 +258,13 @@ def load_dataset(
     skipped: list = []
     raw = read_source(config, skipped=skipped)
     _check_strict(config, skipped)
+    if config.classes is not None:
+        raw = _only(raw, select_classes(list(raw.class_order), config.classes))
+        logger.info("classes: %s (--classes)", ", ".join(map(str, raw.class_order)))
     classes = list(class_names) if class_names is not None else list(raw.class_order)
     if len(classes) < 2:
         raise DataError(f"training needs at least 2 classes; {config.source!r} has {len(classes)}: {classes}")
-    parts = _split(raw, classes, config, seed, skipped)
+    parts = _split(raw, classes, config, seed, skipped, limit_at_most)
     size, resize = resolve_geometry(_first_size(parts["train"]), config, default_image_size)
     logger.info("preparing %s images at %dx%d (%s)", " + ".join(str(len(parts[name])) for name in splits), size, size, resize)
     decoded = {name: _decode(parts[name], size, resize, skipped) for name in splits}

@@ -25,7 +25,8 @@ __all__ = ["build_model", "compile_model", "make_optimizer", "feature_extractor"
 
 
 def build_model(
-    config: ModelConfig, *, image_shape: tuple, num_classes: int, weights_path: Optional[str] = None
+    config: ModelConfig, *, image_shape: tuple, num_classes: int, weights_path: Optional[str] = None,
+    frozen_backbone: bool = True,
 ) -> keras.Model:
     """Builds the full model of a run; only the head is trainable.
 
@@ -34,6 +35,8 @@ def build_model(
         image_shape: (height, width, 3) of the raw images.
         num_classes: classes of the head.
         weights_path: for ImageNet weights, the file already fetched into Keras's cache.
+        frozen_backbone: False for pretraining: the whole backbone trains, BatchNormalization
+            layers in training mode (the backbone is called without ``training=False``).
 
     Returns:
         A functional model from uint8-valued images to class probabilities, with the
@@ -43,9 +46,14 @@ def build_model(
     inputs = keras.Input(shape=tuple(image_shape), name="image")
     pixels = build_preprocessing(config.backbone, config.preprocess, name="preprocessing")(inputs)
     backbone = create_backbone(
-        config.backbone, weights=config.weights, input_shape=tuple(image_shape), weights_path=weights_path
+        config.backbone, weights=config.weights, input_shape=tuple(image_shape), weights_path=weights_path,
+        feature_layer=config.feature_layer,
     )
-    features = backbone(pixels, training=False)
+    if frozen_backbone:
+        features = backbone(pixels, training=False)
+    else:
+        backbone.trainable = True
+        features = backbone(pixels)
     head = build_head(backbone.output_shape[1:], head=config.head, pooling=config.pooling, units=config.head_units,
                       dropout=config.dropout, num_classes=num_classes)
     return keras.Model(inputs, head(features), name=f"{config.backbone}_transfer")
@@ -67,6 +75,7 @@ def compile_model(
     weight_decay: float = 0.0,
     label_smoothing: float = 0.0,
     jit_compile="auto",
+    run_eagerly: bool = False,
 ) -> keras.Model:
     """Compiles with the seed recipe's optimizer (Adam), loss and metric; returns the model.
 
@@ -74,7 +83,8 @@ def compile_model(
     head's, when the full model is compiled after the head was fit on features).
     With ``label_smoothing`` > 0 the loss is ``CategoricalCrossentropy`` (Keras's sparse
     loss has no smoothing), so the labels must then be one-hot.
-    ``jit_compile`` is Keras's XLA switch ("auto" lets Keras decide).
+    ``jit_compile`` is Keras's XLA switch ("auto" lets Keras decide); ``run_eagerly`` Keras's
+    switch for running without a traced graph.
     """
     loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if label_smoothing > 0
             else "sparse_categorical_crossentropy")
@@ -83,7 +93,8 @@ def compile_model(
         loss=loss,
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
-        jit_compile=jit_compile,
+        jit_compile=False if run_eagerly else jit_compile,
+        run_eagerly=run_eagerly,
     )
     return model
 

@@ -1,22 +1,33 @@
-"""Backbones: a frozen, headless Keras ResNet from the registry, with its weights.
+"""Backbones: a frozen, headless Keras ResNet from the registry, with its weights, cut
+where the features are taken.
+
+The cut (fastai's word) is the end of a residual stage: Keras names the last layer of
+stage K ``convK_blockN_out``. A backbone cut at conv3 is a Keras functional model from
+the image to that layer's output, named like the backbone, so saved models still load
+with plain Keras. Weights always load into the whole backbone first.
 
 Example:
     >>> backbone = create_backbone("resnet50", weights="none", input_shape=(32, 32, 3))
     >>> backbone.output_shape
     (None, 1, 1, 2048)
+    >>> create_backbone("resnet50", weights="none", input_shape=(32, 32, 3), feature_layer="conv3").output_shape
+    (None, 4, 4, 512)
 """
 
 import logging
+import re
+import warnings
 from typing import Optional
 
 import keras
 
+from resnet_transfer.config import FEATURE_LAYERS
 from resnet_transfer.errors import ConfigError, WeightsError
-from resnet_transfer.files import first_line
+from resnet_transfer.files import first_line, hash_file
 from resnet_transfer.registry import get_backbone_spec
-from resnet_transfer.model.weights import fetch_weights
+from resnet_transfer.model.weights import fetch_weights, read_sidecar
 
-__all__ = ["create_backbone", "check_input_size"]
+__all__ = ["create_backbone", "check_input_size", "stage_end", "cut_backbone"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,20 +42,43 @@ def check_input_size(name: str, size: int) -> None:
         )
 
 
-def create_backbone(name: str, *, weights: str, input_shape: tuple, weights_path: Optional[str] = None) -> keras.Model:
-    """Builds a frozen, headless backbone.
+def stage_end(backbone: keras.Model, stage: str) -> str:
+    """The name of the layer that ends ``stage`` ("conv2" to "conv5"): its last ``convK_blockN_out``.
+
+    Raises:
+        ConfigError: ``stage`` is not one of ``FEATURE_LAYERS``.
+    """
+    if stage not in FEATURE_LAYERS:
+        raise ConfigError(f"feature_layer must be one of: {', '.join(FEATURE_LAYERS)}. Received: feature_layer={stage!r}")
+    ends = [layer.name for layer in backbone.layers if re.fullmatch(rf"{stage}_block\d+_out", layer.name)]
+    return max(ends, key=lambda layer_name: int(re.search(r"block(\d+)", layer_name)[1]))
+
+
+def cut_backbone(backbone: keras.Model, stage: str) -> keras.Model:
+    """``backbone`` up to the end of ``stage``, sharing its layers; conv5 is the whole backbone
+    (with ResNetV2's final normalisation)."""
+    if stage == FEATURE_LAYERS[-1]:
+        return backbone
+    return keras.Model(backbone.input, backbone.get_layer(stage_end(backbone, stage)).output, name=backbone.name)
+
+
+def create_backbone(name: str, *, weights: str, input_shape: tuple, weights_path: Optional[str] = None,
+                    feature_layer: str = "conv5") -> keras.Model:
+    """Builds a frozen, headless backbone, cut at the end of ``feature_layer``.
 
     Args:
         name: registry name.
-        weights: "imagenet", "none" or the path of a weights file.
+        weights: "imagenet", "none" or the path of a weights file (for example one
+            written by ``resnet-transfer pretrain``; its sidecar, if any, must name ``name``).
         input_shape: (height, width, 3).
         weights_path: for "imagenet", the already fetched file (skips a second lookup).
+        feature_layer: "conv2", "conv3", "conv4" or "conv5" (the whole backbone).
 
     Returns:
         The Keras model with every layer frozen.
 
     Raises:
-        ConfigError: an unknown backbone or an input smaller than it accepts.
+        ConfigError: an unknown backbone or cut, or an input smaller than it accepts.
         WeightsError: ImageNet weights cannot be fetched, or a weights file does not load.
     """
     spec = get_backbone_spec(name)
@@ -58,13 +92,40 @@ def create_backbone(name: str, *, weights: str, input_shape: tuple, weights_path
         backbone = builder(include_top=False, weights=None, input_shape=input_shape)
     else:
         logger.info("weights of %s from %s", name, weights)
+        _check_sidecar(name, weights)
         backbone = builder(include_top=False, weights=None, input_shape=input_shape)
-        try:
-            backbone.load_weights(weights)
-        except Exception as error:  # h5py and Keras raise many kinds for a bad file
-            raise WeightsError(
-                f"weights file {weights!r} could not be loaded into {name} (no top): {first_line(error)}. "
-                f"Give the weights file of a {name} without its top (.weights.h5 or Keras's .h5)."
-            ) from error
+        _load_weights_file(backbone, name, weights)
+    backbone = cut_backbone(backbone, feature_layer)
     backbone.trainable = False
     return backbone
+
+
+def _check_sidecar(name: str, path: str) -> None:
+    """A weights file written by ``pretrain`` says in its sidecar which backbone it belongs to."""
+    sidecar = read_sidecar(path)
+    if sidecar is not None and sidecar.get("backbone") != name:
+        raise WeightsError(
+            f"weights file {path!r} holds the weights of {sidecar.get('backbone')!r} (its sidecar says so), not "
+            f"of {name}: pass --backbone {sidecar.get('backbone')}, or a weights file of {name}"
+        )
+    if sidecar is not None and sidecar.get("weights_sha256") not in (None, hash_file(path)):
+        raise WeightsError(
+            f"weights file {path!r} is not the file its sidecar describes (their SHA-256 differ): the file was replaced "
+            "or damaged. Use the file pretrain wrote, or remove the sidecar to load it as a plain weights file"
+        )
+    if sidecar is not None:
+        logger.info("pretrained by resnet-transfer: %s epochs on %s, classes %s, test accuracy %s there",
+                    sidecar.get("epochs"), sidecar.get("source", {}).get("name"),
+                    ",".join(map(str, sidecar.get("classes", []))), sidecar.get("test_accuracy"))
+
+
+def _load_weights_file(backbone: keras.Model, name: str, path: str) -> None:
+    try:
+        with warnings.catch_warnings():  # Keras warns once per layer before raising for a mismatched file
+            warnings.simplefilter("ignore")
+            backbone.load_weights(path)
+    except Exception as error:  # h5py and Keras raise many kinds for a bad file
+        raise WeightsError(
+            f"weights file {path!r} could not be loaded into {name} (no top): {first_line(error)}. "
+            f"Give the weights file of a {name} without its top (.weights.h5 or Keras's .h5)."
+        ) from error

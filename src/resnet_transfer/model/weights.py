@@ -10,6 +10,7 @@ Example:
     'random:seed=0'
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -28,6 +29,8 @@ __all__ = [
     "cached_weights",
     "file_md5",
     "weights_identity",
+    "sidecar_path",
+    "read_sidecar",
 ]
 
 
@@ -125,3 +128,31 @@ def weights_identity(backbone: str, weights: str, seed: int) -> str:
     if weights == "imagenet":
         return f"imagenet:md5={get_backbone_spec(backbone).weights_md5}"
     return f"file:sha256={hash_file(weights)}"
+
+
+def sidecar_path(weights_file: str) -> str:
+    """The JSON that ``pretrain`` writes beside a weights file: ``x.weights.h5`` -> ``x.weights.json``."""
+    stem = weights_file[: -len(".h5")] if weights_file.endswith(".h5") else weights_file
+    return stem + ".json"
+
+
+def read_sidecar(weights_file: str):
+    """The sidecar of ``weights_file`` as a dict (backbone, source data, classes, epochs,
+    accuracy), or None when there is none (a weights file from elsewhere).
+
+    Raises:
+        WeightsError: the sidecar exists but is not a JSON object.
+    """
+    path = sidecar_path(weights_file)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            sidecar = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise WeightsError(f"the sidecar {path!r} of weights file {weights_file!r} cannot be read ({first_line(error)}); "
+                           "restore it from where the weights came from, or remove it") from error
+    if not isinstance(sidecar, dict):
+        raise WeightsError(f"the sidecar {path!r} of weights file {weights_file!r} is not a JSON object; restore or "
+                           "remove it")
+    return sidecar

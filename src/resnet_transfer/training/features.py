@@ -45,7 +45,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 3  # 2: preprocessing made of Keras layers; 3: features pooled as the head pools them
+# 2: preprocessing made of Keras layers; 3: features pooled as the head pools them; 4: the cut is in the key
+CACHE_FORMAT = 4
 _FINGERPRINT_CHUNK = 4096
 
 
@@ -79,6 +80,7 @@ class FeatureKey:
         images: ``fingerprint_images`` of the images.
         dtype: stored dtype.
         keras_backend: the backend that computed them (numerics differ slightly).
+        feature_layer: the stage whose end the features come from ("conv2" to "conv5").
     """
 
     backbone: str
@@ -89,11 +91,12 @@ class FeatureKey:
     images: str
     dtype: str
     keras_backend: str
+    feature_layer: str = "conv5"
     format: int = CACHE_FORMAT
 
     @classmethod
     def create(cls, *, backbone: str, weights: str, preprocess: str, pooling: str, images: np.ndarray,
-               dtype: str) -> "FeatureKey":
+               dtype: str, feature_layer: str = "conv5") -> "FeatureKey":
         return cls(
             backbone=backbone,
             weights=weights,
@@ -103,6 +106,7 @@ class FeatureKey:
             images=fingerprint_images(images),
             dtype=dtype,
             keras_backend=keras.backend.backend(),
+            feature_layer=feature_layer,
         )
 
     @property

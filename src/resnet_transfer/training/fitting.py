@@ -154,7 +154,7 @@ def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple
         images = getattr(dataset, f"x_{split}")
         key = FeatureKey.create(
             backbone=config.model.backbone, weights=identity, preprocess=config.model.preprocess,
-            pooling=pooling, images=images, dtype=config.train.cache_dtype,
+            pooling=pooling, images=images, dtype=config.train.cache_dtype, feature_layer=config.model.feature_layer,
         )
         features, status, seconds = cached_features(extractor, images, key=key, cache=cache, batch_size=INFERENCE_BATCH_SIZE)
         if status == "hit":
@@ -193,7 +193,7 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
     trainer = classifier_on_features(head_of(model))
     compile_model(trainer, learning_rate=phase.learning_rate, weight_decay=config.train.weight_decay,
                   label_smoothing=config.train.label_smoothing, steps_per_execution=config.train.steps_per_execution,
-                  jit_compile=jit_compile_for(config, measured_faster=True))
+                  jit_compile=jit_compile_for(config, measured_faster=True), run_eagerly=config.train.run_eagerly)
     started = time.perf_counter()
     history = fit(trainer, splits["train"], dataset.y_train, (splits["val"], dataset.y_val),
                   config=config, phase=phase, callbacks=callbacks, class_weight=class_weight)
@@ -250,7 +250,7 @@ def fit_end_to_end(model, dataset: Dataset, config: RunConfig, *, phase: Phase, 
     jit_compile = jit_compile_for(config, measured_faster=bool(backbone_of(model).trainable_weights))
     compile_model(model, learning_rate=phase.learning_rate, optimizer=optimizer, weight_decay=config.train.weight_decay,
                   label_smoothing=config.train.label_smoothing, steps_per_execution=config.train.steps_per_execution,
-                  jit_compile=jit_compile)
+                  jit_compile=jit_compile, run_eagerly=config.train.run_eagerly)
     started = time.perf_counter()
     history = fit(model, dataset.x_train, dataset.y_train, (dataset.x_val, dataset.y_val),
                   config=config, phase=phase, callbacks=callbacks, class_weight=class_weight)

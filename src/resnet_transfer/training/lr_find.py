@@ -146,7 +146,7 @@ def find_learning_rate(config: RunConfig, *, phase: str = "head", start_lr: floa
     labels = keras.utils.to_categorical(dataset.y_train, dataset.num_classes) if config.train.label_smoothing else dataset.y_train
     compile_model(trainer, learning_rate=start_lr, weight_decay=config.train.weight_decay,
                   label_smoothing=config.train.label_smoothing,
-                  jit_compile=jit_compile_for(config, measured_faster=True))
+                  jit_compile=jit_compile_for(config, measured_faster=True), run_eagerly=config.train.run_eagerly)
     rates, losses, smoothed = _sweep(trainer, inputs, labels, start_lr=start_lr, end_lr=end_lr, steps=steps,
                                      batch_size=config.train.batch_size, seed=config.train.seed)
     try:

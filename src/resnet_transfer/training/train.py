@@ -33,7 +33,7 @@ from resnet_transfer.errors import ConfigError, FrozenWeightsError
 from resnet_transfer.model.assembly import backbone_of, build_model, head_of
 from resnet_transfer.model.heads import resolve_pooling
 from resnet_transfer.registry import get_backbone_spec
-from resnet_transfer.model.weights import fetch_weights, weights_identity
+from resnet_transfer.model.weights import fetch_weights, read_sidecar, weights_identity
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
 from resnet_transfer.training.features import FeatureCache
@@ -41,7 +41,7 @@ from resnet_transfer.training.interrupts import Interrupts, StopOnInterrupt, wat
 from resnet_transfer.training.fitting import EpochTimer, balanced_class_weight
 from resnet_transfer.training.phases import run_phases, trainable_count
 
-__all__ = ["RunResult", "train", "prepare"]
+__all__ = ["RunResult", "train", "prepare", "config_record", "check_before_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,9 @@ class RunResult:
     metrics: dict
 
 
-def _check(config: RunConfig, run_dir: str) -> None:
+def check_before_run(config: RunConfig, run_dir: str) -> None:
+    """The checks that need no data: the run folder is free, optional packages are there,
+    the feature cache is writable."""
     check_run_dir_free(run_dir)
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
@@ -89,7 +91,7 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
 
 def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts) -> RunResult:
     run_dir = config.run_dir or default_run_dir(config.model.backbone)
-    _check(config, run_dir)
+    check_before_run(config, run_dir)
     dataset, model, weights_path = prepare(config)
     class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
 
@@ -97,7 +99,7 @@ def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts)
     timer = EpochTimer()
     try:
         logger.info("run directory: %s", os.path.abspath(run_dir))
-        record = _config_record(config, run_dir, dataset, model, weights_path, class_weight)
+        record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
         run.write_config(record)
         run.write_labels(dataset.class_names)
         if dataset.skipped:
@@ -109,9 +111,9 @@ def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts)
         raise
 
 
-def prepare(config: RunConfig, *, splits: tuple = ("train", "val", "test")) -> tuple:
+def prepare(config: RunConfig, *, splits: tuple = ("train", "val", "test"), frozen_backbone: bool = True) -> tuple:
     """Seeds Keras, loads the data, fetches the weights and builds the model: every step that
-    fails on bad input, before anything is written.
+    fails on bad input, before anything is written (``frozen_backbone``: see ``build_model``).
 
     Returns:
         (dataset, model, weights_path)
@@ -120,7 +122,8 @@ def prepare(config: RunConfig, *, splits: tuple = ("train", "val", "test")) -> t
     spec = get_backbone_spec(config.model.backbone)
     dataset = load_dataset(config.data, seed=config.train.seed, default_image_size=spec.default_input_size, splits=splits)
     weights_path = fetch_weights(config.model.backbone) if config.model.weights == "imagenet" else None
-    model = build_model(config.model, image_shape=dataset.image_shape, num_classes=dataset.num_classes, weights_path=weights_path)
+    model = build_model(config.model, image_shape=dataset.image_shape, num_classes=dataset.num_classes,
+                        weights_path=weights_path, frozen_backbone=frozen_backbone)
     return dataset, model, weights_path
 
 
@@ -171,7 +174,7 @@ def _tensorboard(config: RunConfig, run_dir: str) -> list:
     return [keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard"))]
 
 
-def _config_record(config: RunConfig, run_dir: str, dataset: Dataset, model, weights_path: Optional[str],
+def config_record(config: RunConfig, run_dir: str, dataset: Dataset, model, weights_path: Optional[str],
                    class_weight) -> dict:
     pooling, pooling_reason = resolve_pooling(config.model.pooling, tuple(backbone_of(model).output.shape[1:]))
     config_values = config.to_dict()
@@ -191,10 +194,13 @@ def _config_record(config: RunConfig, run_dir: str, dataset: Dataset, model, wei
         "image_shape": list(dataset.image_shape),
         "class_weight": class_weight,
         "resolved": {"pooling": pooling, "pooling_reason": pooling_reason,
-                     "head_parameters": int(head_of(model).count_params())},
+                     "head_parameters": int(head_of(model).count_params()),
+                     "feature_layer": backbone_of(model).layers[-1].name,
+                     "feature_map": list(backbone_of(model).output.shape[1:])},
         "weights": {
             "setting": config.model.weights,
             "identity": weights_identity(config.model.backbone, config.model.weights, config.train.seed),
             "path": weights_path or (None if config.model.weights == "none" else os.path.abspath(config.model.weights)),
+            "pretrained": None if config.model.weights in ("none", "imagenet") else read_sidecar(config.model.weights),
         },
     }

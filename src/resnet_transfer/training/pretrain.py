@@ -1,0 +1,182 @@
+"""The ``pretrain`` verb: train a backbone on one's own images, for ``train --weights FILE``.
+
+A ResNet from ``--backbone`` (random, or from ``--weights``) trains with a temporary
+classification head (by default average pooling and one softmax layer, the shape of
+the ImageNet classifier) on any data ``train`` accepts, end to end, every layer
+trainable and every BatchNormalization layer in training mode, as when a network is
+trained from scratch. Then:
+
+- the backbone's weights go to ``out`` (Keras's ``save_weights``, a ``.weights.h5``
+  file that ``create_backbone`` loads, and with it ``train --weights FILE``);
+- a sidecar ``x.weights.json`` beside it records the backbone, the source data, the
+  classes, the epochs, the final accuracies and the weights file's SHA-256;
+- a run folder records the run as ``train`` does (config, history, curves, model,
+  metrics, report).
+
+Nothing is overwritten; a failure before the first finished epoch leaves nothing.
+
+Example:
+    >>> config = RunConfig.from_dict({"data": {"classes": "0,1,2,3,4"}, "model": {"backbone": "resnet50",
+    ...                               "weights": "none", "head": "linear", "pooling": "avg"}, "train": {"epochs": 2}})
+    >>> result = pretrain(config, out="digits04.weights.h5")
+    >>> result.sidecar["classes"]
+    ['0', '1', '2', '3', '4']
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import keras
+
+from resnet_transfer.config import FEATURE_LAYERS, RunConfig
+from resnet_transfer.errors import ConfigError
+from resnet_transfer.files import atomic_path, hash_file, write_json_atomic
+from resnet_transfer.model.assembly import backbone_of
+from resnet_transfer.model.augmentation import build_augmentation
+from resnet_transfer.model.weights import sidecar_path
+from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
+from resnet_transfer.runs import Run, default_run_dir
+from resnet_transfer.training.fitting import EpochTimer, Phase, balanced_class_weight, fit_end_to_end
+from resnet_transfer.training.interrupts import StopOnInterrupt, watching_interrupts
+from resnet_transfer.training.phases import trainable_count
+from resnet_transfer.training.train import check_before_run, config_record, prepare
+
+__all__ = ["PretrainResult", "pretrain", "check_weights_out"]
+
+logger = logging.getLogger(__name__)
+
+SIDECAR_FORMAT = 1
+
+
+@dataclass
+class PretrainResult:
+    """What ``pretrain`` produced: the weights file, its sidecar's content, and the run folder."""
+
+    weights_file: str
+    sidecar: dict
+    run_dir: str
+    metrics: dict
+
+
+def check_weights_out(out) -> None:
+    """Raises ``ConfigError`` unless ``out`` is a new ``.weights.h5`` file in a writable folder."""
+    if not isinstance(out, str) or not out.endswith(".weights.h5"):
+        raise ConfigError(f"out must be a file name ending in .weights.h5 (Keras's weights format). Received: out={out!r}")
+    for path in (out, sidecar_path(out)):
+        if os.path.exists(path):
+            raise ConfigError(f"{path!r} already exists; pretrained weights are never overwritten. Choose another --out "
+                              "or remove it")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ConfigError(f"the folder of --out {out!r} does not exist or is not writable; create it or choose another")
+
+
+def _check_settings(config: RunConfig) -> None:
+    if config.train.epochs < 1:
+        raise ConfigError(f"pretrain needs at least 1 epoch. Received: epochs={config.train.epochs}")
+    if config.train.fine_tune_epochs:
+        raise ConfigError("pretrain trains the whole backbone in one phase; leave out --fine-tune-epochs "
+                          f"(received fine_tune_epochs={config.train.fine_tune_epochs})")
+    if config.model.feature_layer != FEATURE_LAYERS[-1]:
+        raise ConfigError("pretrain trains the whole backbone, so its weights file holds every stage; leave out "
+                          f"--feature-layer (received feature_layer={config.model.feature_layer!r}) and give it to "
+                          "train instead")
+
+
+def pretrain(config: RunConfig, *, out: str, callbacks: Optional[list] = None) -> PretrainResult:
+    """Trains ``config``'s backbone with a temporary head and saves its weights to ``out``.
+
+    Args:
+        config: the data, backbone, starting weights, temporary head and training settings
+            (``epochs``, ``learning_rate``, ``augment`` ...); the CLI lays
+            ``recipes.PRETRAIN_SETTINGS`` under the user's.
+        out: the new weights file, ending in ``.weights.h5``.
+        callbacks: extra Keras callbacks.
+
+    Returns:
+        A ``PretrainResult``.
+
+    Raises:
+        ConfigError, DataError, WeightsError, RunDirectoryError: bad input; nothing is written.
+    """
+    check_weights_out(out)
+    _check_settings(config)
+    with watching_interrupts() as interrupts:
+        run_dir = config.run_dir or default_run_dir(f"{config.model.backbone}-pretrain")
+        check_before_run(config.updated({"train": {"feature_cache": "off"}}), run_dir)
+        dataset, model, weights_path = prepare(config, frozen_backbone=False)
+        class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
+        run = Run.create(run_dir)
+        timer = EpochTimer()
+        try:
+            record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
+            record["pretrain"] = {"out": os.path.abspath(out)}
+            run.write_config(record)
+            run.write_labels(dataset.class_names)
+            if dataset.skipped:
+                run.write_skipped(dataset.skipped)
+            logger.info("pretraining %s: %s parameters, all %s trainable; the temporary head: %s",
+                        config.model.backbone, f"{model.count_params():,}", f"{trainable_count(model):,}", config.model.head)
+            phase = Phase("pretrain", config.train.epochs, 0, config.train.learning_rate,
+                          augmentation=build_augmentation(config.train.augment, flip=config.train.flip, seed=config.train.seed))
+            fitted = fit_end_to_end(model, dataset, config, phase=phase, class_weight=class_weight,
+                                    callbacks=[timer, StopOnInterrupt(interrupts)] + list(callbacks or []))
+            history = {**fitted.history, "phase": ["pretrain"] * len(timer.seconds)}
+            run.write_history(history, timer.seconds)
+            plot_curves(history, run.file("curves.png"))
+            run.save_model(model)
+            metrics = {
+                **compute_test_metrics(fitted.test_probabilities, dataset.y_test),
+                "n_train": int(len(dataset.y_train)), "n_val": int(len(dataset.y_val)),
+                "n_skipped": len(dataset.skipped), "epochs": config.train.epochs, "backbone": config.model.backbone,
+                "weights": config.model.weights, "train_seconds": fitted.train_seconds,
+                "seconds_per_epoch": fitted.train_seconds / config.train.epochs, "weights_file": os.path.abspath(out),
+            }
+            sidecar = _save_backbone(backbone_of(model), out, config, dataset, history, metrics, run_dir)
+            run.write_metrics(metrics)
+            write_report(run.path, probabilities=fitted.test_probabilities, labels=dataset.y_test,
+                         images=dataset.x_test, class_names=dataset.class_names, metrics=metrics, settings=record)
+            run.write_status("finished", epochs_done=len(timer.seconds))
+        except BaseException as error:
+            run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=len(timer.seconds))
+            if interrupts and not isinstance(error, KeyboardInterrupt):
+                raise KeyboardInterrupt from error
+            raise
+    logger.info("backbone weights in %s (sidecar %s); test accuracy on the source data %.4f; run folder %s",
+                out, sidecar_path(out), metrics["test_accuracy"], run.path)
+    return PretrainResult(weights_file=out, sidecar=sidecar, run_dir=run.path, metrics=metrics)
+
+
+def _save_backbone(backbone: keras.Model, out: str, config: RunConfig, dataset, history: dict, metrics: dict,
+                   run_dir: str) -> dict:
+    """Writes the weights file, then its sidecar, each atomically; neither is left alone on failure."""
+    check_weights_out(out)  # again: another process may have written it meanwhile
+    with atomic_path(out) as temporary:
+        backbone.save_weights(temporary)
+        sha256 = hash_file(temporary)
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "backbone": config.model.backbone,
+        "weights_sha256": sha256,
+        "started_from": config.model.weights,
+        "source": {**dataset.source, "classes_setting": None if config.data.classes is None else list(config.data.classes)},
+        "classes": list(dataset.class_names),
+        "epochs": config.train.epochs,
+        "image_size": int(dataset.image_shape[0]),
+        "preprocess": config.model.preprocess,
+        "n_train": metrics["n_train"],
+        "final": {name: float(history[name][-1]) for name in ("accuracy", "val_accuracy") if history.get(name)},
+        "test_accuracy": metrics["test_accuracy"],
+        "run_dir": os.path.abspath(run_dir),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    try:
+        write_json_atomic(sidecar_path(out), sidecar)
+    except BaseException:
+        os.remove(out)
+        raise
+    return sidecar
+

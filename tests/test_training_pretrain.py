@@ -1,0 +1,118 @@
+"""pretrain -> weights file + sidecar -> train --weights FILE, and what pretrain refuses."""
+
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+from conftest import requires_mnist
+
+from resnet_transfer.cli import main
+from resnet_transfer.config import RunConfig
+from resnet_transfer.errors import WeightsError
+from resnet_transfer.model.assembly import backbone_of
+from resnet_transfer.model.backbone import create_backbone
+from resnet_transfer.model.weights import sidecar_path
+from resnet_transfer.training.train import train
+
+# Eagerly: tracing the graph of a trainable ResNet50 takes about 50 s, longer than these 3 steps.
+SMALL = ["--backbone", "resnet50", "--limit", "48", "--val-size", "16", "--test-limit", "16", "--batch-size", "16",
+         "--run-eagerly"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """One epoch of pretraining on 48 MNIST digits 0-2, through the command line."""
+    folder = tmp_path_factory.mktemp("pretrain")
+    out = str(folder / "digits.weights.h5")
+    status = main(["pretrain", "--classes", "0,1,2", "--epochs", "1", "--out", out, "--run-dir", str(folder / "run"),
+                   *SMALL])
+    assert status == 0
+    return folder, out
+
+
+@requires_mnist
+def test_pretrain_writes_weights_a_sidecar_and_a_run_folder(pretrained):
+    folder, out = pretrained
+    sidecar = json.loads(open(sidecar_path(out)).read())
+    assert sidecar_path(out).endswith("digits.weights.json")
+    assert (sidecar["backbone"], sidecar["classes"], sidecar["epochs"], sidecar["started_from"]) == (
+        "resnet50", ["0", "1", "2"], 1, "none")
+    assert sidecar["source"]["name"] == "mnist" and sidecar["source"]["classes_setting"] == ["0", "1", "2"]
+    assert sidecar["n_train"] == 48 and 0 <= sidecar["test_accuracy"] <= 1 and "val_accuracy" in sidecar["final"]
+    for name in ("config.json", "history.csv", "curves.png", "metrics.json", "model.keras", "report.html"):
+        assert os.path.isfile(folder / "run" / name), name
+    assert open(folder / "run" / "history.csv").read().splitlines()[1].split(",")[1] == "pretrain"
+    assert not [name for name in os.listdir(folder) if ".partial" in name]
+
+    # Every weight of the trained backbone is in the file, and loads with plain Keras into a fresh ResNet50.
+    trained = backbone_of(keras.saving.load_model(str(folder / "run" / "model.keras")))
+    fresh = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    fresh.load_weights(out)
+    assert len(fresh.weights) == len(trained.weights) == 318
+    for expected, loaded in zip(trained.weights, fresh.weights):
+        np.testing.assert_array_equal(np.asarray(expected), np.asarray(loaded), err_msg=expected.path)
+    # Pretraining trained BatchNormalization in training mode: its moving statistics moved.
+    assert not np.allclose(np.asarray(trained.get_layer("conv1_bn").moving_mean), 0)
+
+
+@requires_mnist
+def test_train_from_the_pretrained_file_cut_at_conv3_loads_every_weight_of_the_cut(pretrained, tmp_path):
+    folder, out = pretrained
+    result = train(RunConfig.from_dict({
+        "data": {"classes": ["3", "4"], "limit": 32, "val_size": 16, "test_limit": 16},
+        "model": {"backbone": "resnet50", "weights": out, "feature_layer": "conv3", "head": "linear"},
+        "train": {"epochs": 1, "cache_dir": str(tmp_path / "cache")},
+        "run_dir": str(tmp_path / "run"),
+    }))
+    backbone = backbone_of(result.model)
+    assert backbone.output_shape == (None, 4, 4, 512) and result.model.output_shape == (None, 2)
+    trained = backbone_of(keras.saving.load_model(str(folder / "run" / "model.keras")))
+    pretrained_weights = {weight.path: np.asarray(weight) for weight in trained.weights}
+    assert len(backbone.weights) == 144  # conv1 to conv3 of the 318
+    for weight in backbone.weights:
+        np.testing.assert_array_equal(np.asarray(weight), pretrained_weights[weight.path], err_msg=weight.path)
+    record = json.loads(open(tmp_path / "run" / "config.json").read())
+    assert record["resolved"]["feature_layer"] == "conv3_block4_out" and record["resolved"]["feature_map"] == [4, 4, 512]
+    assert record["weights"]["pretrained"]["classes"] == ["0", "1", "2"]
+    assert record["class_names"] == ["3", "4"]
+    entries = [json.loads(open(tmp_path / "cache" / name / "entry.json").read())
+               for name in os.listdir(tmp_path / "cache") if not name.startswith(".")]
+    assert {entry["key"]["feature_layer"] for entry in entries} == {"conv3"} and len(entries) == 3
+
+
+@requires_mnist
+def test_a_pretrained_file_is_refused_for_another_backbone_or_when_replaced(pretrained, tmp_path):
+    _, out = pretrained
+    with pytest.raises(WeightsError, match="holds the weights of 'resnet50'.*not of resnet101: pass --backbone resnet50"):
+        create_backbone("resnet101", weights=out, input_shape=(32, 32, 3))
+    copy = str(tmp_path / "copy.weights.h5")
+    shutil.copyfile(out, copy)
+    with open(sidecar_path(copy), "w") as handle:
+        json.dump({"backbone": "resnet50", "weights_sha256": "0" * 64}, handle)
+    with pytest.raises(WeightsError, match="not the file its sidecar describes"):
+        create_backbone("resnet50", weights=copy, input_shape=(32, 32, 3))
+    os.remove(sidecar_path(copy))  # without a sidecar, Keras's own loading decides
+    with pytest.raises(WeightsError, match="could not be loaded into resnet50v2"):
+        create_backbone("resnet50v2", weights=copy, input_shape=(32, 32, 3))
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--out", "{folder}/x.h5"], "must be a file name ending in .weights.h5"),
+    (["--out", "{out}"], "already exists; pretrained weights are never overwritten"),
+    (["--out", "{folder}/new.weights.h5", "--fine-tune-epochs", "1"], "leave out --fine-tune-epochs"),
+    (["--out", "{folder}/new.weights.h5", "--feature-layer", "conv3"], "leave out --feature-layer"),
+    (["--out", "{folder}/new.weights.h5", "--classes", "0,ten"], "'ten' is not a class of this data"),
+    (["--out", "{folder}/no/such/new.weights.h5"], "does not exist or is not writable"),
+])
+@requires_mnist
+def test_pretrain_refuses_bad_input_with_one_line_and_writes_nothing(pretrained, arguments, message, capsys):
+    folder, out = pretrained
+    before = sorted(os.listdir(folder))
+    arguments = [argument.format(folder=folder, out=out) for argument in arguments]
+    assert main(["pretrain", *arguments, "--run-dir", str(folder / "refused"), *SMALL]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in error and error.startswith("resnet-transfer: error:")
+    assert sorted(os.listdir(folder)) == before
