@@ -56,8 +56,7 @@ def pretrain(arguments) -> str:
         return weights
     command = ["pretrain", "--backbone", "resnet50", "--data", "mnist", "--classes", SOURCE_CLASSES,
                "--limit", str(arguments.pretrain_limit), "--epochs", str(arguments.pretrain_epochs),
-               "--out", weights, "--run-dir", os.path.join(arguments.workdir, "pretrain"),
-               "--cache-dir", arguments.cache_dir]
+               "--out", weights, "--run-dir", os.path.join(arguments.workdir, "pretrain")]
     print("resnet-transfer " + " ".join(command), flush=True)
     seconds = run_command(command, os.path.join(arguments.workdir, "pretrain.log"))
     print(f"pretrained in {seconds:.0f} s", flush=True)

@@ -50,8 +50,12 @@ def test_classes_are_chosen_by_name_or_index_in_the_source_order():
         select_classes(order, ("cat", "owl"))
     with pytest.raises(DataError, match="'4' is not a class"):
         select_classes(order, ("cat", "4"))
-    with pytest.raises(DataError, match="at least 2 classes.*classes=cat,0"):
+    with pytest.raises(DataError, match="'0' and 'cat' are the same class 'cat'; name it once"):
         select_classes(order, ("cat", "0"))
+    with pytest.raises(DataError, match="'²' is not a class"):  # a digit, but not a decimal int() reads
+        select_classes(order, ("cat", "²"))
+    with pytest.raises(DataError, match="at least 2 classes.*classes=dog"):
+        select_classes(order, ("dog",))
 
 
 def test_a_class_filter_keeps_only_its_classes_in_every_split(tmp_path):
@@ -69,6 +73,14 @@ def test_a_limit_at_most_takes_what_there_is(tmp_path):
     assert len(load_dataset(config, limit_at_most=True).y_train) == 12
     with pytest.raises(DataError, match="limit must be at most 12"):
         load_dataset(config)
+
+
+def test_a_probe_sample_is_seeded_and_balanced_across_class_ordered_folders(tmp_path):
+    write_class_folders(tmp_path / "shapes", per_class=(12, 12, 12))
+    config = DataConfig(source=str(tmp_path / "shapes"), limit=9, image_size=32, val_size=3, test_size=3)
+    first, again, other = (load_dataset(config, seed=seed, limit_at_most=True) for seed in (0, 0, 1))
+    assert np.bincount(first.y_train).tolist() == [3, 3, 3]  # the first 9 would all be circles
+    assert np.array_equal(first.x_train, again.x_train) and not np.array_equal(first.x_train, other.x_train)
 
 
 def test_geometry_is_the_seed_padding_for_28_pixel_images_else_the_default():

@@ -1,7 +1,12 @@
+import re
+
+import keras
+import numpy as np
 import pytest
 
 from resnet_transfer.errors import ConfigError, WeightsError
 from resnet_transfer.model.backbone import check_input_size, create_backbone, cut_backbone, stage_end
+from resnet_transfer.model.weights import read_sidecar
 from resnet_transfer.registry import BACKBONES
 
 
@@ -46,3 +51,34 @@ def test_a_weights_file_that_does_not_fit_is_a_clear_error(tmp_path):
 def test_imagenet_weights_offline_stop_with_the_weights_message(offline_downloads):
     with pytest.raises(WeightsError, match="could not fetch the ImageNet weights of resnet50"):
         create_backbone("resnet50", weights="imagenet", input_shape=(32, 32, 3))
+
+
+def test_a_plain_weights_file_without_a_sidecar_loads_every_weight(tmp_path):
+    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = str(tmp_path / "elsewhere.weights.h5")
+    source.save_weights(path)
+    (tmp_path / "elsewhere.json").write_text("{}")  # not the sidecar's name: ignored
+    loaded = create_backbone("resnet50", weights=path, input_shape=(32, 32, 3))
+    assert len(loaded.weights) == len(source.weights) == 318
+    for expected, actual in zip(source.weights, loaded.weights):
+        np.testing.assert_array_equal(np.asarray(expected), np.asarray(actual), err_msg=expected.path)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "cannot be read"),
+    ('{"format": 2, "backbone": "resnet50"}', "has format 2; this version reads format 1"),
+    ('{"format": 1, "backbone": "resnet50", "weights_sha256": "ab", "epochs": "one", "classes": [], "source": {}}',
+     "has epochs='one', not of type int"),
+    ('{"format": 1, "backbone": 50, "weights_sha256": "ab", "epochs": 1, "classes": [], "source": {}}',
+     "has backbone=50, not of type str"),
+])
+def test_a_damaged_sidecar_is_named_and_another_tool_s_json_is_ignored(tmp_path, content, message):
+    weights = tmp_path / "x.weights.h5"
+    weights.write_bytes(b"weights")
+    sidecar = tmp_path / "x.weights.json"
+    sidecar.write_text('{"made_by": "another tool"}')
+    assert read_sidecar(str(weights)) is None
+    sidecar.write_text(content)
+    with pytest.raises(WeightsError, match=f"sidecar .*x.weights.json.*{re.escape(message)}"):
+        read_sidecar(str(weights))
+    assert read_sidecar(str(tmp_path / "x.h5")) is None  # only a .weights.h5 file has a sidecar

@@ -39,13 +39,21 @@ def test_probe_ranks_every_backbone_and_cut_and_writes_its_table_and_plot(shapes
 
 @pytest.mark.parametrize("arguments, message", [
     (["--backbone", "resnet50,resnet18"], "unknown backbone 'resnet18'"),
-    (["--feature-layer", "conv3,conv7"], "feature_layer must be among conv2, conv3, conv4, conv5"),
+    (["--feature-layer", "conv3,conv7"], "--feature-layer takes stages among conv2, conv3, conv4, conv5"),
     (["--backbone", "resnet50,resnet50v2", "--weights", "none,none,none"], "one value for every backbone, or one per"),
     (["--feature-layer", "conv3,conv3"], "names an entry twice"),
     (["--backbone", "resnet50,"], "expected names separated by commas"),
+    (["--backbone", "resnet50,resnet50v2", "--weights", "none,{v2_weights}"],
+     "holds the weights of 'resnet50' (its sidecar says so), not of resnet50v2"),
 ])
 def test_probe_refuses_bad_choices_with_one_line_and_leaves_no_folder(shapes, tmp_path, capsys, arguments, message):
     run_dir = tmp_path / "probe"
+    v2_weights = tmp_path / "other.weights.h5"  # checked by its sidecar before any data is read
+    v2_weights.write_bytes(b"not read")
+    (tmp_path / "other.weights.json").write_text(json.dumps(
+        {"format": 1, "backbone": "resnet50", "weights_sha256": "0" * 64, "epochs": 1, "classes": [], "source": {},
+         "test_accuracy": None}))
+    arguments = [argument.format(v2_weights=v2_weights) for argument in arguments]
     try:  # argparse's own errors exit from inside the parser
         status = main(["probe", "--data", shapes, "--weights", "none", *arguments, "--run-dir", str(run_dir)])
     except SystemExit as exit:

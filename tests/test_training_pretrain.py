@@ -90,8 +90,9 @@ def test_a_pretrained_file_is_refused_for_another_backbone_or_when_replaced(pret
         create_backbone("resnet101", weights=out, input_shape=(32, 32, 3))
     copy = str(tmp_path / "copy.weights.h5")
     shutil.copyfile(out, copy)
+    sidecar = json.loads(open(sidecar_path(out)).read())
     with open(sidecar_path(copy), "w") as handle:
-        json.dump({"backbone": "resnet50", "weights_sha256": "0" * 64}, handle)
+        json.dump({**sidecar, "weights_sha256": "0" * 64}, handle)
     with pytest.raises(WeightsError, match="not the file its sidecar describes"):
         create_backbone("resnet50", weights=copy, input_shape=(32, 32, 3))
     os.remove(sidecar_path(copy))  # without a sidecar, Keras's own loading decides
@@ -102,17 +103,24 @@ def test_a_pretrained_file_is_refused_for_another_backbone_or_when_replaced(pret
 @pytest.mark.parametrize("arguments, message", [
     (["--out", "{folder}/x.h5"], "must be a file name ending in .weights.h5"),
     (["--out", "{out}"], "already exists; pretrained weights are never overwritten"),
-    (["--out", "{folder}/new.weights.h5", "--fine-tune-epochs", "1"], "leave out --fine-tune-epochs"),
-    (["--out", "{folder}/new.weights.h5", "--feature-layer", "conv3"], "leave out --feature-layer"),
+    (["--out", "{folder}/new.weights.h5", "--config", "{configs}/fine-tune.json"], "remove fine_tune_epochs from the config"),
+    (["--out", "{folder}/new.weights.h5", "--config", "{configs}/cut.json"], "remove feature_layer from the config"),
+    (["--out", "{folder}/new.weights.h5", "--fine-tune-epochs", "1"], "unrecognized arguments: --fine-tune-epochs 1"),
     (["--out", "{folder}/new.weights.h5", "--classes", "0,ten"], "'ten' is not a class of this data"),
-    (["--out", "{folder}/no/such/new.weights.h5"], "does not exist or is not writable"),
+    (["--out", "{folder}/no/such/new.weights.h5"], "cannot write into the folder of --out"),
 ])
 @requires_mnist
-def test_pretrain_refuses_bad_input_with_one_line_and_writes_nothing(pretrained, arguments, message, capsys):
+def test_pretrain_refuses_bad_input_with_one_line_and_writes_nothing(pretrained, arguments, message, capsys, tmp_path):
     folder, out = pretrained
+    (tmp_path / "fine-tune.json").write_text('{"train": {"fine_tune_epochs": 1}}')
+    (tmp_path / "cut.json").write_text('{"model": {"feature_layer": "conv3"}}')
     before = sorted(os.listdir(folder))
-    arguments = [argument.format(folder=folder, out=out) for argument in arguments]
-    assert main(["pretrain", *arguments, "--run-dir", str(folder / "refused"), *SMALL]) == 2
+    arguments = [argument.format(folder=folder, out=out, configs=tmp_path) for argument in arguments]
+    try:
+        status = main(["pretrain", *arguments, "--run-dir", str(folder / "refused"), *SMALL])
+    except SystemExit as stop:  # argparse's own refusal
+        status = stop.code
+    assert status == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in error and error.startswith("resnet-transfer: error:")
     assert sorted(os.listdir(folder)) == before

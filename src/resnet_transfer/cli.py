@@ -70,12 +70,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_class, section: Op
 
 def _add_config_parser(commands, name: str, help: str, skip: tuple = (), defaults: Optional[dict] = None
                        ) -> argparse.ArgumentParser:
-    """A subcommand with every setting of ``RunConfig`` as a flag (defaults: "not given";
-    ``defaults``: the command's own, nested as ``RunConfig.to_dict``, shown in the help)."""
+    """A subcommand with every setting of ``RunConfig`` but ``skip`` as a flag (defaults: "not
+    given"; ``defaults``: the command's own, nested as ``RunConfig.to_dict``, shown in the help)."""
     parser = commands.add_parser(name, help=help, argument_default=argparse.SUPPRESS, allow_abbrev=False)
     parser.add_argument("--config", help="JSON config file (flags override it)")
     for section, config_class in RunConfig.SECTIONS.items():
-        _add_config_flags(parser, config_class, section, defaults=(defaults or {}).get(section))
+        _add_config_flags(parser, config_class, section, skip=skip, defaults=(defaults or {}).get(section))
     _add_config_flags(parser, RunConfig, None, skip=skip)
     return parser
 
@@ -88,6 +88,11 @@ def _positive_float(text: str) -> float:
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
+
+
+# pretrain trains every layer end to end in one phase: no recipe, cut, fine-tune phase or feature cache
+PRETRAIN_SKIPS = ("recipe", "feature_layer", "fine_tune_epochs", "unfreeze", "fine_tune_lr", "augment_phase",
+                  "feature_cache", "cache_dir", "cache_dtype")
 
 
 def _add_train_parsers(commands) -> None:
@@ -105,7 +110,7 @@ def _add_train_parsers(commands) -> None:
     reproduce.add_argument("recipe", choices=tuple(RECIPES), help="the recipe to run")
 
     pretrain = _add_config_parser(commands, "pretrain", "train a backbone on your own data and save its weights "
-                                  "for 'train --weights FILE'", skip=("recipe",), defaults=PRETRAIN_SETTINGS)
+                                  "for 'train --weights FILE'", skip=PRETRAIN_SKIPS, defaults=PRETRAIN_SETTINGS)
     pretrain.add_argument("--out", required=True, metavar="FILE",
                           help="the new weights file, ending in .weights.h5 (a .weights.json sidecar goes beside it)")
 
@@ -122,7 +127,7 @@ def _add_probe_parser(commands) -> None:
                                 "features (minutes, before any training)", argument_default=argparse.SUPPRESS,
                                 allow_abbrev=False)
     probe.add_argument("--config", help="JSON config file (flags override it)")
-    _add_config_flags(probe, DataConfig, "data", defaults={"limit": f"{DEFAULT_PROBE_LIMIT}, at most"})
+    _add_config_flags(probe, DataConfig, "data", defaults={"limit": f"{DEFAULT_PROBE_LIMIT}, at most: a seeded sample balanced across classes"})
     probe.add_argument("--backbone", dest="probe_backbones", type=_names, default=DEFAULT_PROBE_BACKBONES,
                        metavar="A,B,...", help=f"backbones to compare (default: {','.join(DEFAULT_PROBE_BACKBONES)})")
     probe.add_argument("--feature-layer", dest="probe_layers", type=_names, default=DEFAULT_PROBE_LAYERS,
@@ -252,7 +257,8 @@ def _command_probe(arguments: argparse.Namespace) -> int:
     from resnet_transfer.runs import default_run_dir
 
     own = ("probe_backbones", "probe_layers", "probe_weights")
-    config = run_config_from(arguments, ignore=own, base={"data": {"limit": DEFAULT_PROBE_LIMIT}})
+    base = {"data": {"limit": DEFAULT_PROBE_LIMIT}, "model": {"backbone": arguments.probe_backbones[0]}}
+    config = run_config_from(arguments, ignore=own, base=base)
     result = probe(config, backbones=arguments.probe_backbones, feature_layers=arguments.probe_layers,
                    weights=arguments.probe_weights, run_dir=config.run_dir or default_run_dir("probe"))
     sys.stdout.write(format_probe(result))

@@ -148,7 +148,7 @@ def _class_selection(value: Any) -> tuple:
                           f"(e.g. \"0,1,2\"). Received: classes={value!r}")
     names = tuple(str(entry).strip() for entry in entries)
     if len(set(names)) != len(names):
-        raise ConfigError(f"classes names a class twice. Received: classes={value!r}")
+        raise ConfigError(f"classes names a class twice; name each once. Received: classes={','.join(names)}")
     return names
 
 
@@ -392,10 +392,11 @@ class RunConfig:
         if not isinstance(self.tensorboard, bool):
             raise ConfigError(f"tensorboard must be true or false. Received: tensorboard={self.tensorboard!r}")
         unfreeze, cut = self.train.unfreeze, self.model.feature_layer
-        if self.train.fine_tune_epochs and unfreeze != "all" and unfreeze > cut:
+        if unfreeze != "all" and unfreeze > cut:
             raise ConfigError(
-                f"unfreeze={unfreeze!r} is above feature_layer={cut!r}: the backbone is cut at the end of {cut}, so "
-                f"{unfreeze} is not in the model. Unfreeze {cut} or an earlier stage, or all"
+                f"unfreeze={unfreeze!r} (from --unfreeze, the config file or the recipe) is above feature_layer={cut!r}: "
+                f"the backbone is cut at the end of {cut}, so {unfreeze} is not in the model. Pass --unfreeze {cut} "
+                "(or an earlier stage, or all), or a later --feature-layer"
             )
         if self.data.image_size is not None:
             spec = get_backbone_spec(self.model.backbone)

@@ -39,6 +39,7 @@ from resnet_transfer.data.dataset import load_dataset
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import write_text_atomic
 from resnet_transfer.model.assembly import build_model
+from resnet_transfer.model.backbone import check_weights_file
 from resnet_transfer.model.weights import fetch_weights
 from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT
 from resnet_transfer.registry import get_backbone_spec
@@ -73,7 +74,8 @@ def _check_choices(backbones: tuple, feature_layers: tuple, weights: tuple) -> N
         get_backbone_spec(name)
     for layer in feature_layers:
         if layer not in FEATURE_LAYERS:
-            raise ConfigError(f"feature_layer must be among {', '.join(FEATURE_LAYERS)}. Received: {layer!r}")
+            raise ConfigError(f"--feature-layer takes stages among {', '.join(FEATURE_LAYERS)}, separated by commas. "
+                              f"Received: {layer!r}")
     if not backbones or not feature_layers:
         raise ConfigError("probe needs at least one backbone and one feature layer")
     for values, name in ((backbones, "backbone"), (feature_layers, "feature_layer")):
@@ -100,7 +102,11 @@ def probe(config: RunConfig, *, backbones: tuple = DEFAULT_PROBE_BACKBONES,
     """
     _check_choices(tuple(backbones), tuple(feature_layers), tuple(weights))
     weights = tuple(weights) * len(backbones) if len(weights) == 1 else tuple(weights)
-    settings = [config.updated({"model": {"backbone": name, "weights": setting}}) for name, setting in zip(backbones, weights)]
+    settings = [config.updated({"model": {"backbone": name, "weights": setting, "head": "linear"}})
+                for name, setting in zip(backbones, weights)]
+    for entry in settings:
+        if entry.model.weights not in ("imagenet", "none"):
+            check_weights_file(entry.model.backbone, entry.model.weights)
     check_run_dir_free(run_dir)
     FeatureCache(config.train.cache_dir).check_writable()
     dataset = load_dataset(config.data, seed=config.train.seed, default_image_size=get_backbone_spec(backbones[0]).default_input_size,

@@ -16,6 +16,7 @@ Example:
     32
 """
 
+import difflib
 from dataclasses import dataclass
 
 from resnet_transfer.errors import ConfigError
@@ -81,5 +82,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         ConfigError: ``name`` is not in ``BACKBONES``.
     """
     if name not in BACKBONES:
-        raise ConfigError(f"unknown backbone {name!r}. Known backbones: {', '.join(BACKBONES)}")
+        close = difflib.get_close_matches(str(name).lower(), list(BACKBONES), n=1, cutoff=0.85)
+        hint = f"; did you mean {close[0]}?" if close else "."
+        raise ConfigError(f"unknown backbone {name!r}{hint} Known backbones: {', '.join(BACKBONES)}")
     return BACKBONES[name]

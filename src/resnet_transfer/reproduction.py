@@ -27,7 +27,8 @@ __all__ = ["reproduce", "format_reproduction"]
 logger = logging.getLogger(__name__)
 
 # Settings that do not change what a run computes.
-_NEUTRAL = {"run_dir", "tensorboard", "train.cache_dir", "train.cache_dtype", "data.data_dir", "train.jit_compile"}
+_NEUTRAL = {"run_dir", "tensorboard", "train.cache_dir", "train.cache_dtype", "data.data_dir", "train.jit_compile",
+            "train.run_eagerly"}
 
 
 def _flat(values: dict, prefix: str = "") -> dict:

@@ -120,20 +120,25 @@ def select_classes(class_order: list, wanted: tuple) -> list:
     A name wins over an index: for MNIST, whose classes are "0" to "9", both mean the same.
 
     Raises:
-        DataError: an entry that is neither a class name nor an index, or fewer than 2 classes.
+        DataError: an entry that is neither a class name nor an index, two entries for one
+            class, or fewer than 2 classes.
     """
-    chosen = set()
+    chosen = {}
     for entry in wanted:
         if entry in class_order:
-            chosen.add(entry)
-        elif entry.isdigit() and int(entry) < len(class_order):
-            chosen.add(class_order[int(entry)])
+            name = entry
+        elif entry.isdecimal() and int(entry) < len(class_order):
+            name = class_order[int(entry)]
         else:
             shown = ", ".join(map(str, class_order[:20])) + (", ..." if len(class_order) > 20 else "")
             raise DataError(
                 f"classes: {entry!r} is not a class of this data. Known classes: {shown} (or their indices 0 to "
                 f"{len(class_order) - 1}). Received: classes={','.join(wanted)}"
             )
+        if name in chosen:
+            raise DataError(f"classes: {entry!r} and {chosen[name]!r} are the same class {name!r}; name it once. "
+                            f"Received: classes={','.join(wanted)}")
+        chosen[name] = entry
     if len(chosen) < 2:
         raise DataError(f"classes must keep at least 2 classes for training. Received: classes={','.join(wanted)}")
     return [name for name in class_order if name in chosen]
@@ -147,12 +152,27 @@ def _only(raw: RawData, classes: list) -> RawData:
     return dataclasses.replace(raw, splits=splits, class_order=list(classes))
 
 
-def _limited(samples: Samples, limit: Optional[int], name: str, detail: str = "", *, at_most: bool = False) -> Samples:
+def _limited(samples: Samples, limit: Optional[int], name: str, detail: str = "") -> Samples:
     if limit is None:
         return samples
-    if limit > len(samples) and not at_most:
+    if limit > len(samples):
         raise DataError(f"{name} must be at most {len(samples)}{detail}. Received: {name}={limit}")
-    return samples.take(range(min(limit, len(samples))))
+    return samples.take(range(limit))
+
+
+def _sampled(samples: Samples, limit: Optional[int], seed: int) -> Samples:
+    """At most ``limit`` samples drawn with ``seed``, as balanced across classes as the data
+    allows (a class-ordered folder's first ``limit`` images could all be one class)."""
+    if limit is None or limit >= len(samples):
+        return samples
+    order = np.random.default_rng(seed).permutation(len(samples))
+    seen = Counter()
+    rank = np.empty(len(order), dtype=np.int64)
+    for position, index in enumerate(order):
+        rank[position] = seen[samples.labels[index]]
+        seen[samples.labels[index]] += 1
+    chosen = order[np.lexsort((np.arange(len(order)), rank))[:limit]]
+    return samples.take(np.sort(chosen))
 
 
 def _split(raw: RawData, classes: list, config: DataConfig, seed: int, skipped: list, limit_at_most: bool) -> dict:
@@ -169,7 +189,7 @@ def _split(raw: RawData, classes: list, config: DataConfig, seed: int, skipped: 
         train, val = _stratified_split(train, val_size, seed, "val_size")
     detail = " (training images left after holding out the validation and test images)"
     return {
-        "train": _limited(train, config.limit, "limit", detail, at_most=limit_at_most),
+        "train": _sampled(train, config.limit, seed) if limit_at_most else _limited(train, config.limit, "limit", detail),
         "val": val,
         "test": _limited(test, config.test_limit, "test_limit"),
     }
@@ -248,8 +268,9 @@ def load_dataset(
             from the readable training images.
         splits: the splits to decode (the others are None in the result); the split
             itself is always computed from all samples, so a test split is the run's.
-        limit_at_most: take ``limit`` as "at most" (a sample for ``probe``) instead of
-            refusing a limit larger than the data.
+        limit_at_most: take ``limit`` as "at most": a seeded sample, balanced across
+            classes, for ``probe`` (a larger limit keeps every image), instead of the first
+            ``limit`` training images and refusing a limit larger than the data.
 
     Raises:
         DataError: the data is missing or unreadable, fewer than 2 classes, an empty split,

@@ -27,7 +27,7 @@ from resnet_transfer.files import first_line, hash_file
 from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights, read_sidecar
 
-__all__ = ["create_backbone", "check_input_size", "stage_end", "cut_backbone"]
+__all__ = ["create_backbone", "check_input_size", "check_weights_file", "stage_end", "cut_backbone"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def create_backbone(name: str, *, weights: str, input_shape: tuple, weights_path
         backbone = builder(include_top=False, weights=None, input_shape=input_shape)
     else:
         logger.info("weights of %s from %s", name, weights)
-        _check_sidecar(name, weights)
+        check_weights_file(name, weights)
         backbone = builder(include_top=False, weights=None, input_shape=input_shape)
         _load_weights_file(backbone, name, weights)
     backbone = cut_backbone(backbone, feature_layer)
@@ -100,8 +100,9 @@ def create_backbone(name: str, *, weights: str, input_shape: tuple, weights_path
     return backbone
 
 
-def _check_sidecar(name: str, path: str) -> None:
-    """A weights file written by ``pretrain`` says in its sidecar which backbone it belongs to."""
+def check_weights_file(name: str, path: str) -> None:
+    """Raises ``WeightsError`` when the sidecar of ``path`` (``pretrain``'s) says it holds
+    another backbone's weights, or describes another file (a plain weights file passes)."""
     sidecar = read_sidecar(path)
     if sidecar is not None and sidecar.get("backbone") != name:
         raise WeightsError(

@@ -11,6 +11,7 @@ Example:
 """
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -31,7 +32,10 @@ __all__ = [
     "weights_identity",
     "sidecar_path",
     "read_sidecar",
+    "SIDECAR_FORMAT",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def keras_home() -> str:
@@ -130,6 +134,11 @@ def weights_identity(backbone: str, weights: str, seed: int) -> str:
     return f"file:sha256={hash_file(weights)}"
 
 
+SIDECAR_FORMAT = 1
+_SIDECAR_TYPES = {"backbone": (str,), "weights_sha256": (str,), "epochs": (int,), "classes": (list,),
+                  "source": (dict,), "test_accuracy": (float, int, type(None))}
+
+
 def sidecar_path(weights_file: str) -> str:
     """The JSON that ``pretrain`` writes beside a weights file: ``x.weights.h5`` -> ``x.weights.json``."""
     stem = weights_file[: -len(".h5")] if weights_file.endswith(".h5") else weights_file
@@ -138,13 +147,15 @@ def sidecar_path(weights_file: str) -> str:
 
 def read_sidecar(weights_file: str):
     """The sidecar of ``weights_file`` as a dict (backbone, source data, classes, epochs,
-    accuracy), or None when there is none (a weights file from elsewhere).
+    accuracy), or None when there is none: a weights file from elsewhere, or a JSON file
+    beside it that ``pretrain`` did not write (it has no ``format`` field).
 
     Raises:
-        WeightsError: the sidecar exists but is not a JSON object.
+        WeightsError: the sidecar cannot be read, is from a newer version, or a field
+            has the wrong type.
     """
     path = sidecar_path(weights_file)
-    if not os.path.isfile(path):
+    if not weights_file.endswith(".weights.h5") or not os.path.isfile(path):
         return None
     try:
         with open(path, encoding="utf-8") as handle:
@@ -152,7 +163,17 @@ def read_sidecar(weights_file: str):
     except (OSError, ValueError) as error:
         raise WeightsError(f"the sidecar {path!r} of weights file {weights_file!r} cannot be read ({first_line(error)}); "
                            "restore it from where the weights came from, or remove it") from error
-    if not isinstance(sidecar, dict):
-        raise WeightsError(f"the sidecar {path!r} of weights file {weights_file!r} is not a JSON object; restore or "
-                           "remove it")
+    if not isinstance(sidecar, dict) or "format" not in sidecar:
+        logger.info("%s is not a resnet-transfer sidecar (no format field); %s loads as a plain weights file",
+                    path, weights_file)
+        return None
+    if sidecar["format"] != SIDECAR_FORMAT:
+        raise WeightsError(f"the sidecar {path!r} has format {sidecar['format']!r}; this version reads format "
+                           f"{SIDECAR_FORMAT}. Upgrade resnet-transfer, or remove the sidecar to load the file as plain weights")
+    for name, kinds in _SIDECAR_TYPES.items():
+        value = sidecar.get(name)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise WeightsError(f"the sidecar {path!r} of weights file {weights_file!r} has {name}={value!r}, not of type "
+                               f"{' or '.join(kind.__name__ for kind in kinds)}; restore it from where the weights came "
+                               "from, or remove it")
     return sidecar

@@ -13,7 +13,9 @@ trained from scratch. Then:
 - a run folder records the run as ``train`` does (config, history, curves, model,
   metrics, report).
 
-Nothing is overwritten; a failure before the first finished epoch leaves nothing.
+Nothing is overwritten. The weights file and its sidecar are written last, so a run that
+fails or is interrupted leaves neither (its run folder, once an epoch finished, says how
+it ended); a failure before the first finished epoch leaves nothing at all.
 
 Example:
     >>> config = RunConfig.from_dict({"data": {"classes": "0,1,2,3,4"}, "model": {"backbone": "resnet50",
@@ -25,6 +27,7 @@ Example:
 
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -33,22 +36,20 @@ import keras
 
 from resnet_transfer.config import FEATURE_LAYERS, RunConfig
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.files import atomic_path, hash_file, write_json_atomic
+from resnet_transfer.files import atomic_path, first_line, hash_file, write_json_atomic
 from resnet_transfer.model.assembly import backbone_of
 from resnet_transfer.model.augmentation import build_augmentation
-from resnet_transfer.model.weights import sidecar_path
+from resnet_transfer.model.weights import SIDECAR_FORMAT, sidecar_path
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, default_run_dir
 from resnet_transfer.training.fitting import EpochTimer, Phase, balanced_class_weight, fit_end_to_end
 from resnet_transfer.training.interrupts import StopOnInterrupt, watching_interrupts
 from resnet_transfer.training.phases import trainable_count
-from resnet_transfer.training.train import check_before_run, config_record, prepare
+from resnet_transfer.training.train import check_before_run, config_record, prepare, tensorboard_callbacks
 
 __all__ = ["PretrainResult", "pretrain", "check_weights_out"]
 
 logger = logging.getLogger(__name__)
-
-SIDECAR_FORMAT = 1
 
 
 @dataclass
@@ -70,20 +71,24 @@ def check_weights_out(out) -> None:
             raise ConfigError(f"{path!r} already exists; pretrained weights are never overwritten. Choose another --out "
                               "or remove it")
     folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise ConfigError(f"the folder of --out {out!r} does not exist or is not writable; create it or choose another")
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # what the run will do there, tried before hours of training
+            pass
+    except OSError as error:
+        raise ConfigError(f"cannot write into the folder of --out {out!r} ({first_line(error)}); create it, make it "
+                          "writable or choose another") from None
 
 
 def _check_settings(config: RunConfig) -> None:
     if config.train.epochs < 1:
         raise ConfigError(f"pretrain needs at least 1 epoch. Received: epochs={config.train.epochs}")
     if config.train.fine_tune_epochs:
-        raise ConfigError("pretrain trains the whole backbone in one phase; leave out --fine-tune-epochs "
-                          f"(received fine_tune_epochs={config.train.fine_tune_epochs})")
+        raise ConfigError("pretrain trains the whole backbone in one phase; remove fine_tune_epochs from the config "
+                          f"file. Received: fine_tune_epochs={config.train.fine_tune_epochs}")
     if config.model.feature_layer != FEATURE_LAYERS[-1]:
-        raise ConfigError("pretrain trains the whole backbone, so its weights file holds every stage; leave out "
-                          f"--feature-layer (received feature_layer={config.model.feature_layer!r}) and give it to "
-                          "train instead")
+        raise ConfigError("pretrain trains the whole backbone, so its weights file holds every stage; remove "
+                          "feature_layer from the config file and give --feature-layer to train instead. "
+                          f"Received: feature_layer={config.model.feature_layer!r}")
 
 
 def pretrain(config: RunConfig, *, out: str, callbacks: Optional[list] = None) -> PretrainResult:
@@ -123,7 +128,8 @@ def pretrain(config: RunConfig, *, out: str, callbacks: Optional[list] = None) -
             phase = Phase("pretrain", config.train.epochs, 0, config.train.learning_rate,
                           augmentation=build_augmentation(config.train.augment, flip=config.train.flip, seed=config.train.seed))
             fitted = fit_end_to_end(model, dataset, config, phase=phase, class_weight=class_weight,
-                                    callbacks=[timer, StopOnInterrupt(interrupts)] + list(callbacks or []))
+                                    callbacks=[timer, StopOnInterrupt(interrupts)] + tensorboard_callbacks(config, run.path)
+                                    + list(callbacks or []))
             history = {**fitted.history, "phase": ["pretrain"] * len(timer.seconds)}
             run.write_history(history, timer.seconds)
             plot_curves(history, run.file("curves.png"))
@@ -135,11 +141,15 @@ def pretrain(config: RunConfig, *, out: str, callbacks: Optional[list] = None) -
                 "weights": config.model.weights, "train_seconds": fitted.train_seconds,
                 "seconds_per_epoch": fitted.train_seconds / config.train.epochs, "weights_file": os.path.abspath(out),
             }
-            sidecar = _save_backbone(backbone_of(model), out, config, dataset, history, metrics, run_dir)
             run.write_metrics(metrics)
             write_report(run.path, probabilities=fitted.test_probabilities, labels=dataset.y_test,
                          images=dataset.x_test, class_names=dataset.class_names, metrics=metrics, settings=record)
-            run.write_status("finished", epochs_done=len(timer.seconds))
+            sidecar = _save_backbone(backbone_of(model), out, config, dataset, history, metrics, run_dir)
+            try:
+                run.write_status("finished", epochs_done=len(timer.seconds))
+            except BaseException:
+                _remove_backbone(out)
+                raise
         except BaseException as error:
             run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=len(timer.seconds))
             if interrupts and not isinstance(error, KeyboardInterrupt):
@@ -176,7 +186,14 @@ def _save_backbone(backbone: keras.Model, out: str, config: RunConfig, dataset, 
     try:
         write_json_atomic(sidecar_path(out), sidecar)
     except BaseException:
-        os.remove(out)
+        _remove_backbone(out)
         raise
     return sidecar
+
+
+def _remove_backbone(out: str) -> None:
+    """Removes what ``_save_backbone`` wrote, so that a failed run leaves no weights file behind."""
+    for path in (out, sidecar_path(out)):
+        if os.path.exists(path):
+            os.remove(path)
 

@@ -104,7 +104,7 @@ def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts)
         run.write_labels(dataset.class_names)
         if dataset.skipped:
             run.write_skipped(dataset.skipped)
-        callbacks = [timer, StopOnInterrupt(interrupts)] + _tensorboard(config, run.path) + list(callbacks or [])
+        callbacks = [timer, StopOnInterrupt(interrupts)] + tensorboard_callbacks(config, run.path) + list(callbacks or [])
         return _fit_and_finish(run, model, dataset, config, record, timer, callbacks, class_weight)
     except BaseException as error:  # Ctrl-C included: a run without a finished epoch leaves nothing
         run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=len(timer.seconds))
@@ -168,7 +168,7 @@ def _fit_and_finish(run: Run, model, dataset: Dataset, config: RunConfig, record
     return RunResult(run_dir=run.path, model=model, history=outcome.history, metrics=metrics)
 
 
-def _tensorboard(config: RunConfig, run_dir: str) -> list:
+def tensorboard_callbacks(config: RunConfig, run_dir: str) -> list:
     if not config.tensorboard:
         return []
     return [keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard"))]
