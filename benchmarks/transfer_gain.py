@@ -2,9 +2,8 @@
 
 1. ``resnet-transfer pretrain``: ResNet-50 from scratch on MNIST digits 0-4 (32 px).
 2. ``resnet-transfer train`` on digits 5-9, from (a) that backbone and (b) a random
-   backbone of the same architecture (``--weights none``, the seed pretraining started
-   from), in a low-data regime (the first ``--low-data`` training images, about 100 per
-   class) and the full one, each:
+   backbone of the same architecture (``--weights none``, seed 0), in a low-data regime
+   (the first ``--low-data`` training images, about 100 per class) and the full one, each:
    - frozen, cut at conv3, conv4 and conv5: a linear head (average pooling -> softmax)
      trained ``--head-epochs`` on cached features;
    - fine-tuned: that head, then every layer ``--fine-tune-epochs`` at 1e-4 (1 epoch in
