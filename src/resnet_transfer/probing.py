@@ -21,6 +21,7 @@ Example:
     >>> result.best["backbone"], result.best["feature_layer"]
 """
 
+import contextlib
 import logging
 import os
 import time
@@ -116,8 +117,9 @@ def probe(config: RunConfig, *, backbones: tuple = DEFAULT_PROBE_BACKBONES,
     with watching_interrupts() as interrupts:
         run = Run.create(run_dir)
         try:
-            rows = [_probe_one(entry.updated({"model": {"feature_layer": layer}}), dataset, weights_paths)
-                    for entry in settings for layer in feature_layers]
+            with _without_retracing_notices():
+                rows = [_probe_one(entry.updated({"model": {"feature_layer": layer}}), dataset, weights_paths)
+                        for entry in settings for layer in feature_layers]
             best = max(rows, key=lambda row: (row["linear_accuracy"], row["knn_accuracy"]))
             _write(run, rows, best, dataset, config, list(zip(backbones, weights)))
         except BaseException as error:
@@ -126,6 +128,23 @@ def probe(config: RunConfig, *, backbones: tuple = DEFAULT_PROBE_BACKBONES,
                 raise KeyboardInterrupt from error
             raise
     return ProbeResult(rows=rows, best=best, run_dir=run.path, n_train=len(dataset.y_train), n_val=len(dataset.y_val))
+
+
+class _RetracingNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_retracing_notices():
+    """A probe builds one model per backbone and cut, each with its own predict function:
+    TensorFlow's notice that functions were traced again is expected here, not advice."""
+    notice, tensorflow_logger = _RetracingNotice(), logging.getLogger("tensorflow")
+    tensorflow_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        tensorflow_logger.removeFilter(notice)
 
 
 def _probe_one(config: RunConfig, dataset, weights_paths: dict) -> dict:
@@ -199,7 +218,7 @@ def format_probe(result: ProbeResult) -> str:
     header = f"{'backbone':<13} {'cut':<6} {'linear':>7} {'k-NN':>7} {'seconds':>8} {'features':>9}"
     lines = [f"probe on {result.n_train} training and {result.n_val} validation images "
              "(validation accuracy of a linear probe and of 10-nearest neighbours on frozen features)", header]
-    for row in sorted(result.rows, key=lambda row: -row["linear_accuracy"]):
+    for row in sorted(result.rows, key=lambda row: (-row["linear_accuracy"], -row["knn_accuracy"])):
         mark = "  <- best" if row is result.best else ""
         lines.append(f"{row['backbone']:<13} {row['feature_layer']:<6} {row['linear_accuracy']:>7.4f} "
                      f"{row['knn_accuracy']:>7.4f} {row['seconds']:>8.1f} {row['feature_size']:>9}{mark}")

@@ -115,9 +115,10 @@ def check_weights_file(name: str, path: str) -> None:
             "or damaged. Use the file pretrain wrote, or remove the sidecar to load it as a plain weights file"
         )
     if sidecar is not None:
-        logger.info("pretrained by resnet-transfer: %s epochs on %s, classes %s, test accuracy %s there",
-                    sidecar.get("epochs"), sidecar.get("source", {}).get("name"),
-                    ",".join(map(str, sidecar.get("classes", []))), sidecar.get("test_accuracy"))
+        accuracy = sidecar["test_accuracy"]
+        logger.info("pretrained by resnet-transfer on %s (classes %s, %d epoch%s); its test accuracy there: %s",
+                    sidecar["source"].get("name"), ",".join(map(str, sidecar["classes"])), sidecar["epochs"],
+                    "" if sidecar["epochs"] == 1 else "s", "unknown" if accuracy is None else f"{accuracy:.4f}")
 
 
 def _load_weights_file(backbone: keras.Model, name: str, path: str) -> None:
