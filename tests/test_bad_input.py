@@ -510,6 +510,19 @@ def _read_lines(stream, lines: list) -> None:
         lines.append(line.rstrip("\n"))
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A process started in the background of a shell script inherits SIGINT ignored, and
+    Python then leaves it so (as it should); these tests play a terminal's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.slow
 def test_ctrl_c_exits_2_with_one_line_and_leaves_nothing_that_blocks_a_rerun(tmp_path):
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
@@ -517,6 +530,7 @@ def test_ctrl_c_exits_2_with_one_line_and_leaves_nothing_that_blocks_a_rerun(tmp
     process = subprocess.Popen(
         [sys.executable, "-m", "resnet_transfer.cli", *arguments],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_sigint_as_in_a_terminal,
     )
     lines: list = []
     reader = threading.Thread(target=_read_lines, args=(process.stderr, lines), daemon=True)
@@ -559,7 +573,7 @@ class _InterruptSwallowedByNativeCode:
 
 
 @pytest.mark.slow
-def test_ctrl_c_turned_into_another_error_by_native_code_still_ends_as_an_interrupt(trained, tmp_path):
+def test_ctrl_c_turned_into_another_error_by_native_code_still_ends_as_an_interrupt(trained, tmp_path, ctrl_c_raises):
     from resnet_transfer.config import RunConfig
     from resnet_transfer.training.train import train
 
