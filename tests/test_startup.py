@@ -10,6 +10,9 @@ KNOWN = [
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     "I0000 00:00:1796038520.005322    2210 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.",
     "E0000 00:00:1796038527.452430    2210 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: (303)",
+    "I0000 00:00:1796090594.231632    4214 port.cc:153] oneDNN custom operations are on. You may see slightly different "
+    "numerical results due to floating-point round-off errors from different computation orders. To turn them off, "
+    "set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.",
 ]
 REAL = [
     "E0000 00:00:1796038527.452430    2210 op_kernel.cc:1830] OP_REQUIRES failed at conv_ops.cc: out of memory",

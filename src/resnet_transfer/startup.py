@@ -24,6 +24,8 @@ STARTUP_LINES = (
     re.compile(r"^[IWE]\d{4} [\d:. ]+\d+ cuda_platform\.cc:\d+\] failed call to cuInit"),
     re.compile(r"^[IWE]\d{4} [\d:. ]+\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized"),
     re.compile(r"^To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags\.$"),
+    # On CPUs with AVX-512 or AMX, once per process that starts TensorFlow (twice for `info`).
+    re.compile(r"^[IWE]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\. "),
 )
 _installed = False
 
