@@ -1,7 +1,9 @@
 import csv
+import json
 import os
 import warnings
 
+import keras
 import numpy as np
 import pytest
 from conftest import requires_mnist
@@ -74,3 +76,31 @@ def test_run_writes_artifacts_and_the_saved_model_reloads(mnist_run):
     np.testing.assert_allclose(evaluated["test_loss"], metrics["test_loss"], rtol=1e-4)
 
 
+
+
+class _StopAfterEpoch(keras.callbacks.Callback):
+    """Ctrl-C at the end of an epoch, after the run's own callbacks have recorded it."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_history_csv_gains_a_row_at_the_end_of_every_epoch_so_a_stopped_run_keeps_them(small_config, tmp_path):
+    config = small_config(tmp_path / "run", epochs=5, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[_StopAfterEpoch(2)])
+    rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    assert [(row["epoch"], row["phase"]) for row in rows] == [("1", "head"), ("2", "head"), ("3", "head")]
+    assert all(0 < float(row["loss"]) and 0 <= float(row["val_accuracy"]) <= 1 for row in rows)
+    assert json.load(open(tmp_path / "run" / "status.json"))["epochs_done"] == 3
+
+    # A finished run's history.csv is what the epochs wrote, row for row.
+    finished = train(small_config(tmp_path / "whole", epochs=3, cache_dir=str(tmp_path / "cache")))
+    whole = list(csv.DictReader(open(tmp_path / "whole" / "history.csv")))
+    assert [row["loss"] for row in whole] == [row["loss"] for row in rows]
+    assert len(finished.history["loss"]) == 3

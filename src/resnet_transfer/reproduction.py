@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 # Settings that do not change what a run computes.
 _NEUTRAL = {"run_dir", "tensorboard", "train.cache_dir", "train.cache_dtype", "data.data_dir", "train.jit_compile",
-            "train.run_eagerly"}
+            "train.run_eagerly", "train.strategy"}
 
 
 def _flat(values: dict, prefix: str = "") -> dict:

@@ -18,7 +18,7 @@ Example:
 import logging
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import keras
 import numpy as np
@@ -31,6 +31,7 @@ from resnet_transfer.model.augmentation import augmenter
 from resnet_transfer.model.heads import classifier_on_features
 from resnet_transfer.model.weights import weights_identity
 from resnet_transfer.training.batches import INFERENCE_BATCH_SIZE, ArrayBatches, predict_probabilities
+from resnet_transfer.training.distribution import replicas_in_scope
 from resnet_transfer.training.features import FeatureCache, FeatureKey, cached_features
 
 __all__ = [
@@ -42,17 +43,31 @@ logger = logging.getLogger(__name__)
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Records the wall-clock seconds of every finished epoch in ``seconds``."""
+    """Records every finished epoch: its wall-clock seconds in ``seconds``, its metrics and
+    phase in ``history`` (Keras's names, and "phase"; ``fit`` sets ``phase``).
 
-    def __init__(self):
+    Args:
+        write: called as ``write(history, seconds)`` after every epoch (``Run.write_history``),
+            so that a run killed in its tenth epoch leaves nine rows of history.csv.
+    """
+
+    def __init__(self, write: Optional[Callable[[dict, list], None]] = None):
         super().__init__()
         self.seconds = []
+        self.history = {}
+        self.phase = "head"
+        self._write = write
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._started)
+        for name, value in (logs or {}).items():
+            self.history.setdefault(name, []).append(float(value))
+        self.history.setdefault("phase", []).append(self.phase)
+        if self._write is not None:
+            self._write(self.history, self.seconds)
 
 
 @dataclass(frozen=True)
@@ -120,11 +135,25 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
                            workers=1 if augment else 2)
     validation_batches = ArrayBatches(validation[0], _loss_labels(validation[1], config, num_classes),
                                       batch_size=INFERENCE_BATCH_SIZE)
+    for callback in callbacks:
+        if isinstance(callback, EpochTimer):
+            callback.phase = phase.name
     history = model.fit(
         batches, validation_data=validation_batches, initial_epoch=phase.first_epoch,
         epochs=phase.first_epoch + phase.epochs, callbacks=callbacks, class_weight=class_weight, verbose="auto",
     )
     return history.history
+
+
+def steps_per_execution_for(config: RunConfig) -> int:
+    """``steps_per_execution``, but 1 inside a strategy with several replicas: Keras's loop
+    over several steps per call fails there ("You must feed a value for placeholder
+    tensor", keras-team/keras#19246, open)."""
+    if replicas_in_scope() > 1 and config.train.steps_per_execution > 1:
+        logger.info("steps_per_execution 1 instead of %d: several steps per call fail under a strategy with several "
+                    "replicas (keras-team/keras#19246)", config.train.steps_per_execution)
+        return 1
+    return config.train.steps_per_execution
 
 
 def choose_path(config: RunConfig, model: keras.Model, phase: Optional[Phase] = None) -> tuple:
@@ -172,10 +201,15 @@ def jit_compile_for(config: RunConfig, *, measured_faster: bool):
     "auto" turns XLA on where it was measured faster on CPU (benchmarks/README.md): the
     head's small steps on stored features, and the fine-tune phase (2.6-3.8x); a frozen
     backbone's forward pass end to end is 3.9x slower under XLA and is left to Keras.
-    On the torch backend jit_compile means torch.compile, which is left to Keras too.
+    On the torch backend jit_compile means torch.compile, which is left to Keras too, and
+    so is a strategy with several replicas (measured on one device; over logical CPU
+    devices XLA cannot reach the other replicas' variables, and Keras's own "auto" keeps
+    XLA off on a machine without accelerators).
     """
     if config.train.jit_compile != "auto":
         return config.train.jit_compile == "on"
+    if replicas_in_scope() > 1:
+        return "auto"
     return True if measured_faster and keras.backend.backend() in ("tensorflow", "jax") else "auto"
 
 
@@ -192,7 +226,7 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
     # The head's layers without its pooling, shared with the model: training it trains the head.
     trainer = classifier_on_features(head_of(model))
     compile_model(trainer, learning_rate=phase.learning_rate, weight_decay=config.train.weight_decay,
-                  label_smoothing=config.train.label_smoothing, steps_per_execution=config.train.steps_per_execution,
+                  label_smoothing=config.train.label_smoothing, steps_per_execution=steps_per_execution_for(config),
                   jit_compile=jit_compile_for(config, measured_faster=True), run_eagerly=config.train.run_eagerly)
     started = time.perf_counter()
     history = fit(trainer, splits["train"], dataset.y_train, (splits["val"], dataset.y_val),
@@ -210,7 +244,8 @@ def _adopt_optimizer(model: keras.Model, trainer: keras.Model, config: RunConfig
     carries over. With 0 epochs the head's optimizer never ran (nor was built), and
     the model keeps a fresh one.
     """
-    optimizer = make_optimizer(learning_rate=float(trainer.optimizer.learning_rate), weight_decay=config.train.weight_decay)
+    learning_rate = float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))  # a MirroredVariable too
+    optimizer = make_optimizer(learning_rate=learning_rate, weight_decay=config.train.weight_decay)
     compile_model(model, learning_rate=0.0, optimizer=optimizer, label_smoothing=config.train.label_smoothing)
     if trainer.optimizer.built:
         model.optimizer.build(model.trainable_variables)
@@ -249,7 +284,7 @@ def fit_end_to_end(model, dataset: Dataset, config: RunConfig, *, phase: Phase, 
     """
     jit_compile = jit_compile_for(config, measured_faster=bool(backbone_of(model).trainable_weights))
     compile_model(model, learning_rate=phase.learning_rate, optimizer=optimizer, weight_decay=config.train.weight_decay,
-                  label_smoothing=config.train.label_smoothing, steps_per_execution=config.train.steps_per_execution,
+                  label_smoothing=config.train.label_smoothing, steps_per_execution=steps_per_execution_for(config),
                   jit_compile=jit_compile, run_eagerly=config.train.run_eagerly)
     started = time.perf_counter()
     history = fit(model, dataset.x_train, dataset.y_train, (dataset.x_val, dataset.y_val),

@@ -33,6 +33,7 @@ from resnet_transfer.model.heads import classifier_on_features
 from resnet_transfer.report import pyplot, save_figure
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir
 from resnet_transfer.training.batches import ArrayBatches
+from resnet_transfer.training.distribution import choose_strategy, strategy_scope
 from resnet_transfer.training.fitting import jit_compile_for, stored_features
 from resnet_transfer.training.phases import unfreeze
 from resnet_transfer.training.train import prepare
@@ -136,19 +137,8 @@ def find_learning_rate(config: RunConfig, *, phase: str = "head", start_lr: floa
     _check(start_lr, end_lr, steps, phase)
     run_dir = run_dir or default_run_dir("lr-find")
     check_run_dir_free(run_dir)
-    dataset, model, _ = prepare(config, splits=("train",))
-    if phase == "head":
-        features, _, _ = stored_features(model, dataset, config, splits=("train",))
-        trainer, inputs = classifier_on_features(head_of(model)), features["train"]
-    else:
-        unfreeze(backbone_of(model), config.train.unfreeze)
-        trainer, inputs = model, dataset.x_train
-    labels = keras.utils.to_categorical(dataset.y_train, dataset.num_classes) if config.train.label_smoothing else dataset.y_train
-    compile_model(trainer, learning_rate=start_lr, weight_decay=config.train.weight_decay,
-                  label_smoothing=config.train.label_smoothing,
-                  jit_compile=jit_compile_for(config, measured_faster=True), run_eagerly=config.train.run_eagerly)
-    rates, losses, smoothed = _sweep(trainer, inputs, labels, start_lr=start_lr, end_lr=end_lr, steps=steps,
-                                     batch_size=config.train.batch_size, seed=config.train.seed)
+    with strategy_scope(choose_strategy(config.train.strategy, batch_size=config.train.batch_size)):
+        rates, losses, smoothed = _sweep_for(config, phase, start_lr=start_lr, end_lr=end_lr, steps=steps)
     try:
         suggestion, reason = suggest_learning_rate(rates, smoothed)
     except ValueError as error:
@@ -161,6 +151,23 @@ def find_learning_rate(config: RunConfig, *, phase: str = "head", start_lr: floa
         run.abandon(error, epochs_done=0)
         raise
     return sweep
+
+
+def _sweep_for(config: RunConfig, phase: str, *, start_lr: float, end_lr: float, steps: int) -> tuple:
+    """Builds the model for ``phase`` and sweeps; returns (rates, losses, smoothed)."""
+    dataset, model, _ = prepare(config, splits=("train",))
+    if phase == "head":
+        features, _, _ = stored_features(model, dataset, config, splits=("train",))
+        trainer, inputs = classifier_on_features(head_of(model)), features["train"]
+    else:
+        unfreeze(backbone_of(model), config.train.unfreeze)
+        trainer, inputs = model, dataset.x_train
+    labels = keras.utils.to_categorical(dataset.y_train, dataset.num_classes) if config.train.label_smoothing else dataset.y_train
+    compile_model(trainer, learning_rate=start_lr, weight_decay=config.train.weight_decay,
+                  label_smoothing=config.train.label_smoothing,
+                  jit_compile=jit_compile_for(config, measured_faster=True), run_eagerly=config.train.run_eagerly)
+    return _sweep(trainer, inputs, labels, start_lr=start_lr, end_lr=end_lr, steps=steps,
+                  batch_size=config.train.batch_size, seed=config.train.seed)
 
 
 def _write(run: Run, sweep: LearningRateSweep, config: RunConfig, phase: str) -> str:

@@ -42,6 +42,7 @@ from resnet_transfer.model.augmentation import build_augmentation
 from resnet_transfer.model.weights import SIDECAR_FORMAT, sidecar_path
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, default_run_dir
+from resnet_transfer.training.distribution import choose_strategy, replicas, strategy_scope
 from resnet_transfer.training.fitting import EpochTimer, Phase, balanced_class_weight, fit_end_to_end
 from resnet_transfer.training.interrupts import StopOnInterrupt, watching_interrupts
 from resnet_transfer.training.phases import trainable_count
@@ -112,49 +113,57 @@ def pretrain(config: RunConfig, *, out: str, callbacks: Optional[list] = None) -
     with watching_interrupts() as interrupts:
         run_dir = config.run_dir or default_run_dir(f"{config.model.backbone}-pretrain")
         check_before_run(config.updated({"train": {"feature_cache": "off"}}), run_dir)
-        dataset, model, weights_path = prepare(config, frozen_backbone=False)
-        class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
-        run = Run.create(run_dir)
-        timer = EpochTimer()
+        strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size)
+        with strategy_scope(strategy):
+            return _pretrain_in_scope(config, out, callbacks, interrupts, run_dir, strategy)
+
+
+def _pretrain_in_scope(config: RunConfig, out: str, callbacks: Optional[list], interrupts, run_dir: str,
+                       strategy) -> PretrainResult:
+    dataset, model, weights_path = prepare(config, frozen_backbone=False)
+    class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
+    run = Run.create(run_dir)
+    timer = EpochTimer(write=run.write_history)  # a row per finished epoch, at once
+    try:
+        record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
+        record["pretrain"] = {"out": os.path.abspath(out)}
+        record["resolved"].update(strategy="default" if strategy is None else "mirrored", replicas=replicas(strategy))
+        run.write_config(record)
+        run.write_labels(dataset.class_names)
+        if dataset.skipped:
+            run.write_skipped(dataset.skipped)
+        logger.info("pretraining %s: %s parameters, all %s trainable; the temporary head: %s",
+                    config.model.backbone, f"{model.count_params():,}", f"{trainable_count(model):,}", config.model.head)
+        phase = Phase("pretrain", config.train.epochs, 0, config.train.learning_rate,
+                      augmentation=build_augmentation(config.train.augment, flip=config.train.flip, seed=config.train.seed))
+        fitted = fit_end_to_end(model, dataset, config, phase=phase, class_weight=class_weight,
+                                callbacks=[timer, StopOnInterrupt(interrupts)] + tensorboard_callbacks(config, run.path)
+                                + list(callbacks or []))
+        history = {**fitted.history, "phase": ["pretrain"] * len(timer.seconds)}
+        run.write_history(history, timer.seconds)
+        plot_curves(history, run.file("curves.png"))
+        run.save_model(model)
+        metrics = {
+            **compute_test_metrics(fitted.test_probabilities, dataset.y_test),
+            "n_train": int(len(dataset.y_train)), "n_val": int(len(dataset.y_val)),
+            "n_skipped": len(dataset.skipped), "epochs": config.train.epochs, "backbone": config.model.backbone,
+            "weights": config.model.weights, "train_seconds": fitted.train_seconds,
+            "seconds_per_epoch": fitted.train_seconds / config.train.epochs, "weights_file": os.path.abspath(out),
+        }
+        run.write_metrics(metrics)
+        write_report(run.path, probabilities=fitted.test_probabilities, labels=dataset.y_test,
+                     images=dataset.x_test, class_names=dataset.class_names, metrics=metrics, settings=record)
+        sidecar = _save_backbone(backbone_of(model), out, config, dataset, history, metrics, run_dir)
         try:
-            record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
-            record["pretrain"] = {"out": os.path.abspath(out)}
-            run.write_config(record)
-            run.write_labels(dataset.class_names)
-            if dataset.skipped:
-                run.write_skipped(dataset.skipped)
-            logger.info("pretraining %s: %s parameters, all %s trainable; the temporary head: %s",
-                        config.model.backbone, f"{model.count_params():,}", f"{trainable_count(model):,}", config.model.head)
-            phase = Phase("pretrain", config.train.epochs, 0, config.train.learning_rate,
-                          augmentation=build_augmentation(config.train.augment, flip=config.train.flip, seed=config.train.seed))
-            fitted = fit_end_to_end(model, dataset, config, phase=phase, class_weight=class_weight,
-                                    callbacks=[timer, StopOnInterrupt(interrupts)] + tensorboard_callbacks(config, run.path)
-                                    + list(callbacks or []))
-            history = {**fitted.history, "phase": ["pretrain"] * len(timer.seconds)}
-            run.write_history(history, timer.seconds)
-            plot_curves(history, run.file("curves.png"))
-            run.save_model(model)
-            metrics = {
-                **compute_test_metrics(fitted.test_probabilities, dataset.y_test),
-                "n_train": int(len(dataset.y_train)), "n_val": int(len(dataset.y_val)),
-                "n_skipped": len(dataset.skipped), "epochs": config.train.epochs, "backbone": config.model.backbone,
-                "weights": config.model.weights, "train_seconds": fitted.train_seconds,
-                "seconds_per_epoch": fitted.train_seconds / config.train.epochs, "weights_file": os.path.abspath(out),
-            }
-            run.write_metrics(metrics)
-            write_report(run.path, probabilities=fitted.test_probabilities, labels=dataset.y_test,
-                         images=dataset.x_test, class_names=dataset.class_names, metrics=metrics, settings=record)
-            sidecar = _save_backbone(backbone_of(model), out, config, dataset, history, metrics, run_dir)
-            try:
-                run.write_status("finished", epochs_done=len(timer.seconds))
-            except BaseException:
-                _remove_backbone(out)
-                raise
-        except BaseException as error:
-            run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=len(timer.seconds))
-            if interrupts and not isinstance(error, KeyboardInterrupt):
-                raise KeyboardInterrupt from error
+            run.write_status("finished", epochs_done=len(timer.seconds))
+        except BaseException:
+            _remove_backbone(out)
             raise
+    except BaseException as error:
+        run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=len(timer.seconds))
+        if interrupts and not isinstance(error, KeyboardInterrupt):
+            raise KeyboardInterrupt from error
+        raise
     logger.info("backbone weights in %s (sidecar %s); test accuracy on the source data %.4f; run folder %s",
                 out, sidecar_path(out), metrics["test_accuracy"], run.path)
     return PretrainResult(weights_file=out, sidecar=sidecar, run_dir=run.path, metrics=metrics)

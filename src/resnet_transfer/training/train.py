@@ -36,6 +36,7 @@ from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights, read_sidecar, weights_identity
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
+from resnet_transfer.training.distribution import choose_strategy, replicas, strategy_scope
 from resnet_transfer.training.features import FeatureCache
 from resnet_transfer.training.interrupts import Interrupts, StopOnInterrupt, watching_interrupts
 from resnet_transfer.training.fitting import EpochTimer, balanced_class_weight
@@ -92,14 +93,22 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
 def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts) -> RunResult:
     run_dir = config.run_dir or default_run_dir(config.model.backbone)
     check_before_run(config, run_dir)
+    strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size)
+    with strategy_scope(strategy):  # the model's variables, its optimizer's and every step on every replica
+        return _train_in_scope(config, callbacks, interrupts, run_dir, strategy)
+
+
+def _train_in_scope(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts, run_dir: str,
+                    strategy) -> RunResult:
     dataset, model, weights_path = prepare(config)
     class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
 
     run = Run.create(run_dir)
-    timer = EpochTimer()
+    timer = EpochTimer(write=run.write_history)  # a row per finished epoch, at once
     try:
         logger.info("run directory: %s", os.path.abspath(run_dir))
         record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
+        record["resolved"].update(strategy="default" if strategy is None else "mirrored", replicas=replicas(strategy))
         run.write_config(record)
         run.write_labels(dataset.class_names)
         if dataset.skipped:
