@@ -16,8 +16,20 @@ from resnet_transfer.training.train import train
 pytestmark = requires_mnist  # small_config trains on the first MNIST images
 
 
+class _StopAfterEpoch(keras.callbacks.Callback):
+    """Ctrl-C at the end of an epoch, after the run's own callbacks have recorded it."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
 @pytest.mark.slow
-def test_cached_and_end_to_end_ways_agree_and_a_second_run_hits_the_cache(small_config, tmp_path):
+def test_cached_and_end_to_end_ways_agree_a_second_run_hits_the_cache_and_each_epoch_adds_a_history_row(small_config, tmp_path):
     # A cache of its own: other tests may already have stored these features.
     # Half the usual images: the end-to-end way runs the backbone over them in every epoch.
     half = {"data": {"limit": 128, "val_size": 32, "test_limit": 64}}
@@ -37,6 +49,14 @@ def test_cached_and_end_to_end_ways_agree_and_a_second_run_hits_the_cache(small_
     with open(os.path.join(cached.run_dir, "history.csv")) as one, open(os.path.join(again.run_dir, "history.csv")) as two:
         drop_seconds = lambda rows: [row[:-1] for row in rows]  # noqa: E731
         assert drop_seconds(list(csv.reader(one))) == drop_seconds(list(csv.reader(two)))
+
+    # history.csv gains a row at the end of every epoch: a run stopped after its first keeps that row.
+    with pytest.raises(KeyboardInterrupt):
+        train(small_config(tmp_path / "stopped", cache_dir=cache_dir).updated(half), callbacks=[_StopAfterEpoch(0)])
+    with open(os.path.join(cached.run_dir, "history.csv")) as one, open(tmp_path / "stopped" / "history.csv") as two:
+        whole, stopped = list(csv.reader(one)), list(csv.reader(two))
+        assert len(stopped) == 2 and drop_seconds(stopped) == drop_seconds(whole[:2])  # header and epoch 1
+    assert json.load(open(tmp_path / "stopped" / "status.json"))["epochs_done"] == 1
 
 
 @pytest.mark.slow
@@ -74,33 +94,3 @@ def test_run_writes_artifacts_and_the_saved_model_reloads(mnist_run):
     evaluated = evaluate_run(result.run_dir)
     assert evaluated["n_test"] == 128
     np.testing.assert_allclose(evaluated["test_loss"], metrics["test_loss"], rtol=1e-4)
-
-
-
-
-class _StopAfterEpoch(keras.callbacks.Callback):
-    """Ctrl-C at the end of an epoch, after the run's own callbacks have recorded it."""
-
-    def __init__(self, epoch: int):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
-
-
-def test_history_csv_gains_a_row_at_the_end_of_every_epoch_so_a_stopped_run_keeps_them(small_config, tmp_path):
-    config = small_config(tmp_path / "run", epochs=5, cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(KeyboardInterrupt):
-        train(config, callbacks=[_StopAfterEpoch(2)])
-    rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
-    assert [(row["epoch"], row["phase"]) for row in rows] == [("1", "head"), ("2", "head"), ("3", "head")]
-    assert all(0 < float(row["loss"]) and 0 <= float(row["val_accuracy"]) <= 1 for row in rows)
-    assert json.load(open(tmp_path / "run" / "status.json"))["epochs_done"] == 3
-
-    # A finished run's history.csv is what the epochs wrote, row for row.
-    finished = train(small_config(tmp_path / "whole", epochs=3, cache_dir=str(tmp_path / "cache")))
-    whole = list(csv.DictReader(open(tmp_path / "whole" / "history.csv")))
-    assert [row["loss"] for row in whole] == [row["loss"] for row in rows]
-    assert len(finished.history["loss"]) == 3
