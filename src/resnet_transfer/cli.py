@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shlex
 import sys
 import traceback
 import typing
@@ -17,7 +18,7 @@ from typing import Optional
 
 from resnet_transfer.config import PHASES, DataConfig, ModelConfig, RunConfig, TrainConfig, read_config_values
 from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT, PRETRAIN_SETTINGS, RECIPES
-from resnet_transfer.errors import ResnetTransferError
+from resnet_transfer.errors import ResnetTransferError, RunInterrupted
 from resnet_transfer.files import json_safe
 from resnet_transfer.startup import quiet_startup
 
@@ -96,7 +97,9 @@ PRETRAIN_SKIPS = ("recipe", "feature_layer", "fine_tune_epochs", "unfreeze", "fi
 
 
 def _add_train_parsers(commands) -> None:
-    _add_config_parser(commands, "train", "train a head (then fine-tune, if asked) and write a run directory")
+    train = _add_config_parser(commands, "train", "train a head (then fine-tune, if asked) and write a run directory")
+    train.add_argument("--resume", action="store_true",
+                       help="go on with the stopped run in --run-dir from its last finished epoch (same settings)")
 
     lr_find = _add_config_parser(commands, "lr-find", "sweep learning rates and suggest one (writes lr_find.png)")
     lr_find.add_argument("--phase", default="head", choices=PHASES,
@@ -220,7 +223,7 @@ def _merged(under: dict, over: dict) -> dict:
 def _command_train(arguments: argparse.Namespace) -> int:
     from resnet_transfer.training.train import train
 
-    result = train(run_config_from(arguments))
+    result = train(run_config_from(arguments, ignore=("resume",)), resume=getattr(arguments, "resume", False))
     print(json.dumps(json_safe({"run_dir": result.run_dir, **{k: result.metrics[k] for k in ("test_loss", "test_accuracy")}})))
     return 0
 
@@ -334,14 +337,28 @@ def _fail(message: str, *, debug: bool, status: int = EXIT_USAGE) -> int:
     return status
 
 
+def resume_command(argv: list, run_dir: str) -> str:
+    """The command line that goes on with the run of ``argv`` in ``run_dir``."""
+    arguments = [str(argument) for argument in argv if argument != "--resume"]
+    if not any(argument == "--run-dir" or argument.startswith("--run-dir=") for argument in arguments):
+        arguments += ["--run-dir", run_dir]
+    return shlex.join(["resnet-transfer", *arguments, "--resume"])
+
+
 def main(argv: Optional[list] = None) -> int:
     """Runs the command line; returns the exit status (2 for a problem the user can fix)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     arguments = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="resnet-transfer: %(message)s", stream=sys.stderr)
     try:
         return _COMMANDS[arguments.command](arguments)
     except ResnetTransferError as error:
         return _fail(str(error), debug=arguments.debug, status=error.exit_status)
+    except RunInterrupted as error:
+        then = (f"go on with {resume_command(argv, error.run_dir)}" if arguments.command == "train"
+                else f"its folder is {error.run_dir}")
+        return _fail(f"interrupted (Ctrl-C) after {error.epochs_done} finished epochs; the run is kept: {then}",
+                     debug=arguments.debug)
     except KeyboardInterrupt:
         return _fail("interrupted (Ctrl-C); nothing of an unfinished run is left that blocks running it again",
                      debug=arguments.debug)

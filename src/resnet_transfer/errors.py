@@ -5,7 +5,7 @@ Python API lets them propagate, so a notebook sees the same message.
 """
 
 __all__ = ["ResnetTransferError", "ConfigError", "DataError", "WeightsError", "RunDirectoryError", "ExportCheckError",
-           "FrozenWeightsError"]
+           "FrozenWeightsError", "RunInterrupted"]
 
 
 class ResnetTransferError(Exception):
@@ -48,3 +48,12 @@ class FrozenWeightsError(ResnetTransferError):
     def __init__(self, message: str, *, phase: str = "", moved: tuple = ()):
         super().__init__(message)
         self.phase, self.moved = phase, list(moved)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run after ``epochs_done`` finished epochs; ``train --resume
+    --run-dir RUN_DIR`` goes on from there."""
+
+    def __init__(self, run_dir: str, epochs_done: int):
+        super().__init__(f"interrupted (Ctrl-C) after {epochs_done} finished epochs of the run in {run_dir!r}")
+        self.run_dir, self.epochs_done = run_dir, epochs_done

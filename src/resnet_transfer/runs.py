@@ -32,6 +32,11 @@ import shutil
 from datetime import datetime, timezone
 from typing import Optional
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 import keras
 
 from resnet_transfer.config import DataConfig, RunConfig
@@ -58,7 +63,7 @@ def check_run_dir_free(path: str) -> None:
     if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
         raise RunDirectoryError(
             f"run directory {path!r} already exists and is not empty; runs are never overwritten. "
-            "Choose another --run-dir or remove it."
+            "Choose another --run-dir or remove it (or add --resume to go on with a stopped run there)."
         )
 
 
@@ -124,13 +129,56 @@ class Run:
         run.write_status("running")
         return run
 
+    @classmethod
+    def reopen(cls, path: str) -> "Run":
+        """A run folder that a killed or stopped ``train`` left, to go on with (``--resume``).
+
+        Raises:
+            RunDirectoryError: no run there, the run finished, or its process still runs.
+        """
+        run = cls(path)
+        if not os.path.isfile(run.file("config.json")):
+            raise RunDirectoryError(f"--resume: {path!r} holds no run (no config.json); give the --run-dir of a run "
+                                    "that was stopped, or leave out --resume to start a new one")
+        state = run._read_json("status.json") if os.path.isfile(run.file("status.json")) else {}
+        if state.get("state") == "finished":
+            raise RunDirectoryError(f"--resume: the run in {path!r} has finished; there is nothing to resume")
+        run.record  # noqa: B018 -- a damaged config.json is refused here
+        run.hold()
+        return run
+
+    def hold(self) -> None:
+        """Marks the run as taken by this process until it ends (a lock on config.json, which
+        the system releases when the process dies, even by SIGKILL).
+
+        Raises:
+            RunDirectoryError: another process holds it.
+        """
+        if fcntl is None:  # Windows: not checked
+            return
+        self._lock = open(self.file("config.json"), "rb")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RunDirectoryError(f"the run in {self.path!r} is still running in another process; stop it first, "
+                                    "or wait for it") from None
+
+    def release(self) -> None:
+        """Ends ``hold``."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.close()
+            self._lock = None
+
     def write_status(self, state: str, **details) -> None:
         write_json_atomic(self.file("status.json"), {"state": state, **details})
 
-    def abandon(self, error: BaseException, *, epochs_done: int) -> None:
+    def abandon(self, error: BaseException, *, epochs_done: int, keep: bool = False) -> None:
         """After a failure: a run with no finished epoch is removed (nothing blocks running the
-        same command again); a later failure leaves the folder marked "failed"."""
-        if epochs_done == 0:
+        same command again) unless ``keep`` (a resumed run); a later failure leaves the folder
+        marked "failed", for ``--resume``."""
+        if epochs_done == 0 and not keep:
             shutil.rmtree(self.path, ignore_errors=True)
             return
         reason = "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else first_line(error)
@@ -287,4 +335,3 @@ class Run:
                 "Pass --allow-changed-data to use the data as it is now."
             )
         return dataset
-

@@ -31,6 +31,7 @@ from resnet_transfer.model.augmentation import augmenter
 from resnet_transfer.model.heads import classifier_on_features
 from resnet_transfer.model.weights import weights_identity
 from resnet_transfer.training.batches import INFERENCE_BATCH_SIZE, ArrayBatches, predict_probabilities
+from resnet_transfer.training.checkpoints import Checkpoint, restore_optimizer
 from resnet_transfer.training.distribution import replicas_in_scope
 from resnet_transfer.training.features import FeatureCache, FeatureKey, cached_features
 
@@ -49,12 +50,14 @@ class EpochTimer(keras.callbacks.Callback):
     Args:
         write: called as ``write(history, seconds)`` after every epoch (``Run.write_history``),
             so that a run killed in its tenth epoch leaves nine rows of history.csv.
+        history, seconds: the epochs before (a resumed run's).
     """
 
-    def __init__(self, write: Optional[Callable[[dict, list], None]] = None):
+    def __init__(self, write: Optional[Callable[[dict, list], None]] = None, *, history: Optional[dict] = None,
+                 seconds: Optional[list] = None):
         super().__init__()
-        self.seconds = []
-        self.history = {}
+        self.seconds = list(seconds or [])
+        self.history = {name: list(values) for name, values in (history or {}).items()}
         self.phase = "head"
         self._write = write
 
@@ -138,9 +141,13 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
     for callback in callbacks:
         if isinstance(callback, EpochTimer):
             callback.phase = phase.name
+    # shuffle=False: the batches' order is theirs alone. Keras's own shuffle of a PyDataset's batches draws from
+    # Python's global random state, so an epoch's order would depend on the epochs run before it in the process,
+    # and a resumed run would see other batch orders than the run it continues.
     history = model.fit(
         batches, validation_data=validation_batches, initial_epoch=phase.first_epoch,
         epochs=phase.first_epoch + phase.epochs, callbacks=callbacks, class_weight=class_weight, verbose="auto",
+        shuffle=False,
     )
     return history.history
 
@@ -219,15 +226,18 @@ def _pooling_of(model: keras.Model) -> str:
 
 
 def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase, callbacks: list, class_weight,
-                    predict_test: bool = True) -> FitOutcome:
+                    predict_test: bool = True, checkpoint: Optional[Checkpoint] = None) -> FitOutcome:
     """Runs the backbone once (or reads the cache), fits the head on the pooled features,
-    and compiles ``model`` with the head's optimizer and its state."""
+    and compiles ``model`` with the head's optimizer and its state (``checkpoint``: the
+    optimizer goes on from a resumed run's state)."""
     splits, status, backbone_seconds = stored_features(model, dataset, config)
     # The head's layers without its pooling, shared with the model: training it trains the head.
     trainer = classifier_on_features(head_of(model))
     compile_model(trainer, learning_rate=phase.learning_rate, weight_decay=config.train.weight_decay,
                   label_smoothing=config.train.label_smoothing, steps_per_execution=steps_per_execution_for(config),
                   jit_compile=jit_compile_for(config, measured_faster=True), run_eagerly=config.train.run_eagerly)
+    if checkpoint is not None:
+        restore_optimizer(trainer.optimizer, trainer.trainable_variables, checkpoint)
     started = time.perf_counter()
     history = fit(trainer, splits["train"], dataset.y_train, (splits["val"], dataset.y_val),
                   config=config, phase=phase, callbacks=callbacks, class_weight=class_weight)
@@ -276,16 +286,20 @@ def carry_optimizer_state(source: keras.optimizers.Optimizer, target: keras.opti
 
 
 def fit_end_to_end(model, dataset: Dataset, config: RunConfig, *, phase: Phase, callbacks: list, class_weight,
-                   optimizer: Optional[keras.optimizers.Optimizer] = None, predict_test: bool = True) -> FitOutcome:
+                   optimizer: Optional[keras.optimizers.Optimizer] = None, predict_test: bool = True,
+                   checkpoint: Optional[Checkpoint] = None) -> FitOutcome:
     """Fits the whole model on images (augmented by ``phase.augmentation``, if any).
 
     ``optimizer`` (built on the model's trainable variables) is used as given: the
-    fine-tune phase passes one with the head phase's state.
+    fine-tune phase passes one with the head phase's state. ``checkpoint``: the
+    optimizer goes on from a resumed run's state.
     """
     jit_compile = jit_compile_for(config, measured_faster=bool(backbone_of(model).trainable_weights))
     compile_model(model, learning_rate=phase.learning_rate, optimizer=optimizer, weight_decay=config.train.weight_decay,
                   label_smoothing=config.train.label_smoothing, steps_per_execution=steps_per_execution_for(config),
                   jit_compile=jit_compile, run_eagerly=config.train.run_eagerly)
+    if checkpoint is not None:
+        restore_optimizer(model.optimizer, model.trainable_variables, checkpoint)
     started = time.perf_counter()
     history = fit(model, dataset.x_train, dataset.y_train, (dataset.x_val, dataset.y_val),
                   config=config, phase=phase, callbacks=callbacks, class_weight=class_weight)

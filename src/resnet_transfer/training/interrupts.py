@@ -7,12 +7,17 @@ run would then crash with a traceback, or carry on as if nothing happened.
 ``watching_interrupts`` notes every Ctrl-C; ``train`` turns any later error into the
 interrupt, and the ``StopOnInterrupt`` callback raises it again at the next batch.
 
+With ``finish_epoch`` (``train``, whose epochs end in a checkpoint), the first Ctrl-C
+during an epoch lets that epoch finish and its checkpoint be written, then stops, so
+that ``--resume`` loses nothing; a second Ctrl-C stops at once.
+
 Example:
     >>> with watching_interrupts() as interrupts:
     ...     model.fit(..., callbacks=[StopOnInterrupt(interrupts)])
 """
 
 import contextlib
+import logging
 import signal
 import threading
 
@@ -20,12 +25,16 @@ import keras
 
 __all__ = ["Interrupts", "StopOnInterrupt", "watching_interrupts"]
 
+logger = logging.getLogger(__name__)
+
 
 class Interrupts:
-    """Whether Ctrl-C arrived while it was watched."""
+    """Whether Ctrl-C arrived while it was watched (``deferred``: while set, the first
+    Ctrl-C only asks to stop at the end of the epoch)."""
 
     def __init__(self):
         self.count = 0
+        self.deferred = False
 
     def __bool__(self) -> bool:
         return self.count > 0
@@ -33,17 +42,30 @@ class Interrupts:
 
 class StopOnInterrupt(keras.callbacks.Callback):
     """Raises ``KeyboardInterrupt`` at the next batch or epoch once Ctrl-C has arrived,
-    even when native code swallowed the first one."""
+    even when native code swallowed the first one; with ``finish_epoch``, a Ctrl-C during
+    an epoch stops at its end (put this callback after the ones that record the epoch)."""
 
-    def __init__(self, interrupts: Interrupts):
+    def __init__(self, interrupts: Interrupts, *, finish_epoch: bool = False):
         super().__init__()
         self.interrupts = interrupts
+        self.finish_epoch = finish_epoch
 
     def _check(self, *arguments, **keywords) -> None:
-        if self.interrupts:
+        if self.interrupts and not self.interrupts.deferred:
             raise KeyboardInterrupt
 
-    on_train_batch_end = on_test_batch_end = on_predict_batch_end = on_epoch_end = _check
+    on_train_batch_end = on_test_batch_end = on_predict_batch_end = _check
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._check()
+        self.interrupts.deferred = self.finish_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.interrupts.deferred = False
+        self._check()
+
+    def on_train_end(self, logs=None):
+        self.interrupts.deferred = False
 
 
 @contextlib.contextmanager
@@ -59,6 +81,10 @@ def watching_interrupts():
 
     def note_and_interrupt(number, frame):
         interrupts.count += 1
+        if interrupts.deferred and interrupts.count == 1:
+            logger.warning("Ctrl-C: stopping at the end of this epoch, once its checkpoint is written "
+                           "(Ctrl-C again stops at once and loses the epoch)")
+            return
         previous(number, frame)
 
     signal.signal(signal.SIGINT, note_and_interrupt)

@@ -23,6 +23,7 @@ Example:
     ['head', 'head', 'fine-tune']
 """
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from resnet_transfer.data.dataset import Dataset
 from resnet_transfer.errors import ConfigError, FrozenWeightsError
 from resnet_transfer.model.assembly import backbone_of, make_optimizer
 from resnet_transfer.model.augmentation import build_augmentation
+from resnet_transfer.training.checkpoints import Checkpoint, EpochCheckpoint, restore_weights, trainable_layers
 from resnet_transfer.training.fitting import (
     Phase, carry_optimizer_state, choose_path, fit_end_to_end, fit_on_features,
 )
@@ -98,20 +100,39 @@ def trainable_count(model: keras.Model) -> int:
     return int(sum(np.prod(weight.shape) for weight in model.trainable_weights))
 
 
-def run_phases(model: keras.Model, dataset: Dataset, config: RunConfig, *, callbacks: list, class_weight) -> PhasesOutcome:
-    """Trains ``model`` through the phases of ``config``; raises ``FrozenWeightsError`` on a leak."""
+def run_phases(model: keras.Model, dataset: Dataset, config: RunConfig, *, callbacks: list, class_weight,
+               resume: Optional[Checkpoint] = None) -> PhasesOutcome:
+    """Trains ``model`` through the phases of ``config``; raises ``FrozenWeightsError`` on a leak.
+
+    ``resume``: a killed run's last checkpoint; the phases it had ended are skipped, the
+    one it was in goes on from its weights, trainable layers and optimizer state.
+    """
     phases = [phase for phase in plan_phases(config) if phase.epochs or phase.name == "head"]
     if phases[0].epochs == 0 and len(phases) > 1:
         phases = phases[1:]  # no head epochs: the fine-tune phase starts from the untrained head
+    planned_epochs = {phase.name: phase.epochs for phase in phases}
     outcome = PhasesOutcome()
+    checkpoints = [callback for callback in callbacks if isinstance(callback, EpochCheckpoint)]
+    for callback in checkpoints:
+        callback.phases = outcome.phases  # the ended phases' records go into every checkpoint
+    if resume is not None:
+        phases = _remaining(phases, resume)
+        restore_weights(model, resume)
+        outcome.history = {name: list(values) for name, values in resume.history.items()}
+        outcome.phases.extend(resume.phases)
     for phase in phases:
         last = phase is phases[-1]
         frozen = _prepare(model, phase)
+        restored = resume if resume is not None and resume.phase == phase.name else None
+        if restored is not None and trainable_layers(model) != restored.trainable:
+            raise ConfigError(f"the checkpoint of the {phase.name} phase trained other backbone layers than these "
+                              "settings unfreeze; resume with the run's own settings (its config.json)")
         logger.info("phase %s: %d epochs at learning rate %g, %s trainable parameters, %d frozen weights watched",
                     phase.name, phase.epochs, phase.learning_rate, f"{trainable_count(model):,}", len(frozen))
-        fitted = _fit_phase(model, dataset, config, phase, callbacks, class_weight, predict_test=last)
+        fitted = _fit_phase(model, dataset, config, phase, callbacks, class_weight, predict_test=last,
+                            checkpoint=restored)
         moved = frozen.changed()
-        outcome.phases.append({"name": phase.name, "epochs": phase.epochs, "learning_rate": phase.learning_rate,
+        outcome.phases.append({"name": phase.name, "epochs": planned_epochs[phase.name], "learning_rate": phase.learning_rate,
                                "trainable_parameters": trainable_count(model), "train_seconds": fitted.train_seconds,
                                "frozen_weights_checked": len(frozen), "frozen_weights_moved": moved})
         if moved:
@@ -130,19 +151,38 @@ def _prepare(model: keras.Model, phase: Phase) -> FrozenWeights:
     if phase.unfreeze is None:
         backbone_of(model).trainable = False
     else:
-        trainable_layers = unfreeze(backbone_of(model), phase.unfreeze)
+        unfrozen = unfreeze(backbone_of(model), phase.unfreeze)
         logger.info("fine-tune: %d backbone layers with weights train (%s); every BatchNormalization layer stays "
                     "frozen, in inference mode",
-                    len(trainable_layers), "all" if phase.unfreeze == "all" else f"{phase.unfreeze} and above")
+                    len(unfrozen), "all" if phase.unfreeze == "all" else f"{phase.unfreeze} and above")
     return FrozenWeights.of(model)
 
 
-def _fit_phase(model, dataset: Dataset, config: RunConfig, phase: Phase, callbacks: list, class_weight, *, predict_test: bool):
+def _remaining(phases: list, checkpoint: Checkpoint) -> list:
+    """The phases still to run after ``checkpoint``: the one it was taken in, from its next
+    epoch (possibly none, to hand its optimizer state on), and those after it."""
+    names = [phase.name for phase in phases]
+    if checkpoint.phase not in names:
+        raise ConfigError(f"the checkpoint is of a {checkpoint.phase} phase, which these settings do not have; "
+                          "resume with the run's own settings (its config.json)")
+    remaining = phases[names.index(checkpoint.phase):]
+    current = remaining[0]
+    left = current.first_epoch + current.epochs - checkpoint.epochs_done
+    if left < 0 or checkpoint.epochs_done < current.first_epoch:
+        raise ConfigError(f"the checkpoint is after epoch {checkpoint.epochs_done}, outside the {current.name} phase "
+                          "of these settings; resume with the run's own settings (its config.json)")
+    logger.info("resuming after epoch %d, in the %s phase (%d of its epochs left)", checkpoint.epochs_done,
+                current.name, left)
+    return [dataclasses.replace(current, first_epoch=checkpoint.epochs_done, epochs=left)] + remaining[1:]
+
+
+def _fit_phase(model, dataset: Dataset, config: RunConfig, phase: Phase, callbacks: list, class_weight, *,
+               predict_test: bool, checkpoint: Optional[Checkpoint] = None):
     use_cache, reason = choose_path(config, model, phase)
     logger.info("phase %s: %s (%s)", phase.name, "cached features" if use_cache else "end-to-end", reason)
     if use_cache:
         return fit_on_features(model, dataset, config, phase=phase, callbacks=callbacks, class_weight=class_weight,
-                               predict_test=predict_test)
+                               predict_test=predict_test, checkpoint=checkpoint)
     optimizer = None
     if phase.name == "fine-tune":
         optimizer = make_optimizer(learning_rate=phase.learning_rate, weight_decay=config.train.weight_decay)
@@ -150,7 +190,7 @@ def _fit_phase(model, dataset: Dataset, config: RunConfig, phase: Phase, callbac
         if getattr(model, "optimizer", None) is not None and model.optimizer.built:
             carry_optimizer_state(model.optimizer, optimizer, learning_rate=False)
     return fit_end_to_end(model, dataset, config, phase=phase, callbacks=callbacks, class_weight=class_weight,
-                          optimizer=optimizer, predict_test=predict_test)
+                          optimizer=optimizer, predict_test=predict_test, checkpoint=checkpoint)
 
 
 def _record(outcome: PhasesOutcome, phase: Phase, fitted) -> None:

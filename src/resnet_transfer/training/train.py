@@ -9,7 +9,11 @@
 5. finish: history, curves, model, metrics, report, and status "finished".
 
 A failure before the first finished epoch removes the run folder (so the same
-command can run again); a later one leaves it marked "failed" in status.json.
+command can run again); a later one leaves it marked "failed" in status.json. Every
+finished epoch leaves a checkpoint (``checkpoints``), so a run stopped in any way,
+Ctrl-C or SIGKILL included, goes on with ``train(config, resume=True)`` (the CLI's
+``--resume --run-dir DIR``) from its last finished epoch, in the phase it was in; the
+checkpoint is removed once the run has finished.
 
 Example:
     >>> config = RunConfig.from_dict({"model": {"weights": "none"},
@@ -20,8 +24,10 @@ Example:
 """
 
 import importlib.util
+import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Optional
 
@@ -29,13 +35,14 @@ import keras
 
 from resnet_transfer.config import BUILTIN_DATA, RunConfig
 from resnet_transfer.data.dataset import Dataset, load_dataset
-from resnet_transfer.errors import ConfigError, FrozenWeightsError
+from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, RunInterrupted
 from resnet_transfer.model.assembly import backbone_of, build_model, head_of
 from resnet_transfer.model.heads import resolve_pooling
 from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights, read_sidecar, weights_identity
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
+from resnet_transfer.training.checkpoints import CHECKPOINTS, Checkpoint, EpochCheckpoint, read_checkpoint
 from resnet_transfer.training.distribution import choose_strategy, replicas, strategy_scope
 from resnet_transfer.training.features import FeatureCache
 from resnet_transfer.training.interrupts import Interrupts, StopOnInterrupt, watching_interrupts
@@ -67,57 +74,125 @@ def check_before_run(config: RunConfig, run_dir: str) -> None:
         FeatureCache(config.train.cache_dir).check_writable()
 
 
-def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = None) -> RunResult:
+def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = None, resume: bool = False) -> RunResult:
     """Runs one training run and writes its run folder; the default config is the seed recipe.
 
     Args:
         config: the run's settings (None: ``RunConfig()``, the seed recipe).
         callbacks: extra Keras callbacks for ``fit``.
+        resume: go on with the stopped run in ``config.run_dir`` (same settings) from its
+            last finished epoch.
 
     Returns:
         A ``RunResult``.
 
     Raises:
         ConfigError, DataError, WeightsError, RunDirectoryError: bad input; nothing is written.
+        RunInterrupted: Ctrl-C after a finished epoch (a ``KeyboardInterrupt``); the run can be resumed.
     """
     config = config or RunConfig()
     with watching_interrupts() as interrupts:
         try:
-            return _train(config, callbacks, interrupts)
+            return _train(config, callbacks, interrupts, resume)
         except Exception as error:
             if interrupts:  # Ctrl-C, which TensorFlow's C++ code turned into another exception
                 raise KeyboardInterrupt from error
             raise
 
 
-def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts) -> RunResult:
+def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts, resume: bool) -> RunResult:
     run_dir = config.run_dir or default_run_dir(config.model.backbone)
-    check_before_run(config, run_dir)
-    strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size)
-    with strategy_scope(strategy):  # the model's variables, its optimizer's and every step on every replica
-        return _train_in_scope(config, callbacks, interrupts, run_dir, strategy)
+    run, checkpoint = None, None
+    if resume:
+        run, checkpoint = _reopen(config)
+    else:
+        check_before_run(config, run_dir)
+    try:
+        strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size)
+        with strategy_scope(strategy):  # the model's variables, its optimizer's and every step on every replica
+            return _train_in_scope(config, callbacks, interrupts, run_dir, strategy, run, checkpoint)
+    finally:
+        if run is not None:
+            run.release()
+
+
+def _reopen(config: RunConfig) -> tuple:
+    """The stopped run to go on with, and its last checkpoint (None: no epoch had finished)."""
+    if config.run_dir is None:
+        raise ConfigError("--resume needs --run-dir: the folder of the stopped run to go on with")
+    run = Run.reopen(config.run_dir)
+    try:
+        changed = changed_settings(run.record["config"], _config_values(config, config.run_dir))
+        if changed:
+            raise ConfigError(
+                f"--resume: {len(changed)} setting(s) differ from the run's config.json: {'; '.join(changed)}. A "
+                "resumed run keeps its settings: give the same ones, or start a new run with another --run-dir"
+            )
+        if config.train.feature_cache != "off":
+            FeatureCache(config.train.cache_dir).check_writable()
+        return run, read_checkpoint(run.path)
+    except BaseException:
+        run.release()
+        raise
+
+
+def changed_settings(recorded: dict, given: dict, prefix: str = "") -> list:
+    """The settings that differ between two ``config`` records, as "name (was X, now Y)"
+    (the run folder itself is left out: a resumed run may name it another way)."""
+    changed = []
+    for name in sorted(set(recorded) | set(given)):
+        if not prefix and name == "run_dir":
+            continue
+        was, now = recorded.get(name), given.get(name)
+        if isinstance(was, dict) and isinstance(now, dict):
+            changed += changed_settings(was, now, f"{prefix}{name}.")
+        elif was != now and not (isinstance(was, list) and tuple(was) == now):
+            changed.append(f"{prefix}{name} (was {was!r}, now {now!r})")
+    return changed
 
 
 def _train_in_scope(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts, run_dir: str,
-                    strategy) -> RunResult:
+                    strategy, run: Optional[Run], checkpoint: Optional[Checkpoint]) -> RunResult:
     dataset, model, weights_path = prepare(config)
     class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
 
-    run = Run.create(run_dir)
-    timer = EpochTimer(write=run.write_history)  # a row per finished epoch, at once
+    resumed = run is not None
+    if resumed:
+        if run.record["data_source"].get("fingerprint") != dataset.source.get("fingerprint"):
+            raise DataError(f"--resume: the data at {config.data.source!r} changed since the run in {run.path!r} "
+                            "started (files or arrays were added, removed or changed); start a new run instead")
+        run.write_status("running")
+    else:
+        run = Run.create(run_dir)
+    timer = EpochTimer(write=run.write_history,  # a row per finished epoch, at once
+                       history=checkpoint.history if checkpoint else None, seconds=checkpoint.seconds if checkpoint else None)
     try:
-        logger.info("run directory: %s", os.path.abspath(run_dir))
-        record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
-        record["resolved"].update(strategy="default" if strategy is None else "mirrored", replicas=replicas(strategy))
-        run.write_config(record)
-        run.write_labels(dataset.class_names)
-        if dataset.skipped:
-            run.write_skipped(dataset.skipped)
-        callbacks = [timer, StopOnInterrupt(interrupts)] + tensorboard_callbacks(config, run.path) + list(callbacks or [])
-        return _fit_and_finish(run, model, dataset, config, record, timer, callbacks, class_weight)
-    except BaseException as error:  # Ctrl-C included: a run without a finished epoch leaves nothing
-        run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=len(timer.seconds))
+        if resumed:
+            record = run.record
+            logger.info("run directory: %s, resumed after epoch %d", os.path.abspath(run.path),
+                        checkpoint.epochs_done if checkpoint else 0)
+        else:
+            logger.info("run directory: %s", os.path.abspath(run_dir))
+            record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
+            record["resolved"].update(strategy="default" if strategy is None else "mirrored", replicas=replicas(strategy))
+            run.write_config(record)
+            run.hold()
+            run.write_labels(dataset.class_names)
+            if dataset.skipped:
+                run.write_skipped(dataset.skipped)
+        # The timer records the epoch, the checkpoint saves it, and only then may Ctrl-C stop the run.
+        callbacks = ([timer, EpochCheckpoint(run.path, model, timer), StopOnInterrupt(interrupts, finish_epoch=True)]
+                     + tensorboard_callbacks(config, run.path) + list(callbacks or []))
+        return _fit_and_finish(run, model, dataset, config, record, timer, callbacks, class_weight, checkpoint)
+    except BaseException as error:  # Ctrl-C included: a new run without a finished epoch leaves nothing
+        interrupts.deferred = False
+        epochs_done = len(timer.seconds)
+        run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=epochs_done, keep=resumed)
+        if interrupts and os.path.isdir(run.path):
+            raise RunInterrupted(run.path, epochs_done) from error
         raise
+    finally:
+        run.release()
 
 
 def prepare(config: RunConfig, *, splits: tuple = ("train", "val", "test"), frozen_backbone: bool = True) -> tuple:
@@ -137,11 +212,11 @@ def prepare(config: RunConfig, *, splits: tuple = ("train", "val", "test"), froz
 
 
 def _fit_and_finish(run: Run, model, dataset: Dataset, config: RunConfig, record: dict, timer: EpochTimer,
-                    callbacks: list, class_weight) -> RunResult:
+                    callbacks: list, class_weight, checkpoint: Optional[Checkpoint]) -> RunResult:
     logger.info("model: %s parameters, %s trainable (the head: %s pooling, %s)", f"{model.count_params():,}",
                 f"{trainable_count(model):,}", record["resolved"]["pooling"], record["resolved"]["pooling_reason"])
     try:
-        outcome = run_phases(model, dataset, config, callbacks=callbacks, class_weight=class_weight)
+        outcome = run_phases(model, dataset, config, callbacks=callbacks, class_weight=class_weight, resume=checkpoint)
     except FrozenWeightsError as error:
         run.write_metrics({"frozen_weights_unchanged": False, "frozen_weights_moved": error.moved, "phase": error.phase})
         raise
@@ -166,12 +241,15 @@ def _fit_and_finish(run: Run, model, dataset: Dataset, config: RunConfig, record
         "frozen_weights_unchanged": True,
         "phases": outcome.phases,
     }
+    if checkpoint is not None:
+        metrics["resumed_after_epoch"] = checkpoint.epochs_done  # train_seconds: this process's epochs only
     run.write_metrics(metrics)
     write_report(
         run.path, probabilities=outcome.test_probabilities, labels=dataset.y_test, images=dataset.x_test,
         class_names=dataset.class_names, metrics=metrics, settings=record,
     )
     run.write_status("finished", epochs_done=len(timer.seconds))
+    shutil.rmtree(run.file(CHECKPOINTS), ignore_errors=True)  # model.keras holds the end, as BackupAndRestore does
     logger.info("test loss %.4f, test accuracy %.4f; frozen weights unchanged; artifacts and report.html in %s",
                 metrics["test_loss"], metrics["test_accuracy"], run.path)
     return RunResult(run_dir=run.path, model=model, history=outcome.history, metrics=metrics)
@@ -183,19 +261,24 @@ def tensorboard_callbacks(config: RunConfig, run_dir: str) -> list:
     return [keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard"))]
 
 
-def config_record(config: RunConfig, run_dir: str, dataset: Dataset, model, weights_path: Optional[str],
-                   class_weight) -> dict:
-    pooling, pooling_reason = resolve_pooling(config.model.pooling, tuple(backbone_of(model).output.shape[1:]))
-    config_values = config.to_dict()
+def _config_values(config: RunConfig, run_dir: str) -> dict:
+    """``config`` as config.json records it: paths absolute, so that evaluate/predict/export
+    work from any folder."""
+    config_values = json.loads(json.dumps(config.to_dict()))  # tuples as JSON has them: lists
     config_values["run_dir"] = run_dir
-    # Paths are stored absolute, so that evaluate/predict/export work from any folder.
     data = config_values["data"]
     if data["source"] not in BUILTIN_DATA:
         data["source"] = os.path.abspath(data["source"])
     if data["data_dir"] is not None:
         data["data_dir"] = os.path.abspath(data["data_dir"])
+    return config_values
+
+
+def config_record(config: RunConfig, run_dir: str, dataset: Dataset, model, weights_path: Optional[str],
+                   class_weight) -> dict:
+    pooling, pooling_reason = resolve_pooling(config.model.pooling, tuple(backbone_of(model).output.shape[1:]))
     return {
-        "config": config_values,
+        "config": _config_values(config, run_dir),
         "seed": config.train.seed,
         "versions": environment_versions(),
         "data_source": dataset.source,
