@@ -18,7 +18,7 @@ from resnet_transfer.cli import resume_command
 from resnet_transfer.config import RunConfig
 from resnet_transfer.errors import ConfigError, RunDirectoryError, RunInterrupted
 from resnet_transfer.training.checkpoints import read_checkpoint
-from resnet_transfer.training.train import train
+from resnet_transfer.training.train import changed_settings, train
 
 pytestmark = requires_mnist
 
@@ -27,7 +27,7 @@ _KILLED_MID_EPOCH = textwrap.dedent("""
     import json, os, signal, sys
     import keras
     from resnet_transfer.config import RunConfig
-    from resnet_transfer.training.train import train
+    from resnet_transfer.training.train import changed_settings, train
 
     class KillMidEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -156,3 +156,13 @@ def test_the_resume_command_repeats_the_arguments_with_the_run_folder():
     assert resume_command(["train", "--epochs", "5"], "runs/a b") == (
         "resnet-transfer train --epochs 5 --run-dir 'runs/a b' --resume")
     assert resume_command(["train", "--run-dir", "r", "--resume"], "r") == "resnet-transfer train --run-dir r --resume"
+
+
+def test_a_resumed_run_may_change_where_and_how_it_computes_but_not_what():
+    recorded = RunConfig.from_dict({"train": {"epochs": 3}}).to_dict()
+    given = RunConfig.from_dict({"train": {"epochs": 3, "strategy": "mirrored", "jit_compile": "off",
+                                           "cache_dir": "/elsewhere"}, "run_dir": "other/name"}).to_dict()
+    assert changed_settings(recorded, given) == []
+    given["train"]["learning_rate"], given["model"]["backbone"] = 0.01, "resnet50"
+    assert changed_settings(recorded, given) == ["model.backbone (was 'resnet152', now 'resnet50')",
+                                                 "train.learning_rate (was 0.001, now 0.01)"]

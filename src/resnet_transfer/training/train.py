@@ -64,10 +64,10 @@ class RunResult:
     metrics: dict
 
 
-def check_before_run(config: RunConfig, run_dir: str) -> None:
+def check_before_run(config: RunConfig, run_dir: str, *, resumable: bool = False) -> None:
     """The checks that need no data: the run folder is free, optional packages are there,
     the feature cache is writable."""
-    check_run_dir_free(run_dir)
+    check_run_dir_free(run_dir, resumable=resumable)
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
     if config.train.feature_cache != "off":
@@ -106,7 +106,7 @@ def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts,
     if resume:
         run, checkpoint = _reopen(config)
     else:
-        check_before_run(config, run_dir)
+        check_before_run(config, run_dir, resumable=True)
     try:
         strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size)
         with strategy_scope(strategy):  # the model's variables, its optimizer's and every step on every replica
@@ -136,12 +136,18 @@ def _reopen(config: RunConfig) -> tuple:
         raise
 
 
+# Settings a resumed run may change: where things are, and how (not what) it computes.
+RESUME_NEUTRAL = {"run_dir", "tensorboard", "data.data_dir", "train.cache_dir", "train.jit_compile", "train.run_eagerly",
+                  "train.strategy"}
+
+
 def changed_settings(recorded: dict, given: dict, prefix: str = "") -> list:
-    """The settings that differ between two ``config`` records, as "name (was X, now Y)"
-    (the run folder itself is left out: a resumed run may name it another way)."""
+    """The settings that differ between two ``config`` records, as "name (was X, now Y)",
+    but for ``RESUME_NEUTRAL`` (a resumed run may, say, name its folder another way or run on
+    more GPUs)."""
     changed = []
     for name in sorted(set(recorded) | set(given)):
-        if not prefix and name == "run_dir":
+        if prefix + name in RESUME_NEUTRAL:
             continue
         was, now = recorded.get(name), given.get(name)
         if isinstance(was, dict) and isinstance(now, dict):
