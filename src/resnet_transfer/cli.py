@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import shlex
 import sys
 import traceback
@@ -180,6 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--allow-changed-data", action="store_true",
                         help="check the export on the run's data even if it changed since training")
 
+    cache = commands.add_parser("cache", help="list, verify or prune the feature cache", allow_abbrev=False)
+    cache.add_argument("action", choices=("list", "verify", "prune"),
+                       help="list: entries with their key, size and last use; verify: re-check every checksum and "
+                       "discard damaged entries; prune: remove what killed runs left, and with --older-than or "
+                       "--max-size the least recently used entries")
+    cache.add_argument("--cache-dir", help="the cache folder (default: $RESNET_TRANSFER_CACHE_DIR, else "
+                       "~/.cache/resnet-transfer/features)")
+    cache.add_argument("--older-than", type=_nonnegative_float, metavar="DAYS",
+                       help="prune: also remove entries no run has used for DAYS days")
+    cache.add_argument("--max-size", type=_nonnegative_float, metavar="GB",
+                       help="prune: then remove the least recently used entries until the cache holds at most GB gigabytes")
+
     info = commands.add_parser("info", help="versions, devices, cached weights, where MNIST would load from",
                                allow_abbrev=False)
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -292,6 +305,64 @@ def _command_export(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _command_cache(arguments: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from resnet_transfer.errors import ConfigError
+    from resnet_transfer.training.cache_admin import discard, list_entries, prune, verify_entry
+    from resnet_transfer.training.features import default_cache_dir
+
+    if arguments.action != "prune" and (arguments.older_than is not None or arguments.max_size is not None):
+        raise ConfigError(f"--older-than and --max-size go with 'cache prune', not 'cache {arguments.action}'")
+    directory = arguments.cache_dir or default_cache_dir()
+    size = lambda count: f"{count / 1e6:,.1f} MB"  # noqa: E731
+    if arguments.action == "prune":
+        removed = prune(directory, older_than_days=arguments.older_than,
+                        max_bytes=None if arguments.max_size is None else int(arguments.max_size * 1e9))
+        for entry in removed:
+            print(f"removed {entry.state} {os.path.basename(entry.path)} ({size(entry.size)})")
+        left = list_entries(directory)
+        print(f"{len(removed)} removed, {size(sum(entry.size for entry in removed))} freed; {len(left)} left, "
+              f"{size(sum(entry.size for entry in left))} in {directory}")
+        return 0
+    entries = list_entries(directory)
+    if arguments.action == "verify":
+        damaged = 0
+        for entry in entries:
+            problem = verify_entry(entry) if entry.state == "complete" else f"a {entry.state} entry"
+            if problem:
+                damaged += 1
+                if entry.state == "complete":
+                    discard(entry)
+                    problem += "; discarded (a run recomputes it)"
+            print(f"{'ok' if not problem else 'bad':<4} {os.path.basename(entry.path)}{': ' + problem if problem else ''}")
+        print(f"{len(entries)} entries checked in {directory}: {damaged} not usable"
+              + (" (cache prune removes what killed runs left)" if damaged else ""))
+        return 0
+    print(f"{len(entries)} entries, {size(sum(entry.size for entry in entries))} in {directory}")
+    if entries:
+        print(f"{'state':<10}{'size':>12}  {'last used (UTC)':<17} {'backbone':<12}{'weights':<26}{'layer':<7}"
+              f"{'pooling':<9}{'shape':<16}entry")
+    for entry in entries:
+        key = entry.key or {}
+        used = datetime.fromtimestamp(entry.last_used, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        print(f"{entry.state:<10}{size(entry.size):>12}  {used:<17} {str(key.get('backbone', '-')):<12}"
+              f"{str(key.get('weights', '-'))[:24]:<26}{str(key.get('feature_layer', '-')):<7}"
+              f"{str(key.get('pooling', '-')):<9}{'x'.join(map(str, entry.shape or [])) or '-':<16}"
+              f"{os.path.basename(entry.path)}")
+    return 0
+
+
 def _command_info(arguments: argparse.Namespace) -> int:
     from resnet_transfer.info import collect_info, format_info
 
@@ -324,6 +395,7 @@ _COMMANDS = {
     "predict": _command_predict,
     "export": _command_export,
     "info": _command_info,
+    "cache": _command_cache,
     "weights": _command_weights,
 }
 

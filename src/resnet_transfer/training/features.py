@@ -10,6 +10,7 @@ A cache entry is a folder ``<cache>/<key>/`` holding ``features.npy`` and
 written under a temporary name and renamed when complete, so an interrupted
 extraction never leaves an entry that a later run would take as complete; an
 entry whose checksum does not match is discarded with a warning and recomputed.
+Reading an entry marks it used; ``cache_admin`` lists, verifies and prunes entries.
 
 Example:
     >>> key = FeatureKey.create(backbone="resnet50", weights="random:seed=0", preprocess="seed", pooling="flatten",
@@ -169,6 +170,10 @@ class FeatureCache:
             return None
         features, problem = self._read_entry(key, folder)
         if problem is None:
+            try:
+                os.utime(folder)  # its last use, for `resnet-transfer cache prune`
+            except OSError:
+                pass  # a read-only cache
             return features
         warnings.warn(f"feature cache entry {folder} is discarded and will be recomputed: {problem}", stacklevel=2)
         self._discard(folder)
@@ -194,7 +199,8 @@ class FeatureCache:
             The stored features as a read-only memory map.
         """
         os.makedirs(self.directory, exist_ok=True)
-        partial = tempfile.mkdtemp(dir=self.directory, prefix=f".{key.digest}.partial-")
+        # The writer's process id in the name: `cache prune` removes only partial entries whose writer is gone.
+        partial = tempfile.mkdtemp(dir=self.directory, prefix=f".{key.digest}.partial-{os.getpid()}-")
         final = self.entry_path(key)
         try:
             path = os.path.join(partial, "features.npy")

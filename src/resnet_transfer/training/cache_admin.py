@@ -1,0 +1,181 @@
+"""The feature cache's housekeeping: ``resnet-transfer cache list|verify|prune``.
+
+A cache folder (``features.FeatureCache``) holds complete entries ``<digest>/``
+(``features.npy`` and ``entry.json``), and may hold what killed runs left: partial
+entries ``.<digest>.partial-<pid>-*`` of extractions that never finished, and
+``*.discarded-*`` folders whose removal was cut short. A run that reads an entry
+marks it used (the folder's modification time), so ``prune`` can evict the least
+recently used entries first. Nothing here needs Keras.
+
+Example:
+    >>> entries = list_entries("~/.cache/resnet-transfer/features")
+    >>> removed = prune(directory, max_bytes=20 * 1024**3)
+"""
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from resnet_transfer.errors import ConfigError
+from resnet_transfer.files import hash_file
+
+__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard"]
+
+_PARTIAL = re.compile(r"^\.[0-9a-f]+\.partial-(?:(\d+)-)?")
+_DISCARDED = re.compile(r"\.discarded-\d+-\d+$")
+
+
+@dataclass
+class CacheEntry:
+    """One folder of the cache.
+
+    Attributes:
+        path: the folder.
+        state: "complete", "partial" (an extraction's temporary folder), "discarded" (a
+            removal cut short) or "damaged" (no readable entry.json).
+        size: bytes on disk.
+        last_used: when a run last read or wrote it (seconds since the epoch).
+        key: the entry's key fields (complete entries).
+        shape: the features' shape (complete entries).
+        writer: the process that was writing a partial entry (None: not recorded).
+    """
+
+    path: str
+    state: str
+    size: int
+    last_used: float
+    key: Optional[dict] = None
+    shape: Optional[list] = None
+    writer: Optional[int] = None
+
+
+def _size(folder: str) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def _check_directory(directory: str) -> None:
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ConfigError(f"cache_dir {directory!r} is a file, not a cache folder; give the folder of the feature "
+                          "cache (--cache-dir)")
+
+
+def list_entries(directory: str) -> list:
+    """Every folder of the cache at ``directory``, complete entries first, each by last use
+    (oldest first); [] when there is no cache there.
+
+    Raises:
+        ConfigError: ``directory`` is a file.
+    """
+    _check_directory(directory)
+    if not os.path.isdir(directory):
+        return []
+    entries = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if not os.path.isdir(path):
+            continue  # e.g. a write check's temporary file
+        try:
+            used = os.path.getmtime(path)
+        except OSError:
+            continue  # removed meanwhile
+        partial, discarded = _PARTIAL.match(name), _DISCARDED.search(name)
+        if partial:
+            entries.append(CacheEntry(path, "partial", _size(path), used, writer=int(partial[1]) if partial[1] else None))
+        elif discarded:
+            entries.append(CacheEntry(path, "discarded", _size(path), used))
+        else:
+            try:
+                with open(os.path.join(path, "entry.json"), encoding="utf-8") as handle:
+                    record = json.load(handle)
+                key, shape = record["key"], record["shape"]
+                if not isinstance(key, dict):
+                    raise TypeError("key is not an object")
+                entries.append(CacheEntry(path, "complete", _size(path), used, key=key, shape=shape))
+            except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+                entries.append(CacheEntry(path, "damaged", _size(path), used))
+    order = {"complete": 0, "damaged": 1, "partial": 2, "discarded": 3}
+    return sorted(entries, key=lambda entry: (order[entry.state], entry.last_used))
+
+
+def verify_entry(entry: CacheEntry) -> Optional[str]:
+    """Re-checks a complete entry's features against their recorded SHA-256 and shape;
+    returns what is wrong (None: nothing). A run that met such an entry would discard and
+    recompute it; ``discard`` does the first half now."""
+    try:
+        with open(os.path.join(entry.path, "entry.json"), encoding="utf-8") as handle:
+            record = json.load(handle)
+        path = os.path.join(entry.path, "features.npy")
+        if hash_file(path) != record.get("sha256"):
+            return "its features do not match their recorded SHA-256"
+        if list(np.load(path, mmap_mode="r").shape) != record.get("shape"):
+            return "its shape does not match"
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        return f"it cannot be read ({error})"
+    return None
+
+
+def _writer_gone(entry: CacheEntry, now: float) -> bool:
+    """Whether a partial entry's extraction has ended (its process is gone; an entry of
+    unknown writer counts as abandoned after a day)."""
+    if entry.writer is None:
+        return now - entry.last_used > 86400
+    try:
+        os.kill(entry.writer, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # another user's live process
+    return False
+
+
+def prune(directory: str, *, older_than_days: Optional[float] = None, max_bytes: Optional[int] = None,
+          now: Optional[float] = None) -> list:
+    """Removes what killed runs left (partial entries whose process is gone, cut-short
+    removals, damaged entries), then complete entries unused for ``older_than_days``, then
+    the least recently used ones until the cache holds at most ``max_bytes``.
+
+    Returns:
+        The removed ``CacheEntry``s.
+    """
+    now = time.time() if now is None else now
+    entries = list_entries(directory)
+    removed = [entry for entry in entries if entry.state in ("discarded", "damaged")
+               or (entry.state == "partial" and _writer_gone(entry, now))]
+    complete = [entry for entry in entries if entry.state == "complete"]  # least recently used first
+    if older_than_days is not None:
+        removed += [entry for entry in complete if now - entry.last_used > older_than_days * 86400]
+    if max_bytes is not None:
+        kept = [entry for entry in complete if entry not in removed]
+        total = sum(entry.size for entry in entries if entry not in removed)
+        for entry in kept:
+            if total <= max_bytes:
+                break
+            removed.append(entry)
+            total -= entry.size
+    for entry in removed:
+        discard(entry)
+    return removed
+
+
+def discard(entry: CacheEntry) -> None:
+    """Removes an entry's folder, renamed first (atomic), so that no run ever reads a
+    half-removed entry."""
+    trash = f"{entry.path}.discarded-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        os.rename(entry.path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
