@@ -32,23 +32,25 @@ def _dead_pid() -> int:
 
 @pytest.fixture
 def cache(tmp_path):
-    """Three complete entries used 30, 20 and 10 days ago (the largest the oldest), and what killed runs left:
-    a partial entry of a process that is gone, one of this (live) process, and a removal cut short."""
+    """Three complete entries used 30, 20 and 10 days ago (the largest the oldest), the chunks of an extraction
+    under way and of one killed two days ago, and what killed runs left: a partial entry of a process that is
+    gone, one of this (live) process, and a removal cut short."""
     cache = FeatureCache(str(tmp_path / "cache"))
     now = time.time()
     for days, (images, rows) in zip((30, 20, 10), (("a" * 64, 1000), ("b" * 64, 500), ("c" * 64, 100))):
         folder = _store(cache, images, rows)
         os.utime(folder, (now - days * 86400,) * 2)
     for name in (f".{'d' * 32}.partial-{_dead_pid()}-x1", f".{'e' * 32}.partial-{os.getpid()}-x2",
-                 f"{'f' * 32}.discarded-1-2"):
+                 f"{'f' * 32}.discarded-1-2", f".{'1' * 32}.chunks", f".{'2' * 32}.chunks"):
         os.makedirs(tmp_path / "cache" / name)
         np.save(tmp_path / "cache" / name / "features.npy", np.ones((10, 2048), "float32"))
+    os.utime(tmp_path / "cache" / f".{'2' * 32}.chunks", (now - 2 * 86400,) * 2)
     return cache
 
 
 def test_list_shows_every_entry_with_its_key_and_a_read_marks_it_used(cache, capsys):
     entries = list_entries(cache.directory)
-    assert [entry.state for entry in entries] == ["complete"] * 3 + ["partial"] * 2 + ["discarded"]
+    assert [entry.state for entry in entries] == ["complete"] * 3 + ["chunks"] * 2 + ["partial"] * 2 + ["discarded"]
     assert [entry.key["images"][0] for entry in entries[:3]] == ["a", "b", "c"]  # least recently used first
     assert entries[0].shape == [1000, 2048] and entries[0].size > 1000 * 2048 * 4
 
@@ -57,7 +59,7 @@ def test_list_shows_every_entry_with_its_key_and_a_read_marks_it_used(cache, cap
 
     assert main(["cache", "list", "--cache-dir", cache.directory]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"6 entries, ") and lines[0].endswith(f"in {cache.directory}")
+    assert lines[0].startswith("8 entries, ") and lines[0].endswith(f"in {cache.directory}")
     assert sum(line.startswith("complete") and "resnet50" in line and "1000x2048" in line for line in lines) == 1
 
 
@@ -69,16 +71,17 @@ def test_verify_discards_an_entry_whose_features_changed(cache, capsys):
     assert main(["cache", "verify", "--cache-dir", cache.directory]) == 0
     out = capsys.readouterr().out
     assert f"bad  {os.path.basename(damaged)}: its features do not match their recorded SHA-256; discarded" in out
-    assert out.count("ok   ") == 2 and "6 entries checked" in out
+    assert out.count("ok   ") == 2 and "8 entries checked" in out
     assert not os.path.exists(damaged) and cache.load(_key("a" * 64)) is not None
 
 
 def test_prune_removes_what_killed_runs_left_and_keeps_complete_entries_and_live_extractions(cache):
     removed = prune(cache.directory)
-    assert sorted(entry.state for entry in removed) == ["discarded", "partial"]
+    assert sorted(os.path.basename(entry.path)[:3] for entry in removed) == [".22", ".dd", "fff"]
     left = list_entries(cache.directory)
-    assert [entry.state for entry in left] == ["complete"] * 3 + ["partial"]
-    assert left[-1].writer == os.getpid()  # an extraction still running is left alone
+    assert [entry.state for entry in left] == ["complete"] * 3 + ["chunks", "partial"]
+    assert left[-1].writer == os.getpid()  # an entry still being assembled is left alone
+    assert os.path.basename(left[-2].path) == f".{'1' * 32}.chunks"  # and so are the chunks of a recent extraction
 
 
 def test_prune_evicts_entries_unused_for_days_then_the_least_recently_used_to_a_size(cache, capsys):

@@ -111,3 +111,46 @@ def test_a_cache_that_cannot_hold_files_is_refused_before_any_work(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="cannot hold feature files.*--no-cache"):
         FeatureCache(str(tmp_path / "file")).check_writable()
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_extraction_goes_on_from_its_first_unfinished_chunk(extractor, images, tmp_path):
+    cache, key = FeatureCache(str(tmp_path)), make_key(images)
+    predicted = []
+
+    class Counting(keras.Model):  # the extractor, counting the images it is asked for, killed at its third chunk
+        def predict(self, x, **keywords):
+            if len(predicted) == 2 and kill:
+                raise _Killed
+            predicted.append(len(x))
+            return extractor.predict(x, **keywords)
+
+    counting = Counting(extractor.inputs, extractor.outputs)
+    kill = True
+    with pytest.raises(_Killed):
+        cached_features(counting, images, key=key, cache=cache, batch_size=16, chunk_size=16)
+    assert cache.load(key) is None and len(os.listdir(cache.chunks_path(key))) == 2 * 2  # 2 chunks, each with its record
+    kill, predicted[:] = False, []
+    features, status, _ = cached_features(counting, images, key=key, cache=cache, batch_size=16, chunk_size=16)
+    assert status == "miss" and predicted == [16, 16]  # chunks 3 and 4 (of 50 images: 16, 16, 16, 2 padded to 16)
+    np.testing.assert_allclose(features, extractor.predict(images.astype("float32"), verbose=0), rtol=1e-5, atol=1e-6)
+    assert os.listdir(tmp_path) == [key.digest]  # the chunks are gone once the entry is complete
+
+
+def test_shards_each_extract_their_chunks_and_the_last_one_assembles_the_entry(extractor, images, tmp_path):
+    cache, key = FeatureCache(str(tmp_path)), make_key(images)
+    features, status, _ = cached_features(extractor, images, key=key, cache=cache, chunk_size=16, shard=(1, 2))
+    assert (features, status) == (None, "partial") and cache.load(key) is None
+    # A chunk damaged since it was written is computed again.
+    damaged = os.path.join(cache.chunks_path(key), min(name for name in os.listdir(cache.chunks_path(key)) if name.endswith(".npy")))
+    with open(damaged, "r+b") as handle:
+        handle.seek(-4, os.SEEK_END)
+        handle.write(b"\x00\x00\x00\x00")
+    features, status, _ = cached_features(extractor, images, key=key, cache=cache, chunk_size=16, shard=(0, 2))
+    assert status == "partial"  # shard 1's first chunk is damaged: not finished
+    features, status, _ = cached_features(extractor, images, key=key, cache=cache, chunk_size=16, shard=(1, 2))
+    assert status == "miss"
+    np.testing.assert_allclose(features, extractor.predict(images.astype("float32"), verbose=0), rtol=1e-5, atol=1e-6)

@@ -102,6 +102,11 @@ def _add_train_parsers(commands) -> None:
     train.add_argument("--resume", action="store_true",
                        help="go on with the stopped run in --run-dir from its last finished epoch (same settings)")
 
+    extract = _add_config_parser(commands, "extract", "compute a run's frozen-backbone features into the feature "
+                                 "cache ahead of train, whole or one shard (for a job array)")
+    extract.add_argument("--shard", type=_shard, metavar="I/N",
+                         help="only shard I of N (0 <= I < N): every Nth chunk of 4,096 images from the Ith on")
+
     lr_find = _add_config_parser(commands, "lr-find", "sweep learning rates and suggest one (writes lr_find.png)")
     lr_find.add_argument("--phase", default="head", choices=PHASES,
                          help="head (on stored features) or fine-tune (the unfrozen model on images) (default: head)")
@@ -117,6 +122,15 @@ def _add_train_parsers(commands) -> None:
                                   "for 'train --weights FILE'", skip=PRETRAIN_SKIPS, defaults=PRETRAIN_SETTINGS)
     pretrain.add_argument("--out", required=True, metavar="FILE",
                           help="the new weights file, ending in .weights.h5 (a .weights.json sidecar goes beside it)")
+
+
+def _shard(text: str) -> tuple:
+    from resnet_transfer.training.extraction import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _names(text: str) -> tuple:
@@ -238,6 +252,14 @@ def _command_train(arguments: argparse.Namespace) -> int:
 
     result = train(run_config_from(arguments, ignore=("resume",)), resume=getattr(arguments, "resume", False))
     print(json.dumps(json_safe({"run_dir": result.run_dir, **{k: result.metrics[k] for k in ("test_loss", "test_accuracy")}})))
+    return 0
+
+
+def _command_extract(arguments: argparse.Namespace) -> int:
+    from resnet_transfer.training.extraction import extract
+
+    statuses = extract(run_config_from(arguments, ignore=("shard",)), shard=getattr(arguments, "shard", None))
+    print(json.dumps(statuses))
     return 0
 
 
@@ -388,6 +410,7 @@ def _command_weights(arguments: argparse.Namespace) -> int:
 _COMMANDS = {
     "train": _command_train,
     "lr-find": _command_lr_find,
+    "extract": _command_extract,
     "reproduce": _command_reproduce,
     "pretrain": _command_pretrain,
     "probe": _command_probe,

@@ -1,8 +1,9 @@
 """The feature cache's housekeeping: ``resnet-transfer cache list|verify|prune``.
 
 A cache folder (``features.FeatureCache``) holds complete entries ``<digest>/``
-(``features.npy`` and ``entry.json``), and may hold what killed runs left: partial
-entries ``.<digest>.partial-<pid>-*`` of extractions that never finished, and
+(``features.npy`` and ``entry.json``), the finished chunks of extractions under way or
+killed (``.<digest>.chunks/``, which the next extraction goes on from), and may hold what
+killed runs left: partial entries ``.<digest>.partial-<pid>-*`` being assembled, and
 ``*.discarded-*`` folders whose removal was cut short. A run that reads an entry
 marks it used (the folder's modification time), so ``prune`` can evict the least
 recently used entries first. Nothing here needs Keras.
@@ -28,6 +29,7 @@ from resnet_transfer.files import hash_file
 __all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard"]
 
 _PARTIAL = re.compile(r"^\.[0-9a-f]+\.partial-(?:(\d+)-)?")
+_CHUNKS = re.compile(r"^\.[0-9a-f]+\.chunks$")
 _DISCARDED = re.compile(r"\.discarded-\d+-\d+$")
 
 
@@ -37,8 +39,9 @@ class CacheEntry:
 
     Attributes:
         path: the folder.
-        state: "complete", "partial" (an extraction's temporary folder), "discarded" (a
-            removal cut short) or "damaged" (no readable entry.json).
+        state: "complete", "partial" (an entry being assembled), "chunks" (an extraction's
+            finished chunks), "discarded" (a removal cut short) or "damaged" (no readable
+            entry.json).
         size: bytes on disk.
         last_used: when a run last read or wrote it (seconds since the epoch).
         key: the entry's key fields (complete entries).
@@ -94,6 +97,8 @@ def list_entries(directory: str) -> list:
         partial, discarded = _PARTIAL.match(name), _DISCARDED.search(name)
         if partial:
             entries.append(CacheEntry(path, "partial", _size(path), used, writer=int(partial[1]) if partial[1] else None))
+        elif _CHUNKS.match(name):
+            entries.append(CacheEntry(path, "chunks", _size(path), used))
         elif discarded:
             entries.append(CacheEntry(path, "discarded", _size(path), used))
         else:
@@ -106,7 +111,7 @@ def list_entries(directory: str) -> list:
                 entries.append(CacheEntry(path, "complete", _size(path), used, key=key, shape=shape))
             except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
                 entries.append(CacheEntry(path, "damaged", _size(path), used))
-    order = {"complete": 0, "damaged": 1, "partial": 2, "discarded": 3}
+    order = {"complete": 0, "damaged": 1, "chunks": 2, "partial": 3, "discarded": 4}
     return sorted(entries, key=lambda entry: (order[entry.state], entry.last_used))
 
 
@@ -144,8 +149,9 @@ def _writer_gone(entry: CacheEntry, now: float) -> bool:
 def prune(directory: str, *, older_than_days: Optional[float] = None, max_bytes: Optional[int] = None,
           now: Optional[float] = None) -> list:
     """Removes what killed runs left (partial entries whose process is gone, cut-short
-    removals, damaged entries), then complete entries unused for ``older_than_days``, then
-    the least recently used ones until the cache holds at most ``max_bytes``.
+    removals, damaged entries, and the chunks of extractions that no process has added to
+    for a day), then complete entries unused for ``older_than_days``, then the least
+    recently used ones until the cache holds at most ``max_bytes``.
 
     Returns:
         The removed ``CacheEntry``s.
@@ -153,7 +159,8 @@ def prune(directory: str, *, older_than_days: Optional[float] = None, max_bytes:
     now = time.time() if now is None else now
     entries = list_entries(directory)
     removed = [entry for entry in entries if entry.state in ("discarded", "damaged")
-               or (entry.state == "partial" and _writer_gone(entry, now))]
+               or (entry.state == "partial" and _writer_gone(entry, now))
+               or (entry.state == "chunks" and now - entry.last_used > 86400)]
     complete = [entry for entry in entries if entry.state == "complete"]  # least recently used first
     if older_than_days is not None:
         removed += [entry for entry in complete if now - entry.last_used > older_than_days * 86400]

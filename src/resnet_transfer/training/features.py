@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.files import hash_file, reserve_space, write_json_atomic
+from resnet_transfer.files import atomic_path, hash_file, reserve_space, write_json_atomic
 
 __all__ = [
     "FeatureKey",
@@ -41,6 +41,7 @@ __all__ = [
     "fingerprint_images",
     "extract_features",
     "cached_features",
+    "ChunkedExtraction",
     "default_cache_dir",
 ]
 
@@ -127,6 +128,10 @@ class FeatureCache:
 
     def entry_path(self, key: FeatureKey) -> str:
         return os.path.join(self.directory, key.digest)
+
+    def chunks_path(self, key: FeatureKey) -> str:
+        """Where the entry's extraction keeps its finished chunks until it is complete."""
+        return os.path.join(self.directory, f".{key.digest}.chunks")
 
     def check_writable(self) -> None:
         """Raises ``ConfigError`` when entries cannot be stored here (a file, or a read-only place)."""
@@ -239,15 +244,72 @@ def extract_features(
     reserve_space(path)
     progress = keras.utils.Progbar(count, unit_name="image")
     for start in range(0, count, chunk_size):
-        chunk = np.asarray(images[start : start + chunk_size], dtype="float32")
-        # A last, smaller batch would make Keras compile the backbone again for its shape
-        # (seconds for a ResNet152); padding it to a full batch costs less than that.
-        padding = -len(chunk) % batch_size
-        padded = np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)]) if padding else chunk
-        features[start : start + len(chunk)] = extractor.predict(padded, batch_size=batch_size, verbose=0)[: len(chunk)]
+        chunk = images[start : start + chunk_size]
+        features[start : start + len(chunk)] = _predict_chunk(extractor, chunk, batch_size)
         progress.add(len(chunk))
     features.flush()
     del features
+
+
+def _predict_chunk(extractor: keras.Model, chunk: np.ndarray, batch_size: int) -> np.ndarray:
+    # A last, smaller batch would make Keras compile the backbone again for its shape
+    # (seconds for a ResNet152); padding it to a full batch costs less than that.
+    chunk = np.asarray(chunk, dtype="float32")
+    padding = -len(chunk) % batch_size
+    padded = np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)]) if padding else chunk
+    return extractor.predict(padded, batch_size=batch_size, verbose=0)[: len(chunk)]
+
+
+class ChunkedExtraction:
+    """An extraction in progress, chunk by chunk: ``<cache>/.<digest>.chunks/`` holds
+    ``chunk-<start>-<stop>.npy`` with ``chunk-<start>-<stop>.json`` (its rows and SHA-256,
+    written after it). A killed extraction keeps its finished chunks, and the next one
+    computes only the others; several processes (``--shard i/n``) may fill one folder.
+
+    Args:
+        folder: the chunks' folder.
+        count: rows (images) in all.
+        chunk_size: rows per chunk.
+    """
+
+    def __init__(self, folder: str, *, count: int, chunk_size: int):
+        self.folder, self.count, self.chunk_size = folder, count, chunk_size
+        self.bounds = [(start, min(start + chunk_size, count)) for start in range(0, count, chunk_size)]
+
+    def _path(self, start: int, stop: int) -> str:
+        return os.path.join(self.folder, f"chunk-{start:09d}-{stop:09d}.npy")
+
+    def finished(self, start: int, stop: int) -> bool:
+        """Whether the chunk is there and matches its recorded SHA-256."""
+        path = self._path(start, stop)
+        try:
+            with open(path[: -len(".npy")] + ".json", encoding="utf-8") as handle:
+                record = json.load(handle)
+            return isinstance(record, dict) and record.get("sha256") == hash_file(path)
+        except (OSError, ValueError, UnicodeDecodeError):
+            return False
+
+    def write(self, start: int, stop: int, features: np.ndarray) -> None:
+        """Stores one chunk: the array, then (atomically) its record."""
+        os.makedirs(self.folder, exist_ok=True)
+        path = self._path(start, stop)
+        with atomic_path(path) as temporary:
+            with open(temporary, "wb") as handle:
+                np.save(handle, features)
+        write_json_atomic(path[: -len(".npy")] + ".json", {"rows": stop - start, "sha256": hash_file(path)})
+
+    def assemble(self, path: str, dtype: str) -> None:
+        """Writes every chunk, in order, into one ``.npy`` at ``path``."""
+        first = np.load(self._path(*self.bounds[0]), mmap_mode="r")
+        features = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(self.count, *first.shape[1:]))
+        reserve_space(path)
+        for start, stop in self.bounds:
+            features[start:stop] = np.load(self._path(start, stop), mmap_mode="r")
+        features.flush()
+        del features
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def cached_features(
@@ -258,22 +320,38 @@ def cached_features(
     cache: FeatureCache,
     batch_size: int = 256,
     chunk_size: int = 4096,
+    shard: Optional[tuple] = None,
 ) -> tuple:
     """The backbone features of ``images``, from the cache or computed and stored.
 
+    The backbone runs chunk by chunk (``ChunkedExtraction``): a killed extraction goes
+    on from its first unfinished chunk, and never computes a finished one again. With
+    ``shard`` (i, n) only the chunks i, i + n, i + 2n, ... are computed here; the entry
+    is assembled by whichever shard finds every chunk finished.
+
     Returns:
         ``(features, status, backbone_seconds)``: a read-only memory map, "hit" or
-        "miss", and the seconds spent running the backbone (0 on a hit).
+        "miss", and the seconds spent running the backbone (0 on a hit); with a shard
+        whose fellow shards have not finished yet, ``(None, "partial", seconds)``.
     """
     features = cache.load(key)
     if features is not None:
         return features, "hit", 0.0
-    seconds = []
-
-    def write(path):
-        started = time.perf_counter()
-        extract_features(extractor, images, path, batch_size=batch_size, chunk_size=chunk_size, dtype=key.dtype)
-        seconds.append(time.perf_counter() - started)
-
-    features = cache.store(key, write)
-    return features, "miss", seconds[0]
+    chunks = ChunkedExtraction(cache.chunks_path(key), count=len(images), chunk_size=chunk_size)
+    mine = chunks.bounds if shard is None else chunks.bounds[shard[0] :: shard[1]]
+    todo = [bounds for bounds in mine if not chunks.finished(*bounds)]
+    if len(todo) < len(mine):
+        logger.info("features: %d of %d chunks were finished by an earlier extraction; %d to compute",
+                    len(mine) - len(todo), len(mine), len(todo))
+    progress = keras.utils.Progbar(sum(stop - start for start, stop in todo), unit_name="image")
+    started = time.perf_counter()
+    for start, stop in todo:
+        chunks.write(start, stop, _predict_chunk(extractor, images[start:stop], batch_size).astype(key.dtype))
+        progress.add(stop - start)
+    seconds = time.perf_counter() - started
+    missing = [bounds for bounds in chunks.bounds if bounds not in mine and not chunks.finished(*bounds)]
+    if missing:
+        return None, "partial", seconds
+    features = cache.store(key, lambda path: chunks.assemble(path, key.dtype))
+    chunks.remove()
+    return features, "miss", seconds

@@ -175,11 +175,15 @@ def choose_path(config: RunConfig, model: keras.Model, phase: Optional[Phase] = 
     return True, "the backbone is frozen and no augmentation is asked for: it runs once, the head trains on stored features"
 
 
-def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple = ("train", "val", "test")) -> tuple:
-    """The pooled backbone features of ``splits``, from the cache or computed and stored.
+def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple = ("train", "val", "test"),
+                    shard: Optional[tuple] = None) -> tuple:
+    """The pooled backbone features of ``splits``, from the cache or computed and stored
+    (``shard`` (i, n): only that shard's chunks, see ``features.cached_features``).
 
     Returns:
-        ({split: read-only array}, "hit" if every split was cached else "miss", backbone seconds).
+        ({split: read-only array, or None for a split whose other shards have not finished},
+        "hit" if every split was cached, "partial" if a split is not complete, else "miss";
+        backbone seconds).
     """
     pooling = _pooling_of(model)
     cache = FeatureCache(config.train.cache_dir)
@@ -192,14 +196,19 @@ def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple
             backbone=config.model.backbone, weights=identity, preprocess=config.model.preprocess,
             pooling=pooling, images=images, dtype=config.train.cache_dtype, feature_layer=config.model.feature_layer,
         )
-        features, status, seconds = cached_features(extractor, images, key=key, cache=cache, batch_size=INFERENCE_BATCH_SIZE)
-        if status == "hit":
+        features, status, seconds = cached_features(extractor, images, key=key, cache=cache, batch_size=INFERENCE_BATCH_SIZE,
+                                                    shard=shard)
+        if status == "partial":
+            logger.info("features of %s split (%d images): shard %d/%d computed in %.1f s; other shards' chunks are "
+                        "still missing (%s)", split, len(images), shard[0], shard[1], seconds, cache.chunks_path(key))
+        elif status == "hit":
             logger.info("features of %s split (%d images): cache hit, the backbone is skipped (%s)", split, len(images), cache.entry_path(key))
         else:
             logger.info("features of %s split (%d images): computed and stored in %.1f s (%s)", split, len(images), seconds, cache.entry_path(key))
         features_of[split], backbone_seconds = features, backbone_seconds + seconds
         statuses.append(status)
-    return features_of, ("hit" if all(s == "hit" for s in statuses) else "miss"), backbone_seconds
+    overall = "partial" if "partial" in statuses else "hit" if all(s == "hit" for s in statuses) else "miss"
+    return features_of, overall, backbone_seconds
 
 
 def jit_compile_for(config: RunConfig, *, measured_faster: bool):

@@ -1,0 +1,69 @@
+"""The ``extract`` verb: a run's frozen-backbone features into the feature cache, ahead of
+training, whole or one shard at a time.
+
+``train`` extracts what it needs by itself; ``extract`` is for spreading that work: the
+jobs of a job array each run ``extract --shard i/n`` with the run's settings, each
+computes its chunks (``features.cached_features``), the last to finish assembles the
+cache entries, and ``train`` with the same settings then finds them (and computes any
+chunk still missing itself). A killed ``extract`` goes on from its first unfinished chunk.
+
+Example:
+    >>> statuses = extract(config, shard=(0, 4))
+    >>> statuses["train"]
+    'partial'
+"""
+
+import logging
+from typing import Optional
+
+from resnet_transfer.config import RunConfig
+from resnet_transfer.errors import ConfigError
+from resnet_transfer.training.distribution import choose_strategy, strategy_scope
+from resnet_transfer.training.features import FeatureCache
+from resnet_transfer.training.fitting import stored_features
+from resnet_transfer.training.train import prepare
+
+__all__ = ["extract", "parse_shard"]
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+def parse_shard(text: str) -> tuple:
+    """"i/n" -> (i, n), with 0 <= i < n.
+
+    Raises:
+        ValueError: anything else.
+    """
+    index, _, count = text.partition("/")
+    if not (index.isdecimal() and count.isdecimal()) or not 0 <= int(index) < int(count):
+        raise ValueError(f"expected i/n with 0 <= i < n (for example 0/4: the first of 4 shards), got {text!r}")
+    return int(index), int(count)
+
+
+def extract(config: RunConfig, *, shard: Optional[tuple] = None) -> dict:
+    """Computes the features ``train`` would use for ``config`` (its shard of them) into
+    the feature cache.
+
+    Returns:
+        {split: "hit" (was there), "miss" (computed, the entry is complete) or "partial"
+        (this shard's chunks are stored; other shards' are still missing)}.
+
+    Raises:
+        ConfigError: settings under which ``train`` would not use stored features.
+    """
+    if config.train.feature_cache == "off":
+        raise ConfigError("extract fills the feature cache, which --no-cache turns off; leave out --no-cache")
+    if config.train.augment != "none" and config.train.augment_phase == "both":
+        raise ConfigError("with --augment-phase both the head trains on augmented images, never on stored features: "
+                          "there is nothing to extract")
+    FeatureCache(config.train.cache_dir).check_writable()
+    with strategy_scope(choose_strategy(config.train.strategy, batch_size=config.train.batch_size)):
+        dataset, model, _ = prepare(config)
+        statuses = {}
+        for split in SPLITS:
+            _, statuses[split], _ = stored_features(model, dataset, config, splits=(split,), shard=shard)
+    logger.info("features %s: %s", "of every shard" if shard is None else f"of shard {shard[0]}/{shard[1]}",
+                ", ".join(f"{split} {status}" for split, status in statuses.items()))
+    return statuses
