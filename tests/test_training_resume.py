@@ -17,7 +17,7 @@ from conftest import requires_mnist
 from resnet_transfer.cli import resume_command
 from resnet_transfer.config import RunConfig
 from resnet_transfer.errors import ConfigError, RunDirectoryError, RunInterrupted
-from resnet_transfer.training.checkpoints import read_checkpoint
+from resnet_transfer.training.checkpoints import clear_partial, read_checkpoint, restore_optimizer
 from resnet_transfer.training.train import changed_settings, train
 
 pytestmark = requires_mnist
@@ -166,3 +166,42 @@ def test_a_resumed_run_may_change_where_and_how_it_computes_but_not_what():
     given["train"]["learning_rate"], given["model"]["backbone"] = 0.01, "resnet50"
     assert changed_settings(recorded, given) == ["model.backbone (was 'resnet152', now 'resnet50')",
                                                  "train.learning_rate (was 0.001, now 0.01)"]
+
+
+def _latest(run_dir, **changes) -> str:
+    """A checkpoint as a head epoch leaves it (two epochs done), with ``changes``; returns its folder."""
+    folder = run_dir / "checkpoints" / "epoch-0002"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("weights.weights.h5", "optimizer.npz"):
+        (folder / name).write_bytes(b"x" * 1000)  # a truncated file
+    values = {"folder": "epoch-0002", "epochs_done": 2, "phase": "head", "weights_of": "head", "trainable": [],
+              "learning_rate": 0.001, "history": {"loss": [2.3, 2.2], "phase": ["head", "head"]}, "seconds": [1.0, 1.0],
+              "phases": [], **changes}
+    (run_dir / "checkpoints" / "latest.json").write_text(json.dumps(values))
+    return str(folder)
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"history": {"loss": [2.3], "phase": ["head"]}}, "history is not columns of 2 epochs"),
+    ({"history": [1, 2]}, "history is not columns of 2 epochs"),
+    ({"phases": "x"}, "phases is not a list of records"),
+    ({"learning_rate": "abc"}, "learning_rate is not a number"),
+    ({"seconds": ["a", "b"]}, "seconds is not a list of 2 numbers"),
+    ({"folder": "/elsewhere/epoch-0002"}, "its folder is not an epoch-NNNN folder name"),
+    ({"weights_of": "model"}, "its phase or weights_of is not one a run writes"),
+])
+def test_a_damaged_checkpoint_is_refused_before_any_training(tmp_path, changes, problem):
+    _latest(tmp_path, **changes)
+    with pytest.raises(RunDirectoryError, match=f"is damaged \\({problem}\\); the run cannot be resumed"):
+        read_checkpoint(tmp_path)
+
+
+def test_a_truncated_optimizer_state_is_named_and_half_written_epochs_are_cleared(tmp_path):
+    _latest(tmp_path)
+    partial = tmp_path / "checkpoints" / "epoch-0003.partial"
+    partial.mkdir()
+    checkpoint = read_checkpoint(tmp_path)
+    with pytest.raises(RunDirectoryError, match="optimizer.npz' cannot be read"):
+        restore_optimizer(keras.optimizers.Adam(), [keras.Variable(np.zeros(3))], checkpoint)
+    clear_partial(str(tmp_path))
+    assert not partial.exists() and os.path.exists(checkpoint.folder)

@@ -114,13 +114,15 @@ class Run:
     # --- creating and finishing ------------------------------------------------
 
     @classmethod
-    def create(cls, path: str) -> "Run":
-        """Creates the folder (an empty existing one is accepted) for a new run.
+    def create(cls, path: str, *, record: Optional[dict] = None) -> "Run":
+        """Creates the folder (an empty existing one is accepted) for a new run; with
+        ``record``, its config.json is written first, then status.json.
 
         Raises:
             RunDirectoryError: it holds files, or cannot be created.
         """
         check_run_dir_free(path)
+        existed = os.path.isdir(path)
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as error:
@@ -128,7 +130,16 @@ class Run:
                 f"cannot create run directory {path!r} ({error.strerror}); choose a writable --run-dir"
             ) from error
         run = cls(path)
-        run.write_status("running")
+        try:
+            if record is not None:
+                run.write_config(record)
+            run.write_status("running")
+        except BaseException:  # a full disk, Ctrl-C: the folder is left as it was found
+            for name in os.listdir(path):
+                os.remove(os.path.join(path, name))
+            if not existed:
+                os.rmdir(path)
+            raise
         return run
 
     @classmethod

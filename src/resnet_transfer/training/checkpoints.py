@@ -20,19 +20,24 @@ Example:
 """
 
 import json
+import math
 import os
+import re
 import shutil
+import zipfile
 from dataclasses import dataclass
 from typing import Optional
 
 import keras
 import numpy as np
 
+from resnet_transfer.config import PHASES
 from resnet_transfer.errors import RunDirectoryError
-from resnet_transfer.files import write_json_atomic
+from resnet_transfer.files import first_line, write_json_atomic
 from resnet_transfer.model.assembly import backbone_of, head_of
 
-__all__ = ["Checkpoint", "EpochCheckpoint", "read_checkpoint", "restore_weights", "restore_optimizer", "trainable_layers"]
+__all__ = ["Checkpoint", "EpochCheckpoint", "read_checkpoint", "restore_weights", "restore_optimizer", "trainable_layers",
+           "clear_partial"]
 
 CHECKPOINTS = "checkpoints"
 _LATEST = "latest.json"
@@ -84,11 +89,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
     fills with the records of ended phases.
     """
 
-    def __init__(self, run_dir: str, model: keras.Model, timer):
+    def __init__(self, run_dir: str, model: keras.Model, timer, *, epochs_saved: int = 0):
         super().__init__()
         self.directory = os.path.join(run_dir, CHECKPOINTS)
         self.full_model, self.timer = model, timer
         self.phases = []
+        self.epochs_saved = epochs_saved  # the epochs the last complete checkpoint holds
 
     def on_epoch_end(self, epoch, logs=None):
         epochs_done = len(self.timer.seconds)
@@ -97,11 +103,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
         folder = os.path.join(self.directory, f"epoch-{epochs_done:04d}")
         partial = folder + ".partial"
         shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(partial)
-        (head_of(self.full_model) if weights_of == "head" else self.full_model).save_weights(os.path.join(partial, _WEIGHTS))
-        optimizer = self.model.optimizer
-        np.savez(os.path.join(partial, _OPTIMIZER),
-                 **{variable.name: keras.ops.convert_to_numpy(variable) for variable in optimizer.variables})
+        try:
+            os.makedirs(partial)
+            target = head_of(self.full_model) if weights_of == "head" else self.full_model
+            target.save_weights(os.path.join(partial, _WEIGHTS))
+            optimizer = self.model.optimizer
+            np.savez(os.path.join(partial, _OPTIMIZER),
+                     **{variable.name: keras.ops.convert_to_numpy(variable) for variable in optimizer.variables})
+        except BaseException:  # a full disk, Ctrl-C: nothing half-written stays to fill the disk
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         shutil.rmtree(folder, ignore_errors=True)  # an epoch written again after a resume
         os.replace(partial, folder)
         write_json_atomic(os.path.join(self.directory, _LATEST), {
@@ -110,9 +121,49 @@ class EpochCheckpoint(keras.callbacks.Callback):
             "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
             "history": self.timer.history, "seconds": self.timer.seconds, "phases": self.phases,
         })
+        self.epochs_saved = epochs_done
         for name in os.listdir(self.directory):  # the epochs before: only the latest is kept
             if name.startswith("epoch-") and name != os.path.basename(folder):
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+
+def clear_partial(run_dir: str) -> None:
+    """Removes the half-written epoch folders a kill or a full disk left."""
+    directory = os.path.join(run_dir, CHECKPOINTS)
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.endswith(".partial"):
+                shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check(values: dict) -> None:
+    """Raises ValueError where ``latest.json``'s fields are not what ``EpochCheckpoint`` writes."""
+    if not isinstance(values.get("folder"), str) or not re.fullmatch(r"epoch-\d{4,}", values["folder"]):
+        raise ValueError("its folder is not an epoch-NNNN folder name")
+    epochs = values["epochs_done"]
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError("epochs_done is not a positive integer")
+    if values["phase"] not in PHASES or values["weights_of"] != ("head" if values["phase"] == "head" else "model"):
+        raise ValueError("its phase or weights_of is not one a run writes")
+    if not isinstance(values["trainable"], list) or not all(isinstance(name, str) for name in values["trainable"]):
+        raise ValueError("trainable is not a list of layer names")
+    if not _is_number(values["learning_rate"]):
+        raise ValueError("learning_rate is not a number")
+    seconds, history = values["seconds"], values["history"]
+    if not isinstance(seconds, list) or len(seconds) != epochs or not all(_is_number(value) for value in seconds):
+        raise ValueError(f"seconds is not a list of {epochs} numbers")
+    if not isinstance(history, dict) or "phase" not in history or not all(
+            isinstance(column, list) and len(column) == epochs for column in history.values()):
+        raise ValueError(f"history is not columns of {epochs} epochs")
+    if not all(phase in PHASES for phase in history["phase"]) or not all(
+            _is_number(value) or value is None for name, column in history.items() if name != "phase" for value in column):
+        raise ValueError("history holds values a run does not write")
+    if not isinstance(values["phases"], list) or not all(isinstance(phase, dict) for phase in values["phases"]):
+        raise ValueError("phases is not a list of records")
 
 
 def read_checkpoint(run_dir: str) -> Optional[Checkpoint]:
@@ -127,15 +178,16 @@ def read_checkpoint(run_dir: str) -> Optional[Checkpoint]:
     try:
         with open(latest) as file:
             values = json.load(file)
+        if not isinstance(values, dict):
+            raise ValueError("it is not a JSON object")
+        _check(values)
         checkpoint = Checkpoint(folder=os.path.join(run_dir, CHECKPOINTS, values["folder"]),
                                 **{name: values[name] for name in ("epochs_done", "phase", "weights_of", "trainable",
                                                                     "learning_rate", "history", "seconds", "phases")})
         missing = [name for name in (_WEIGHTS, _OPTIMIZER) if not os.path.isfile(os.path.join(checkpoint.folder, name))]
         if missing:
             raise ValueError(f"{', '.join(missing)} missing in {checkpoint.folder}")
-        if not isinstance(checkpoint.epochs_done, int) or checkpoint.epochs_done != len(checkpoint.seconds):
-            raise ValueError("epochs_done does not match the history")
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
         raise RunDirectoryError(
             f"the checkpoint in {latest!r} is damaged ({error}); the run cannot be resumed: start it again with "
             "another --run-dir"
@@ -154,7 +206,7 @@ def restore_weights(model: keras.Model, checkpoint: Checkpoint) -> None:
         target.load_weights(os.path.join(checkpoint.folder, _WEIGHTS))
     except (OSError, ValueError, KeyError) as error:
         raise RunDirectoryError(f"the checkpoint's weights in {checkpoint.folder!r} do not fit this run's model "
-                                f"({error}); start the run again with another --run-dir") from error
+                                f"({first_line(error)}); start the run again with another --run-dir") from error
 
 
 def restore_optimizer(optimizer: keras.optimizers.Optimizer, variables: list, checkpoint: Checkpoint) -> None:
@@ -166,12 +218,19 @@ def restore_optimizer(optimizer: keras.optimizers.Optimizer, variables: list, ch
     """
     if not optimizer.built:
         optimizer.build(variables)
-    with np.load(os.path.join(checkpoint.folder, _OPTIMIZER)) as stored:
-        for variable in optimizer.variables:
-            if variable.name == "learning_rate":
-                continue
-            if variable.name not in stored.files or stored[variable.name].shape != tuple(variable.shape):
-                raise RunDirectoryError(
-                    f"the checkpoint's optimizer state in {checkpoint.folder!r} has no {variable.name} of shape "
-                    f"{tuple(variable.shape)}; start the run again with another --run-dir")
-            variable.assign(stored[variable.name])
+    path = os.path.join(checkpoint.folder, _OPTIMIZER)
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            values = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise RunDirectoryError(f"the checkpoint's optimizer state {path!r} cannot be read ({first_line(error)}); "
+                                "start the run again with another --run-dir") from error
+    for variable in optimizer.variables:
+        if variable.name == "learning_rate":
+            continue
+        value = values.get(variable.name)
+        if value is None or value.shape != tuple(variable.shape) or value.dtype.kind not in "fiub":
+            raise RunDirectoryError(
+                f"the checkpoint's optimizer state {path!r} has no numeric {variable.name} of shape "
+                f"{tuple(variable.shape)}; start the run again with another --run-dir")
+        variable.assign(value)

@@ -42,7 +42,7 @@ from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights, read_sidecar, weights_identity
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
-from resnet_transfer.training.checkpoints import CHECKPOINTS, Checkpoint, EpochCheckpoint, read_checkpoint
+from resnet_transfer.training.checkpoints import CHECKPOINTS, Checkpoint, EpochCheckpoint, clear_partial, read_checkpoint
 from resnet_transfer.training.distribution import choose_strategy, replicas, strategy_scope
 from resnet_transfer.training.features import FeatureCache
 from resnet_transfer.training.interrupts import Interrupts, StopOnInterrupt, watching_interrupts
@@ -167,35 +167,35 @@ def _train_in_scope(config: RunConfig, callbacks: Optional[list], interrupts: In
         if run.record["data_source"].get("fingerprint") != dataset.source.get("fingerprint"):
             raise DataError(f"--resume: the data at {config.data.source!r} changed since the run in {run.path!r} "
                             "started (files or arrays were added, removed or changed); start a new run instead")
+        clear_partial(run.path)  # what a kill or a full disk left in the middle of a checkpoint
         run.write_status("running")
+        record = run.record
     else:
-        run = Run.create(run_dir)
+        record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
+        record["resolved"].update(strategy="default" if strategy is None else "mirrored", replicas=replicas(strategy))
+        run = Run.create(run_dir, record=record)  # config.json first: a folder killed now can be resumed
     timer = EpochTimer(write=run.write_history,  # a row per finished epoch, at once
                        history=checkpoint.history if checkpoint else None, seconds=checkpoint.seconds if checkpoint else None)
+    saver = EpochCheckpoint(run.path, model, timer, epochs_saved=checkpoint.epochs_done if checkpoint else 0)
     try:
         if resumed:
-            record = run.record
-            logger.info("run directory: %s, resumed after epoch %d", os.path.abspath(run.path),
-                        checkpoint.epochs_done if checkpoint else 0)
+            logger.info("run directory: %s, resumed after epoch %d", os.path.abspath(run.path), saver.epochs_saved)
         else:
             logger.info("run directory: %s", os.path.abspath(run_dir))
-            record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
-            record["resolved"].update(strategy="default" if strategy is None else "mirrored", replicas=replicas(strategy))
-            run.write_config(record)
             run.hold()
+        if not resumed or not os.path.isfile(run.file("labels.txt")):  # (a run killed as it started has none)
             run.write_labels(dataset.class_names)
             if dataset.skipped:
                 run.write_skipped(dataset.skipped)
         # The timer records the epoch, the checkpoint saves it, and only then may Ctrl-C stop the run.
-        callbacks = ([timer, EpochCheckpoint(run.path, model, timer), StopOnInterrupt(interrupts, finish_epoch=True)]
+        callbacks = ([timer, saver, StopOnInterrupt(interrupts, finish_epoch=True)]
                      + tensorboard_callbacks(config, run.path) + list(callbacks or []))
         return _fit_and_finish(run, model, dataset, config, record, timer, callbacks, class_weight, checkpoint)
     except BaseException as error:  # Ctrl-C included: a new run without a finished epoch leaves nothing
         interrupts.deferred = False
-        epochs_done = len(timer.seconds)
-        run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=epochs_done, keep=resumed)
+        run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=len(timer.seconds), keep=resumed)
         if interrupts and os.path.isdir(run.path):
-            raise RunInterrupted(run.path, epochs_done) from error
+            raise RunInterrupted(run.path, saver.epochs_saved) from None  # (the cause is the Ctrl-C itself)
         raise
     finally:
         run.release()
