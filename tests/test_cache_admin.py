@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from resnet_transfer.cli import main
-from resnet_transfer.training.cache_admin import list_entries, prune
+from resnet_transfer.training.cache_admin import list_entries, prune, writer_tag
 from resnet_transfer.training.features import FeatureCache, FeatureKey
 
 
@@ -34,17 +34,20 @@ def _dead_pid() -> int:
 def cache(tmp_path):
     """Three complete entries used 30, 20 and 10 days ago (the largest the oldest), the chunks of an extraction
     under way and of one killed two days ago, and what killed runs left: a partial entry of a process that is
-    gone, one of this (live) process, and a removal cut short."""
+    gone, one of this (live) process, and a removal cut short; and a folder that is not the cache's."""
     cache = FeatureCache(str(tmp_path / "cache"))
     now = time.time()
     for days, (images, rows) in zip((30, 20, 10), (("a" * 64, 1000), ("b" * 64, 500), ("c" * 64, 100))):
         folder = _store(cache, images, rows)
         os.utime(folder, (now - days * 86400,) * 2)
-    for name in (f".{'d' * 32}.partial-{_dead_pid()}-x1", f".{'e' * 32}.partial-{os.getpid()}-x2",
+    host = writer_tag().partition("@")[2]
+    for name in (f".{'d' * 32}.partial-{_dead_pid()}@{host}-x1", f".{'e' * 32}.partial-{writer_tag()}-x2",
                  f"{'f' * 32}.discarded-1-2", f".{'1' * 32}.chunks", f".{'2' * 32}.chunks"):
         os.makedirs(tmp_path / "cache" / name)
         np.save(tmp_path / "cache" / name / "features.npy", np.ones((10, 2048), "float32"))
     os.utime(tmp_path / "cache" / f".{'2' * 32}.chunks", (now - 2 * 86400,) * 2)
+    (tmp_path / "cache" / "photos").mkdir()
+    (tmp_path / "cache" / "photos" / "a.jpg").write_bytes(b"not the cache's")
     return cache
 
 
@@ -71,7 +74,7 @@ def test_verify_discards_an_entry_whose_features_changed(cache, capsys):
     assert main(["cache", "verify", "--cache-dir", cache.directory]) == 0
     out = capsys.readouterr().out
     assert f"bad  {os.path.basename(damaged)}: its features do not match their recorded SHA-256; discarded" in out
-    assert out.count("ok   ") == 2 and "8 entries checked" in out
+    assert out.count("ok   ") == 2 and out.count("skip ") == 5 and "8 folders in" in out and "1 damaged entries" in out
     assert not os.path.exists(damaged) and cache.load(_key("a" * 64)) is not None
 
 
@@ -81,6 +84,7 @@ def test_prune_removes_what_killed_runs_left_and_keeps_complete_entries_and_live
     left = list_entries(cache.directory)
     assert [entry.state for entry in left] == ["complete"] * 3 + ["chunks", "partial"]
     assert left[-1].writer == os.getpid()  # an entry still being assembled is left alone
+    assert os.path.exists(os.path.join(cache.directory, "photos", "a.jpg"))  # and so is what is not the cache's
     assert os.path.basename(left[-2].path) == f".{'1' * 32}.chunks"  # and so are the chunks of a recent extraction
 
 

@@ -70,7 +70,9 @@ def test_default_and_auto_on_a_machine_without_gpus_use_the_default_strategy(mon
 
 @pytest.mark.parametrize("tf_config, message", [
     ('{"cluster": {"worker": ["localhost:12345", "localhost:23456"]}, "task": {"type": "worker", "index": 0}}',
-     "TF_CONFIG describes a cluster of 2 workers, but multi-worker training is not supported yet"),
+     "TF_CONFIG describes a cluster of 2 tasks, but multi-worker training is not supported yet"),
+    ('{"cluster": {"chief": ["localhost:1"], "ps": ["localhost:2"]}, "task": {"type": "chief", "index": 0}}',
+     "TF_CONFIG describes a cluster of 2 tasks"),
     ("{not json", "TF_CONFIG is not a JSON object with a cluster"),
 ])
 @tensorflow_only

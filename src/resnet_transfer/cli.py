@@ -361,15 +361,16 @@ def _command_cache(arguments: argparse.Namespace) -> int:
     if arguments.action == "verify":
         damaged = 0
         for entry in entries:
-            problem = verify_entry(entry) if entry.state == "complete" else f"a {entry.state} entry"
+            if entry.state in ("partial", "chunks", "discarded"):
+                print(f"{'skip':<4} {os.path.basename(entry.path)}: {entry.state} (cache prune removes what killed runs left)")
+                continue
+            problem = verify_entry(entry) if entry.state == "complete" else "no readable entry.json"
             if problem:
                 damaged += 1
-                if entry.state == "complete":
-                    discard(entry)
-                    problem += "; discarded (a run recomputes it)"
+                discard(entry)
+                problem += "; discarded (a run recomputes it)"
             print(f"{'ok' if not problem else 'bad':<4} {os.path.basename(entry.path)}{': ' + problem if problem else ''}")
-        print(f"{len(entries)} entries checked in {directory}: {damaged} not usable"
-              + (" (cache prune removes what killed runs left)" if damaged else ""))
+        print(f"{len(entries)} folders in {directory}: {damaged} damaged entries discarded")
         return 0
     print(f"{len(entries)} entries, {size(sum(entry.size for entry in entries))} in {directory}")
     if entries:

@@ -116,7 +116,7 @@ class Run:
     @classmethod
     def create(cls, path: str, *, record: Optional[dict] = None) -> "Run":
         """Creates the folder (an empty existing one is accepted) for a new run; with
-        ``record``, its config.json is written first, then status.json.
+        ``record``, its config.json is written first and held (``hold``), then status.json.
 
         Raises:
             RunDirectoryError: it holds files, or cannot be created.
@@ -133,8 +133,10 @@ class Run:
         try:
             if record is not None:
                 run.write_config(record)
+                run.hold()  # before status.json says "running": a --resume of this folder now waits its turn
             run.write_status("running")
         except BaseException:  # a full disk, Ctrl-C: the folder is left as it was found
+            run.release()
             for name in os.listdir(path):
                 os.remove(os.path.join(path, name))
             if not existed:

@@ -3,10 +3,10 @@
 A cache folder (``features.FeatureCache``) holds complete entries ``<digest>/``
 (``features.npy`` and ``entry.json``), the finished chunks of extractions under way or
 killed (``.<digest>.chunks/``, which the next extraction goes on from), and may hold what
-killed runs left: partial entries ``.<digest>.partial-<pid>-*`` being assembled, and
+killed runs left: partial entries ``.<digest>.partial-<pid>@<host>-*`` being assembled, and
 ``*.discarded-*`` folders whose removal was cut short. A run that reads an entry
 marks it used (the folder's modification time), so ``prune`` can evict the least
-recently used entries first. Nothing here needs Keras.
+recently used entries first. Folders whose names are not the cache's are never touched.
 
 Example:
     >>> entries = list_entries("~/.cache/resnet-transfer/features")
@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -26,11 +27,18 @@ import numpy as np
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import hash_file
 
-__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard"]
+__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard", "writer_tag"]
 
-_PARTIAL = re.compile(r"^\.[0-9a-f]+\.partial-(?:(\d+)-)?")
-_CHUNKS = re.compile(r"^\.[0-9a-f]+\.chunks$")
-_DISCARDED = re.compile(r"\.discarded-\d+-\d+$")
+# Only these names are the cache's: anything else in the folder is left alone.
+_ENTRY = re.compile(r"^[0-9a-f]{32}$")
+_PARTIAL = re.compile(r"^\.[0-9a-f]{32}\.partial-(?:(\d+)(?:@([A-Za-z0-9]+))?-)?")
+_CHUNKS = re.compile(r"^\.[0-9a-f]{32}\.chunks$")
+_DISCARDED = re.compile(r"^\.?[0-9a-f]{32}.*\.discarded-\d+-\d+$")
+
+
+def writer_tag() -> str:
+    """This process as partial entries name their writer: its id and its host (letters and digits)."""
+    return f"{os.getpid()}@{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:40]}"
 
 
 @dataclass
@@ -47,6 +55,7 @@ class CacheEntry:
         key: the entry's key fields (complete entries).
         shape: the features' shape (complete entries).
         writer: the process that was writing a partial entry (None: not recorded).
+        host: the machine of that process (None: not recorded).
     """
 
     path: str
@@ -56,6 +65,7 @@ class CacheEntry:
     key: Optional[dict] = None
     shape: Optional[list] = None
     writer: Optional[int] = None
+    host: Optional[str] = None
 
 
 def _size(folder: str) -> int:
@@ -94,9 +104,12 @@ def list_entries(directory: str) -> list:
             used = os.path.getmtime(path)
         except OSError:
             continue  # removed meanwhile
-        partial, discarded = _PARTIAL.match(name), _DISCARDED.search(name)
+        partial, discarded = _PARTIAL.match(name), _DISCARDED.match(name)
+        if not (partial or discarded or _CHUNKS.match(name) or _ENTRY.match(name)):
+            continue  # not the cache's: never listed, never removed
         if partial:
-            entries.append(CacheEntry(path, "partial", _size(path), used, writer=int(partial[1]) if partial[1] else None))
+            entries.append(CacheEntry(path, "partial", _size(path), used, writer=int(partial[1]) if partial[1] else None,
+                                      host=partial[2]))
         elif _CHUNKS.match(name):
             entries.append(CacheEntry(path, "chunks", _size(path), used))
         elif discarded:
@@ -133,9 +146,9 @@ def verify_entry(entry: CacheEntry) -> Optional[str]:
 
 
 def _writer_gone(entry: CacheEntry, now: float) -> bool:
-    """Whether a partial entry's extraction has ended (its process is gone; an entry of
-    unknown writer counts as abandoned after a day)."""
-    if entry.writer is None:
+    """Whether a partial entry's extraction has ended (its process, on this machine, is
+    gone; one of unknown writer, or of another machine, counts as abandoned after a day)."""
+    if entry.writer is None or entry.host != writer_tag().partition("@")[2]:
         return now - entry.last_used > 86400
     try:
         os.kill(entry.writer, 0)

@@ -26,7 +26,7 @@ import re
 import shutil
 import zipfile
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import keras
 import numpy as np
@@ -86,13 +86,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     The model ``fit`` runs (``self.model``) may be the head alone, on stored features; its
     optimizer is the one that holds the state. ``phases`` is the list that ``run_phases``
-    fills with the records of ended phases.
+    fills with the records of ended phases. ``then(history, seconds)`` is called once the
+    checkpoint is complete (``Run.write_history``).
     """
 
-    def __init__(self, run_dir: str, model: keras.Model, timer, *, epochs_saved: int = 0):
+    def __init__(self, run_dir: str, model: keras.Model, timer, *, epochs_saved: int = 0,
+                 then: Optional[Callable[[dict, list], None]] = None):
         super().__init__()
         self.directory = os.path.join(run_dir, CHECKPOINTS)
-        self.full_model, self.timer = model, timer
+        self.full_model, self.timer, self.then = model, timer, then
         self.phases = []
         self.epochs_saved = epochs_saved  # the epochs the last complete checkpoint holds
 
@@ -122,6 +124,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             "history": self.timer.history, "seconds": self.timer.seconds, "phases": self.phases,
         })
         self.epochs_saved = epochs_done
+        if self.then is not None:
+            self.then(self.timer.history, self.timer.seconds)
         for name in os.listdir(self.directory):  # the epochs before: only the latest is kept
             if name.startswith("epoch-") and name != os.path.basename(folder):
                 shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)

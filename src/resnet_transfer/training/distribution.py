@@ -33,8 +33,8 @@ __all__ = ["STRATEGIES", "choose_strategy", "strategy_scope", "replicas", "repli
 logger = logging.getLogger(__name__)
 
 
-def _cluster_workers() -> int:
-    """The workers TF_CONFIG describes (0 when it is unset or names no cluster)."""
+def _cluster_tasks() -> int:
+    """The tasks of the cluster TF_CONFIG describes, of every role (0 when it is unset or names no cluster)."""
     text = os.environ.get("TF_CONFIG", "").strip()
     if not text:
         return 0
@@ -45,7 +45,7 @@ def _cluster_workers() -> int:
                           f"unset it to train on this machine. Received: TF_CONFIG={text[:80]!r}") from None
     if not isinstance(cluster, dict):
         return 0
-    return sum(len(tasks) for role, tasks in cluster.items() if role in ("chief", "worker") and isinstance(tasks, list))
+    return sum(len(tasks) for tasks in cluster.values() if isinstance(tasks, list))  # chief, workers, ps, evaluator
 
 
 def choose_strategy(name: str, *, batch_size: int):
@@ -63,9 +63,9 @@ def choose_strategy(name: str, *, batch_size: int):
             raise ConfigError(f"strategy=mirrored needs the TensorFlow backend (tf.distribute); the Keras backend here is "
                               f"{backend}. Set KERAS_BACKEND=tensorflow, or leave out --strategy")
         return None
-    workers = _cluster_workers()
-    if workers > 1:
-        raise ConfigError(f"TF_CONFIG describes a cluster of {workers} workers, but multi-worker training is not "
+    tasks = _cluster_tasks()
+    if tasks > 1:
+        raise ConfigError(f"TF_CONFIG describes a cluster of {tasks} tasks, but multi-worker training is not "
                           "supported yet; unset TF_CONFIG to train on this machine alone")
     import tensorflow as tf
 

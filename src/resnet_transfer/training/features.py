@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from resnet_transfer.errors import ConfigError
+from resnet_transfer.training.cache_admin import writer_tag
 from resnet_transfer.files import atomic_path, hash_file, reserve_space, write_json_atomic
 
 __all__ = [
@@ -205,7 +206,7 @@ class FeatureCache:
         """
         os.makedirs(self.directory, exist_ok=True)
         # The writer's process id in the name: `cache prune` removes only partial entries whose writer is gone.
-        partial = tempfile.mkdtemp(dir=self.directory, prefix=f".{key.digest}.partial-{os.getpid()}-")
+        partial = tempfile.mkdtemp(dir=self.directory, prefix=f".{key.digest}.partial-{writer_tag()}-")
         final = self.entry_path(key)
         try:
             path = os.path.join(partial, "features.npy")
@@ -350,8 +351,15 @@ def cached_features(
         progress.add(stop - start)
     seconds = time.perf_counter() - started
     missing = [bounds for bounds in chunks.bounds if bounds not in mine and not chunks.finished(*bounds)]
-    if missing:
+    features = cache.load(key)  # a fellow shard may have assembled the entry meanwhile
+    if features is None and missing:
         return None, "partial", seconds
-    features = cache.store(key, lambda path: chunks.assemble(path, key.dtype))
+    if features is None:
+        try:
+            features = cache.store(key, lambda path: chunks.assemble(path, key.dtype))
+        except FileNotFoundError:  # a fellow shard assembled it and removed the chunks while this one read them
+            features = cache.load(key)
+            if features is None:
+                raise
     chunks.remove()
     return features, "miss", seconds

@@ -68,10 +68,14 @@ def check_before_run(config: RunConfig, run_dir: str, *, resumable: bool = False
     """The checks that need no data: the run folder is free, optional packages are there,
     the feature cache is writable."""
     check_run_dir_free(run_dir, resumable=resumable)
-    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    _check_tensorboard(config)
     if config.train.feature_cache != "off":
         FeatureCache(config.train.cache_dir).check_writable()
+
+
+def _check_tensorboard(config: RunConfig) -> None:
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
 
 
 def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = None, resume: bool = False) -> RunResult:
@@ -128,6 +132,7 @@ def _reopen(config: RunConfig) -> tuple:
                 f"--resume: {len(changed)} setting(s) differ from the run's config.json: {'; '.join(changed)}. A "
                 "resumed run keeps its settings: give the same ones, or start a new run with another --run-dir"
             )
+        _check_tensorboard(config)
         if config.train.feature_cache != "off":
             FeatureCache(config.train.cache_dir).check_writable()
         return run, read_checkpoint(run.path)
@@ -152,7 +157,7 @@ def changed_settings(recorded: dict, given: dict, prefix: str = "") -> list:
         was, now = recorded.get(name), given.get(name)
         if isinstance(was, dict) and isinstance(now, dict):
             changed += changed_settings(was, now, f"{prefix}{name}.")
-        elif was != now and not (isinstance(was, list) and tuple(was) == now):
+        elif was != now:
             changed.append(f"{prefix}{name} (was {was!r}, now {now!r})")
     return changed
 
@@ -174,15 +179,15 @@ def _train_in_scope(config: RunConfig, callbacks: Optional[list], interrupts: In
         record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
         record["resolved"].update(strategy="default" if strategy is None else "mirrored", replicas=replicas(strategy))
         run = Run.create(run_dir, record=record)  # config.json first: a folder killed now can be resumed
-    timer = EpochTimer(write=run.write_history,  # a row per finished epoch, at once
-                       history=checkpoint.history if checkpoint else None, seconds=checkpoint.seconds if checkpoint else None)
-    saver = EpochCheckpoint(run.path, model, timer, epochs_saved=checkpoint.epochs_done if checkpoint else 0)
+    timer = EpochTimer(history=checkpoint.history if checkpoint else None, seconds=checkpoint.seconds if checkpoint else None)
+    # A history.csv row per finished epoch, written once the epoch's checkpoint is: a row is an epoch --resume keeps.
+    saver = EpochCheckpoint(run.path, model, timer, epochs_saved=checkpoint.epochs_done if checkpoint else 0,
+                            then=run.write_history)
     try:
         if resumed:
             logger.info("run directory: %s, resumed after epoch %d", os.path.abspath(run.path), saver.epochs_saved)
         else:
             logger.info("run directory: %s", os.path.abspath(run_dir))
-            run.hold()
         if not resumed or not os.path.isfile(run.file("labels.txt")):  # (a run killed as it started has none)
             run.write_labels(dataset.class_names)
             if dataset.skipped:
@@ -247,8 +252,9 @@ def _fit_and_finish(run: Run, model, dataset: Dataset, config: RunConfig, record
         "frozen_weights_unchanged": True,
         "phases": outcome.phases,
     }
-    if checkpoint is not None:
-        metrics["resumed_after_epoch"] = checkpoint.epochs_done  # train_seconds: this process's epochs only
+    if checkpoint is not None:  # train_seconds: this process's epochs; seconds_per_epoch: every epoch's
+        metrics["resumed_after_epoch"] = checkpoint.epochs_done
+        metrics["seconds_per_epoch"] = sum(timer.seconds) / len(timer.seconds) if timer.seconds else None
     run.write_metrics(metrics)
     write_report(
         run.path, probabilities=outcome.test_probabilities, labels=dataset.y_test, images=dataset.x_test,
