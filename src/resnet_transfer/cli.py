@@ -341,8 +341,7 @@ def _command_cache(arguments: argparse.Namespace) -> int:
     from datetime import datetime, timezone
 
     from resnet_transfer.errors import ConfigError
-    from resnet_transfer.training.cache_admin import discard, list_entries, prune, verify_entry
-    from resnet_transfer.training.features import default_cache_dir
+    from resnet_transfer.training.cache_admin import default_cache_dir, discard, list_entries, prune, verify_entry
 
     if arguments.action != "prune" and (arguments.older_than is not None or arguments.max_size is not None):
         raise ConfigError(f"--older-than and --max-size go with 'cache prune', not 'cache {arguments.action}'")

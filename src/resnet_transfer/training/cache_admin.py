@@ -7,6 +7,7 @@ killed runs left: partial entries ``.<digest>.partial-<pid>@<host>-*`` being ass
 ``*.discarded-*`` folders whose removal was cut short. A run that reads an entry
 marks it used (the folder's modification time), so ``prune`` can evict the least
 recently used entries first. Folders whose names are not the cache's are never touched.
+Nothing here imports Keras, so ``resnet-transfer cache`` starts fast.
 
 Example:
     >>> entries = list_entries("~/.cache/resnet-transfer/features")
@@ -27,13 +28,22 @@ import numpy as np
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import hash_file
 
-__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard", "writer_tag"]
+__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard", "writer_tag", "default_cache_dir"]
 
 # Only these names are the cache's: anything else in the folder is left alone.
 _ENTRY = re.compile(r"^[0-9a-f]{32}$")
 _PARTIAL = re.compile(r"^\.[0-9a-f]{32}\.partial-(?:(\d+)(?:@([A-Za-z0-9]+))?-)?")
 _CHUNKS = re.compile(r"^\.[0-9a-f]{32}\.chunks$")
 _DISCARDED = re.compile(r"^\.?[0-9a-f]{32}.*\.discarded-\d+-\d+$")
+
+
+def default_cache_dir() -> str:
+    """``$RESNET_TRANSFER_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/resnet-transfer/features``
+    (``~/.cache/resnet-transfer/features`` without XDG_CACHE_HOME)."""
+    if os.environ.get("RESNET_TRANSFER_CACHE_DIR"):
+        return os.environ["RESNET_TRANSFER_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "resnet-transfer", "features")
 
 
 def writer_tag() -> str:

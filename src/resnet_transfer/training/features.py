@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.training.cache_admin import writer_tag
+from resnet_transfer.training.cache_admin import default_cache_dir, writer_tag
 from resnet_transfer.files import atomic_path, hash_file, reserve_space, write_json_atomic
 
 __all__ = [
@@ -51,15 +51,6 @@ logger = logging.getLogger(__name__)
 # 2: preprocessing made of Keras layers; 3: features pooled as the head pools them; 4: the cut is in the key
 CACHE_FORMAT = 4
 _FINGERPRINT_CHUNK = 4096
-
-
-def default_cache_dir() -> str:
-    """``$RESNET_TRANSFER_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/resnet-transfer/features``
-    (``~/.cache/resnet-transfer/features`` without XDG_CACHE_HOME)."""
-    if os.environ.get("RESNET_TRANSFER_CACHE_DIR"):
-        return os.environ["RESNET_TRANSFER_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "resnet-transfer", "features")
 
 
 def fingerprint_images(images: np.ndarray) -> str:
