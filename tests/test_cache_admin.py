@@ -96,6 +96,8 @@ def test_prune_evicts_entries_unused_for_days_then_the_least_recently_used_to_a_
     assert main(["cache", "prune", "--cache-dir", cache.directory, "--max-size", str(limit)]) == 0
     assert [entry.key["images"][0] for entry in list_entries(cache.directory) if entry.key] == ["c"]
     assert "1 removed" in capsys.readouterr().out
+    prune(cache.directory, older_than_days=0)  # every entry and chunk; the live writer's partial entry stays
+    assert [entry.state for entry in list_entries(cache.directory)] == ["partial"]
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -173,8 +173,8 @@ def prune(directory: str, *, older_than_days: Optional[float] = None, max_bytes:
           now: Optional[float] = None) -> list:
     """Removes what killed runs left (partial entries whose process is gone, cut-short
     removals, damaged entries, and the chunks of extractions that no process has added to
-    for a day), then complete entries unused for ``older_than_days``, then the least
-    recently used ones until the cache holds at most ``max_bytes``.
+    for a day), then complete entries unused (and chunks untouched) for ``older_than_days``,
+    then the least recently used entries until the cache holds at most ``max_bytes``.
 
     Returns:
         The removed ``CacheEntry``s.
@@ -185,8 +185,9 @@ def prune(directory: str, *, older_than_days: Optional[float] = None, max_bytes:
                or (entry.state == "partial" and _writer_gone(entry, now))
                or (entry.state == "chunks" and now - entry.last_used > 86400)]
     complete = [entry for entry in entries if entry.state == "complete"]  # least recently used first
-    if older_than_days is not None:
-        removed += [entry for entry in complete if now - entry.last_used > older_than_days * 86400]
+    if older_than_days is not None:  # complete entries unused, and chunks untouched, for that long
+        removed += [entry for entry in entries if entry.state in ("complete", "chunks") and entry not in removed
+                    and now - entry.last_used > older_than_days * 86400]
     if max_bytes is not None:
         kept = [entry for entry in complete if entry not in removed]
         total = sum(entry.size for entry in entries if entry not in removed)
