@@ -117,6 +117,7 @@ def test_a_run_killed_while_fine_tuning_resumes_fine_tuning_with_the_same_layers
     head, tuned = resumed.metrics["phases"]
     assert tuned["trainable_parameters"] == whole.metrics["phases"][1]["trainable_parameters"] > head["trainable_parameters"]
     assert not tuned["frozen_weights_moved"]
+    assert resumed.metrics["feature_cache"] == "miss" and resumed.metrics["backbone_seconds"] > 0  # the killed head's
     _assert_same_run(resumed, whole)
 
 

@@ -55,6 +55,9 @@ def extract(config: RunConfig, *, shard: Optional[tuple] = None) -> dict:
     """
     if config.train.feature_cache == "off":
         raise ConfigError("extract fills the feature cache, which --no-cache turns off; leave out --no-cache")
+    if config.train.epochs == 0:
+        raise ConfigError("with --epochs 0 there is no head phase, the only one that trains on stored features: "
+                          "there is nothing to extract")
     if config.train.augment != "none" and config.train.augment_phase == "both":
         raise ConfigError("with --augment-phase both the head trains on augmented images, never on stored features: "
                           "there is nothing to extract")

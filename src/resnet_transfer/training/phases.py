@@ -120,6 +120,9 @@ def run_phases(model: keras.Model, dataset: Dataset, config: RunConfig, *, callb
         restore_weights(model, resume)
         outcome.history = {name: list(values) for name, values in resume.history.items()}
         outcome.phases.extend(resume.phases)
+        for record in resume.phases:  # a head phase that ended before the kill: its cache figures
+            if record.get("backbone_seconds") is not None:
+                outcome.feature_cache, outcome.backbone_seconds = record["feature_cache"], record["backbone_seconds"]
     for phase in phases:
         last = phase is phases[-1]
         frozen = _prepare(model, phase)
@@ -134,7 +137,8 @@ def run_phases(model: keras.Model, dataset: Dataset, config: RunConfig, *, callb
         moved = frozen.changed()
         outcome.phases.append({"name": phase.name, "epochs": planned_epochs[phase.name], "learning_rate": phase.learning_rate,
                                "trainable_parameters": trainable_count(model), "train_seconds": fitted.train_seconds,
-                               "frozen_weights_checked": len(frozen), "frozen_weights_moved": moved})
+                               "frozen_weights_checked": len(frozen), "frozen_weights_moved": moved,
+                               "feature_cache": fitted.feature_cache, "backbone_seconds": fitted.backbone_seconds})
         if moved:
             raise FrozenWeightsError(
                 f"{len(moved)} weights that the {phase.name} phase was meant to leave frozen changed during it "
