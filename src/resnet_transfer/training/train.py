@@ -198,7 +198,8 @@ def _train_in_scope(config: RunConfig, callbacks: Optional[list], interrupts: In
         return _fit_and_finish(run, model, dataset, config, record, timer, callbacks, class_weight, checkpoint)
     except BaseException as error:  # Ctrl-C included: a new run without a finished epoch leaves nothing
         interrupts.deferred = False
-        run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=len(timer.seconds), keep=resumed)
+        # Epochs done: those whose checkpoint (and history.csv row) was written.
+        run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=saver.epochs_saved, keep=resumed)
         if interrupts and os.path.isdir(run.path):
             raise RunInterrupted(run.path, saver.epochs_saved) from None  # (the cause is the Ctrl-C itself)
         raise
