@@ -371,7 +371,8 @@ def _command_cache(arguments: argparse.Namespace) -> int:
             print(f"{'ok' if not problem else 'bad':<4} {os.path.basename(entry.path)}{': ' + problem if problem else ''}")
         print(f"{len(entries)} folders in {directory}: {damaged} damaged entries discarded")
         return 0
-    print(f"{len(entries)} entries, {size(sum(entry.size for entry in entries))} in {directory}")
+    print(f"{len(entries)} folders, {size(sum(entry.size for entry in entries))} in {directory}"
+          + ("" if os.path.isdir(directory) else " (no such folder: is --cache-dir right?)"))
     if entries:
         print(f"{'state':<10}{'size':>12}  {'last used (UTC)':<17} {'backbone':<12}{'weights':<26}{'layer':<7}"
               f"{'pooling':<9}{'shape':<16}entry")

@@ -78,6 +78,13 @@ class CacheEntry:
     host: Optional[str] = None
 
 
+def _names(folder: str) -> list:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return ["?"]  # unreadable: not touched
+
+
 def _size(folder: str) -> int:
     total = 0
     for root, _, files in os.walk(folder):
@@ -117,6 +124,8 @@ def list_entries(directory: str) -> list:
         partial, discarded = _PARTIAL.match(name), _DISCARDED.match(name)
         if not (partial or discarded or _CHUNKS.match(name) or _ENTRY.match(name)):
             continue  # not the cache's: never listed, never removed
+        if _ENTRY.match(name) and not set(_names(path)) <= {"entry.json", "features.npy"}:
+            continue  # named like an entry, but holds other files: not the cache's either
         if partial:
             entries.append(CacheEntry(path, "partial", _size(path), used, writer=int(partial[1]) if partial[1] else None,
                                       host=partial[2]))
@@ -173,8 +182,9 @@ def prune(directory: str, *, older_than_days: Optional[float] = None, max_bytes:
           now: Optional[float] = None) -> list:
     """Removes what killed runs left (partial entries whose process is gone, cut-short
     removals, damaged entries, and the chunks of extractions that no process has added to
-    for a day), then complete entries unused (and chunks untouched) for ``older_than_days``,
-    then the least recently used entries until the cache holds at most ``max_bytes``.
+    for a day: one that is running adds a chunk every few minutes), then complete entries
+    unused for ``older_than_days``, then the least recently used entries until the cache
+    holds at most ``max_bytes``.
 
     Returns:
         The removed ``CacheEntry``s.
@@ -185,9 +195,8 @@ def prune(directory: str, *, older_than_days: Optional[float] = None, max_bytes:
                or (entry.state == "partial" and _writer_gone(entry, now))
                or (entry.state == "chunks" and now - entry.last_used > 86400)]
     complete = [entry for entry in entries if entry.state == "complete"]  # least recently used first
-    if older_than_days is not None:  # complete entries unused, and chunks untouched, for that long
-        removed += [entry for entry in entries if entry.state in ("complete", "chunks") and entry not in removed
-                    and now - entry.last_used > older_than_days * 86400]
+    if older_than_days is not None:  # complete entries unused for that long (chunks: never under a day, see above)
+        removed += [entry for entry in complete if now - entry.last_used > older_than_days * 86400]
     if max_bytes is not None:
         kept = [entry for entry in complete if entry not in removed]
         total = sum(entry.size for entry in entries if entry not in removed)

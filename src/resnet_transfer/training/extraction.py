@@ -61,7 +61,7 @@ def extract(config: RunConfig, *, shard: Optional[tuple] = None) -> dict:
     if config.train.augment != "none" and config.train.augment_phase == "both":
         raise ConfigError("with --augment-phase both the head trains on augmented images, never on stored features: "
                           "there is nothing to extract")
-    FeatureCache(config.train.cache_dir).check_writable()
+    FeatureCache(config.train.cache_dir).check_writable(no_cache_hint=False)
     with strategy_scope(choose_strategy(config.train.strategy, batch_size=config.train.batch_size)):
         dataset, model, _ = prepare(config)
         statuses = {}

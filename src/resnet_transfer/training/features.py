@@ -18,6 +18,7 @@ Example:
     >>> features, status, seconds = cached_features(extractor, x_train, key=key, cache=FeatureCache())
 """
 
+import errno
 import hashlib
 import json
 import logging
@@ -125,7 +126,7 @@ class FeatureCache:
         """Where the entry's extraction keeps its finished chunks until it is complete."""
         return os.path.join(self.directory, f".{key.digest}.chunks")
 
-    def check_writable(self) -> None:
+    def check_writable(self, *, no_cache_hint: bool = True) -> None:
         """Raises ``ConfigError`` when entries cannot be stored here (a file, or a read-only place)."""
         try:
             os.makedirs(self.directory, exist_ok=True)
@@ -134,7 +135,7 @@ class FeatureCache:
         except OSError as error:
             raise ConfigError(
                 f"cache_dir {self.directory!r} cannot hold feature files ({error.strerror}); choose a writable "
-                "--cache-dir, or pass --no-cache to run the backbone in every epoch"
+                "--cache-dir" + (", or pass --no-cache to run the backbone in every epoch" if no_cache_hint else "")
             ) from error
 
     def _read_entry(self, key: FeatureKey, folder: str):
@@ -285,9 +286,12 @@ class ChunkedExtraction:
         """Stores one chunk: the array, then (atomically) its record."""
         os.makedirs(self.folder, exist_ok=True)
         path = self._path(start, stop)
-        with atomic_path(path) as temporary:
-            with open(temporary, "wb") as handle:
-                np.save(handle, features)
+        try:
+            with atomic_path(path) as temporary:
+                with open(temporary, "wb") as handle:
+                    np.save(handle, features)
+        except OSError as error:  # numpy's "Not enough free space ..." names no file and has no errno
+            raise OSError(error.errno or errno.ENOSPC, error.strerror or str(error), self.folder) from error
         write_json_atomic(path[: -len(".npy")] + ".json", {"rows": stop - start, "sha256": hash_file(path)})
 
     def assemble(self, path: str, dtype: str) -> None:
@@ -332,6 +336,10 @@ def cached_features(
     chunks = ChunkedExtraction(cache.chunks_path(key), count=len(images), chunk_size=chunk_size)
     mine = chunks.bounds if shard is None else chunks.bounds[shard[0] :: shard[1]]
     todo = [bounds for bounds in mine if not chunks.finished(*bounds)]
+    damaged = [bounds for bounds in todo if os.path.exists(chunks._path(*bounds))]
+    if damaged:
+        logger.warning("features: %d chunk(s) in %s do not match their recorded SHA-256 and are computed again",
+                       len(damaged), chunks.folder)
     if len(todo) < len(mine):
         logger.info("features: %d of %d chunks were finished by an earlier extraction; %d to compute",
                     len(mine) - len(todo), len(mine), len(todo))
