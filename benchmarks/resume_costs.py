@@ -24,12 +24,13 @@ from resnet_transfer.training.train import train
 def chunked_extraction(folder: str, count: int, width: int = 2048, chunk_size: int = 4096) -> None:
     """The storage side of extraction (the backbone's pass is the same either way)."""
     features = np.random.default_rng(0).random((chunk_size, width), dtype=np.float32)
-    chunks = ChunkedExtraction(os.path.join(folder, ".entry.chunks"), count=count, chunk_size=chunk_size)
+    chunks = ChunkedExtraction(os.path.join(folder, ".entry.chunks"), count=count, chunk_size=chunk_size,
+                               feature_shape=(width,), dtype="float32")
     started = time.perf_counter()
     for start, stop in chunks.bounds:
         chunks.write(start, stop, features[: stop - start])
     written = time.perf_counter()
-    chunks.assemble(os.path.join(folder, "features.npy"), "float32")
+    chunks.assemble(os.path.join(folder, "features.npy"))
     hash_file(os.path.join(folder, "features.npy"))
     assembled = time.perf_counter()
     single = np.lib.format.open_memmap(os.path.join(folder, "single.npy"), mode="w+", dtype="float32",

@@ -6,8 +6,8 @@ import pytest
 from conftest import requires_mnist
 
 from resnet_transfer.cli import main
-from resnet_transfer.config import RunConfig
-from resnet_transfer.training.extraction import extract, parse_shard
+from resnet_transfer.config import RunConfig, parse_shard
+from resnet_transfer.training.extraction import extract
 from resnet_transfer.training.train import train
 
 

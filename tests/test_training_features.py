@@ -1,3 +1,4 @@
+import json
 import os
 
 import keras
@@ -5,6 +6,7 @@ import numpy as np
 import pytest
 
 from resnet_transfer.errors import ConfigError
+from resnet_transfer.files import hash_file
 from resnet_transfer.training.features import CACHE_FORMAT, FeatureCache, FeatureKey, cached_features, extract_features
 
 
@@ -152,5 +154,17 @@ def test_shards_each_extract_their_chunks_and_the_last_one_assembles_the_entry(e
     features, status, _ = cached_features(extractor, images, key=key, cache=cache, chunk_size=16, shard=(0, 2))
     assert status == "partial"  # shard 1's first chunk is damaged: not finished
     features, status, _ = cached_features(extractor, images, key=key, cache=cache, chunk_size=16, shard=(1, 2))
+    assert status == "miss"
+    np.testing.assert_allclose(features, extractor.predict(images.astype("float32"), verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_chunk_of_another_shape_with_a_matching_record_is_computed_again(extractor, images, tmp_path):
+    cache, key = FeatureCache(str(tmp_path)), make_key(images)
+    cached_features(extractor, images, key=key, cache=cache, chunk_size=16, shard=(0, 2))
+    first = os.path.join(cache.chunks_path(key), "chunk-000000000-000000016.npy")
+    np.save(first, np.zeros((16, 5), "float32"))  # a wrong width, its record rewritten to match
+    with open(first[: -len(".npy")] + ".json", "w") as handle:
+        json.dump({"rows": 16, "sha256": hash_file(first)}, handle)
+    features, status, _ = cached_features(extractor, images, key=key, cache=cache, chunk_size=16)
     assert status == "miss"
     np.testing.assert_allclose(features, extractor.predict(images.astype("float32"), verbose=0), rtol=1e-5, atol=1e-6)

@@ -27,7 +27,7 @@ _KILLED_MID_EPOCH = textwrap.dedent("""
     import json, os, signal, sys
     import keras
     from resnet_transfer.config import RunConfig
-    from resnet_transfer.training.train import changed_settings, train
+    from resnet_transfer.training.train import train
 
     class KillMidEpoch(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

@@ -17,7 +17,7 @@ import traceback
 import typing
 from typing import Optional
 
-from resnet_transfer.config import PHASES, DataConfig, ModelConfig, RunConfig, TrainConfig, read_config_values
+from resnet_transfer.config import PHASES, DataConfig, ModelConfig, RunConfig, TrainConfig, parse_shard, read_config_values
 from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT, PRETRAIN_SETTINGS, RECIPES
 from resnet_transfer.errors import ResnetTransferError, RunInterrupted
 from resnet_transfer.files import json_safe
@@ -82,14 +82,23 @@ def _add_config_parser(commands, name: str, help: str, skip: tuple = (), default
     return parser
 
 
-def _positive_float(text: str) -> float:
+def _finite_float(text: str, *, zero: bool) -> float:
+    """A finite number above 0 (``zero``: or 0), for argparse."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    if not ((value >= 0 if zero else value > 0) and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number {'>=' if zero else '>'} 0, got {text!r}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _finite_float(text, zero=False)
+
+
+def _nonnegative_float(text: str) -> float:
+    return _finite_float(text, zero=True)
 
 
 # pretrain trains every layer end to end in one phase: no recipe, cut, fine-tune phase or feature cache
@@ -125,8 +134,6 @@ def _add_train_parsers(commands) -> None:
 
 
 def _shard(text: str) -> tuple:
-    from resnet_transfer.training.extraction import parse_shard
-
     try:
         return parse_shard(text)
     except ValueError as error:
@@ -325,16 +332,6 @@ def _command_export(arguments: argparse.Namespace) -> int:
                         allow_changed_data=arguments.allow_changed_data)
     print(json.dumps(result))
     return 0
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
 
 
 def _command_cache(arguments: argparse.Namespace) -> int:

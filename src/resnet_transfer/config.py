@@ -31,6 +31,9 @@ __all__ = [
     "RunConfig",
     "load_config_file",
     "read_config_values",
+    "flat_settings",
+    "HOW_SETTINGS",
+    "parse_shard",
     "option",
     "parse_count_or_fraction",
     "BUILTIN_DATA",
@@ -489,3 +492,31 @@ def read_config_values(path: str) -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path!r} must hold a JSON object. Received: {type(values).__name__}")
     return values
+
+
+# Settings that change where a run's files are and how it computes, not what it computes.
+HOW_SETTINGS = frozenset({"run_dir", "tensorboard", "data.data_dir", "train.cache_dir", "train.jit_compile",
+                          "train.run_eagerly", "train.strategy"})
+
+
+def flat_settings(values: dict, prefix: str = "") -> dict:
+    """``RunConfig.to_dict``-style nested settings as {"section.name": value}."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def parse_shard(text: str) -> tuple:
+    """"i/n" -> (i, n), with 0 <= i < n (``extract --shard``).
+
+    Raises:
+        ValueError: anything else.
+    """
+    index, _, count = text.partition("/")
+    if not (index.isdecimal() and count.isdecimal()) or not 0 <= int(index) < int(count):
+        raise ValueError(f"expected i/n with 0 <= i < n (for example 0/4: the first of 4 shards), got {text!r}")
+    return int(index), int(count)

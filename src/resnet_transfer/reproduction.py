@@ -15,7 +15,7 @@ Example:
 import logging
 from typing import Optional
 
-from resnet_transfer.config import RunConfig
+from resnet_transfer.config import HOW_SETTINGS, RunConfig, flat_settings
 from resnet_transfer.errors import WeightsError
 from resnet_transfer.files import first_line
 from resnet_transfer.model.weights import fetch_weights
@@ -26,24 +26,13 @@ __all__ = ["reproduce", "format_reproduction"]
 
 logger = logging.getLogger(__name__)
 
-# Settings that do not change what a run computes.
-_NEUTRAL = {"run_dir", "tensorboard", "train.cache_dir", "train.cache_dtype", "data.data_dir", "train.jit_compile",
-            "train.run_eagerly", "train.strategy"}
-
-
-def _flat(values: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+# Settings that do not change what a run computes (float16 features stay within the recipe's tolerance).
+_NEUTRAL = HOW_SETTINGS | {"train.cache_dtype"}
 
 
 def _changed_settings(config: RunConfig) -> list:
-    recipe_values = _flat(RunConfig.from_dict({"recipe": config.recipe}).to_dict())
-    return [f"{name}={value!r}" for name, value in _flat(config.to_dict()).items()
+    recipe_values = flat_settings(RunConfig.from_dict({"recipe": config.recipe}).to_dict())
+    return [f"{name}={value!r}" for name, value in flat_settings(config.to_dict()).items()
             if name not in _NEUTRAL and recipe_values.get(name) != value]
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import hash_file
 
-__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard", "writer_tag", "default_cache_dir"]
+__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard", "writer_tag", "default_cache_dir", "remove_folder"]
 
 # Only these names are the cache's: anything else in the folder is left alone.
 _ENTRY = re.compile(r"^[0-9a-f]{32}$")
@@ -211,11 +211,16 @@ def prune(directory: str, *, older_than_days: Optional[float] = None, max_bytes:
 
 
 def discard(entry: CacheEntry) -> None:
-    """Removes an entry's folder, renamed first (atomic), so that no run ever reads a
-    half-removed entry."""
-    trash = f"{entry.path}.discarded-{os.getpid()}-{time.monotonic_ns()}"
+    """Removes an entry's folder (``remove_folder``)."""
+    remove_folder(entry.path)
+
+
+def remove_folder(folder: str) -> None:
+    """Removes a cache folder, renamed first (atomic), so that no run ever reads a
+    half-removed entry; one that another process moved away already is left to it."""
+    trash = f"{folder}.discarded-{os.getpid()}-{time.monotonic_ns()}"
     try:
-        os.rename(entry.path, trash)
+        os.rename(folder, trash)
     except FileNotFoundError:
         return
     shutil.rmtree(trash, ignore_errors=True)

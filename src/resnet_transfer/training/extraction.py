@@ -23,23 +23,11 @@ from resnet_transfer.training.features import FeatureCache
 from resnet_transfer.training.fitting import stored_features
 from resnet_transfer.training.train import prepare
 
-__all__ = ["extract", "parse_shard"]
+__all__ = ["extract"]
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-
-
-def parse_shard(text: str) -> tuple:
-    """"i/n" -> (i, n), with 0 <= i < n.
-
-    Raises:
-        ValueError: anything else.
-    """
-    index, _, count = text.partition("/")
-    if not (index.isdecimal() and count.isdecimal()) or not 0 <= int(index) < int(count):
-        raise ValueError(f"expected i/n with 0 <= i < n (for example 0/4: the first of 4 shards), got {text!r}")
-    return int(index), int(count)
 
 
 def extract(config: RunConfig, *, shard: Optional[tuple] = None) -> dict:

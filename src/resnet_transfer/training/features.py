@@ -20,6 +20,7 @@ Example:
 
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ import keras
 import numpy as np
 
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.training.cache_admin import default_cache_dir, writer_tag
+from resnet_transfer.training.cache_admin import default_cache_dir, remove_folder, writer_tag
 from resnet_transfer.files import atomic_path, hash_file, reserve_space, write_json_atomic
 
 __all__ = [
@@ -178,13 +179,10 @@ class FeatureCache:
         return None
 
     def _discard(self, folder: str) -> None:
-        # Renamed first (atomic), so no other process ever sees a half-removed entry.
-        trash = f"{folder}.discarded-{os.getpid()}-{time.monotonic_ns()}"
         try:
-            os.rename(folder, trash)
+            remove_folder(folder)
         except OSError:
-            return  # another process moved or replaced it already
-        shutil.rmtree(trash, ignore_errors=True)
+            pass  # a read-only cache, or another process's doing: left as it is
 
     def store(self, key: FeatureKey, write_features) -> np.ndarray:
         """Creates an entry atomically; ``write_features(path)`` must write ``features.npy``.
@@ -265,42 +263,49 @@ class ChunkedExtraction:
         chunk_size: rows per chunk.
     """
 
-    def __init__(self, folder: str, *, count: int, chunk_size: int):
+    def __init__(self, folder: str, *, count: int, chunk_size: int, feature_shape: tuple, dtype: str):
         self.folder, self.count, self.chunk_size = folder, count, chunk_size
+        self.feature_shape, self.dtype = tuple(feature_shape), np.dtype(dtype)
         self.bounds = [(start, min(start + chunk_size, count)) for start in range(0, count, chunk_size)]
 
-    def _path(self, start: int, stop: int) -> str:
+    def path(self, start: int, stop: int) -> str:
         return os.path.join(self.folder, f"chunk-{start:09d}-{stop:09d}.npy")
 
     def finished(self, start: int, stop: int) -> bool:
-        """Whether the chunk is there and matches its recorded SHA-256."""
-        path = self._path(start, stop)
+        """Whether the chunk is there, matches its recorded SHA-256, and has the rows,
+        feature shape and dtype this extraction writes."""
+        path = self.path(start, stop)
         try:
             with open(path[: -len(".npy")] + ".json", encoding="utf-8") as handle:
                 record = json.load(handle)
-            return isinstance(record, dict) and record.get("sha256") == hash_file(path)
+            if not isinstance(record, dict) or record.get("sha256") != hash_file(path):
+                return False
+            stored = np.load(path, mmap_mode="r")
+            return stored.shape == (stop - start, *self.feature_shape) and stored.dtype == self.dtype
         except (OSError, ValueError, UnicodeDecodeError):
             return False
 
     def write(self, start: int, stop: int, features: np.ndarray) -> None:
-        """Stores one chunk: the array, then (atomically) its record."""
+        """Stores one chunk: the array, then (atomically) its record; hashed from memory."""
         os.makedirs(self.folder, exist_ok=True)
-        path = self._path(start, stop)
+        path = self.path(start, stop)
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(features, dtype=self.dtype))
         try:
             with atomic_path(path) as temporary:
                 with open(temporary, "wb") as handle:
-                    np.save(handle, features)
-        except OSError as error:  # numpy's "Not enough free space ..." names no file and has no errno
+                    handle.write(buffer.getbuffer())
+        except OSError as error:  # a full disk: name the folder
             raise OSError(error.errno or errno.ENOSPC, error.strerror or str(error), self.folder) from error
-        write_json_atomic(path[: -len(".npy")] + ".json", {"rows": stop - start, "sha256": hash_file(path)})
+        write_json_atomic(path[: -len(".npy")] + ".json",
+                          {"rows": stop - start, "sha256": hashlib.sha256(buffer.getbuffer()).hexdigest()})
 
-    def assemble(self, path: str, dtype: str) -> None:
+    def assemble(self, path: str) -> None:
         """Writes every chunk, in order, into one ``.npy`` at ``path``."""
-        first = np.load(self._path(*self.bounds[0]), mmap_mode="r")
-        features = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(self.count, *first.shape[1:]))
+        features = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=(self.count, *self.feature_shape))
         reserve_space(path)
         for start, stop in self.bounds:
-            features[start:stop] = np.load(self._path(start, stop), mmap_mode="r")
+            features[start:stop] = np.load(self.path(start, stop), mmap_mode="r")
         features.flush()
         del features
 
@@ -333,10 +338,11 @@ def cached_features(
     features = cache.load(key)
     if features is not None:
         return features, "hit", 0.0
-    chunks = ChunkedExtraction(cache.chunks_path(key), count=len(images), chunk_size=chunk_size)
+    chunks = ChunkedExtraction(cache.chunks_path(key), count=len(images), chunk_size=chunk_size, dtype=key.dtype,
+                               feature_shape=tuple(int(size) for size in extractor.output_shape[1:]))
     mine = chunks.bounds if shard is None else chunks.bounds[shard[0] :: shard[1]]
     todo = [bounds for bounds in mine if not chunks.finished(*bounds)]
-    damaged = [bounds for bounds in todo if os.path.exists(chunks._path(*bounds))]
+    damaged = [bounds for bounds in todo if os.path.exists(chunks.path(*bounds))]
     if damaged:
         logger.warning("features: %d chunk(s) in %s do not match their recorded SHA-256 and are computed again",
                        len(damaged), chunks.folder)
@@ -346,7 +352,7 @@ def cached_features(
     progress = keras.utils.Progbar(sum(stop - start for start, stop in todo), unit_name="image")
     started = time.perf_counter()
     for start, stop in todo:
-        chunks.write(start, stop, _predict_chunk(extractor, images[start:stop], batch_size).astype(key.dtype))
+        chunks.write(start, stop, _predict_chunk(extractor, images[start:stop], batch_size))
         progress.add(stop - start)
     seconds = time.perf_counter() - started
     missing = [bounds for bounds in chunks.bounds if bounds not in mine and not chunks.finished(*bounds)]
@@ -355,7 +361,7 @@ def cached_features(
         return None, "partial", seconds
     if features is None:
         try:
-            features = cache.store(key, lambda path: chunks.assemble(path, key.dtype))
+            features = cache.store(key, chunks.assemble)
         except FileNotFoundError:  # a fellow shard assembled it and removed the chunks while this one read them
             features = cache.load(key)
             if features is None:

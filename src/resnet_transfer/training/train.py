@@ -33,7 +33,7 @@ from typing import Optional
 
 import keras
 
-from resnet_transfer.config import BUILTIN_DATA, RunConfig
+from resnet_transfer.config import BUILTIN_DATA, HOW_SETTINGS, RunConfig, flat_settings
 from resnet_transfer.data.dataset import Dataset, load_dataset
 from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, RunInterrupted
 from resnet_transfer.model.assembly import backbone_of, build_model, head_of
@@ -141,25 +141,13 @@ def _reopen(config: RunConfig) -> tuple:
         raise
 
 
-# Settings a resumed run may change: where things are, and how (not what) it computes.
-RESUME_NEUTRAL = {"run_dir", "tensorboard", "data.data_dir", "train.cache_dir", "train.jit_compile", "train.run_eagerly",
-                  "train.strategy"}
-
-
-def changed_settings(recorded: dict, given: dict, prefix: str = "") -> list:
+def changed_settings(recorded: dict, given: dict) -> list:
     """The settings that differ between two ``config`` records, as "name (was X, now Y)",
-    but for ``RESUME_NEUTRAL`` (a resumed run may, say, name its folder another way or run on
+    but for ``HOW_SETTINGS`` (a resumed run may, say, name its folder another way or run on
     more GPUs)."""
-    changed = []
-    for name in sorted(set(recorded) | set(given)):
-        if prefix + name in RESUME_NEUTRAL:
-            continue
-        was, now = recorded.get(name), given.get(name)
-        if isinstance(was, dict) and isinstance(now, dict):
-            changed += changed_settings(was, now, f"{prefix}{name}.")
-        elif was != now:
-            changed.append(f"{prefix}{name} (was {was!r}, now {now!r})")
-    return changed
+    recorded, given = flat_settings(recorded), flat_settings(given)
+    return [f"{name} (was {recorded.get(name)!r}, now {given.get(name)!r})" for name in sorted(set(recorded) | set(given))
+            if name not in HOW_SETTINGS and recorded.get(name) != given.get(name)]
 
 
 def _train_in_scope(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts, run_dir: str,
