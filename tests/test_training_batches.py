@@ -8,7 +8,7 @@ from resnet_transfer.training.batches import ArrayBatches, predict_probabilities
 def test_batches_reshuffle_per_epoch_and_cover_every_row():
     batches = ArrayBatches(np.arange(10)[:, None], np.arange(10), batch_size=4, shuffle=True, seed=3)
     first = np.concatenate([batches[i][1] for i in range(len(batches))])
-    batches.on_epoch_end()
+    batches.set_epoch(1)
     second = np.concatenate([batches[i][1] for i in range(len(batches))])
     assert sorted(first) == sorted(second) == list(range(10)) and list(first) != list(second)
     again = ArrayBatches(np.arange(10)[:, None], np.arange(10), batch_size=4, shuffle=True, seed=3)
@@ -21,6 +21,22 @@ def test_unshuffled_batches_keep_the_order_and_inputs_match_labels():
     for index in range(3):
         inputs, labels = batches[index]
         assert inputs.dtype == np.float32 and np.array_equal(inputs[:, 0], labels * 2)
+
+
+def test_pieces_of_a_batch_for_the_replicas_of_a_cluster_make_up_the_batch_of_one_process():
+    whole = ArrayBatches(np.arange(23)[:, None], np.arange(23), batch_size=8, shuffle=True, seed=1)
+    replicas = [ArrayBatches(np.arange(23)[:, None], np.arange(23), batch_size=8, shuffle=True, seed=1, pieces=3,
+                             mine=[piece]) for piece in range(3)]
+    for epoch in (0, 1):
+        for each in [whole, *replicas]:
+            each.set_epoch(epoch)
+        assert len(whole) == 3 and [len(each) for each in replicas] == [3, 3, 3]  # the last batch: 7 rows, 3 pieces
+        for index in range(3):
+            pieces = [each[index][1] for each in replicas]
+            assert sorted(np.concatenate(pieces)) == sorted(whole[index][1])
+            assert max(map(len, pieces)) - min(map(len, pieces)) <= 1
+    # A last batch of 2 rows cannot give each of 3 replicas one: it is left out.
+    assert len(ArrayBatches(np.zeros((18, 1)), np.zeros(18), batch_size=8, pieces=3, mine=[0])) == 2
 
 
 def test_inputs_and_labels_of_different_lengths_are_refused():

@@ -1,7 +1,10 @@
-"""--strategy: TensorFlow's MirroredStrategy over two logical CPU devices trains as the default does."""
+"""--strategy: TensorFlow's MirroredStrategy over two logical CPU devices, and a real cluster of two processes
+under MultiWorkerMirroredStrategy, train as the default strategy does."""
 
+import glob
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -68,20 +71,97 @@ def test_default_and_auto_on_a_machine_without_gpus_use_the_default_strategy(mon
     assert choose_strategy("auto", batch_size=64) is None  # this machine: no GPU
 
 
-@pytest.mark.parametrize("tf_config, message", [
-    ('{"cluster": {"worker": ["localhost:12345", "localhost:23456"]}, "task": {"type": "worker", "index": 0}}',
-     "TF_CONFIG describes a cluster of 2 tasks, but multi-worker training is not supported yet"),
-    ('{"cluster": {"chief": ["localhost:1"], "ps": ["localhost:2"]}, "task": {"type": "chief", "index": 0}}',
-     "TF_CONFIG describes a cluster of 2 tasks"),
-    ("{not json", "TF_CONFIG is not a JSON object with a cluster"),
+_CLUSTER = {"worker": ["localhost:12345", "localhost:23456"]}
+
+
+@pytest.mark.parametrize("strategy, tf_config, command, message", [
+    ("default", {"cluster": _CLUSTER, "task": {"type": "worker", "index": 0}}, "train",
+     "TF_CONFIG describes a cluster of 2 tasks, but strategy=default trains on this machine alone"),
+    ("auto", {"cluster": {"chief": ["localhost:1"], "ps": ["localhost:2"]}, "task": {"type": "chief", "index": 0}},
+     "train", "TF_CONFIG's cluster has ps tasks"),
+    ("auto", {"cluster": _CLUSTER, "task": {"type": "worker", "index": 2}}, "train", "is not in its cluster"),
+    ("auto", {"cluster": _CLUSTER, "task": {"type": "worker", "index": 0}}, "pretrain",
+     "pretrain does not run on a cluster yet"),
+    ("multi-worker", None, "train", "strategy=multi-worker needs TF_CONFIG to describe a cluster"),
+    ("multi-worker", {"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}}, "train",
+     "strategy=multi-worker needs TF_CONFIG to describe a cluster of at least two tasks"),
+    ("auto", "{not json", "train", "TF_CONFIG is not a JSON object"),
 ])
 @tensorflow_only
-def test_a_cluster_in_tf_config_is_refused_not_run_on_one_machine(monkeypatch, tf_config, message):
-    monkeypatch.setenv("TF_CONFIG", tf_config)
+def test_a_cluster_that_cannot_run_is_refused_before_anything_starts(monkeypatch, strategy, tf_config, command, message):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config if isinstance(tf_config, str) else json.dumps(tf_config))
     with pytest.raises(ConfigError, match=message):
-        choose_strategy("auto", batch_size=64)
+        choose_strategy(strategy, batch_size=64, command=command)
 
 
 def test_an_unknown_strategy_names_the_choices():
-    with pytest.raises(ConfigError, match="strategy must be one of: auto, default, mirrored. Received: strategy='tpu'"):
+    with pytest.raises(ConfigError, match="strategy must be one of: auto, default, mirrored, multi-worker. "
+                                          "Received: strategy='tpu'"):
         TrainConfig(strategy="tpu")
+
+
+def _free_ports(count: int) -> list:
+    sockets = [socket.socket() for _ in range(count)]
+    for each in sockets:
+        each.bind(("localhost", 0))
+    ports = [each.getsockname()[1] for each in sockets]
+    for each in sockets:
+        each.close()
+    return ports
+
+
+_SMALL_RUN = ["--weights", "none", "--backbone", "resnet50", "--limit", "512", "--val-size", "128", "--test-limit",
+              "256", "--epochs", "2"]
+
+
+@requires_mnist
+@tensorflow_only
+def test_two_workers_on_localhost_train_as_one_process_and_only_the_chief_writes(tmp_path):
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    scratch = tmp_path / "scratch"  # the workers' temporary folders
+    scratch.mkdir()
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TMPDIR": str(scratch),
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        command = [sys.executable, "-m", "resnet_transfer.cli", "train", *_SMALL_RUN, "--cache-dir",
+                   str(tmp_path / "cache"), "--run-dir", str(tmp_path / "cluster")]
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outputs = [worker.communicate(timeout=240) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+    chief, other = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
+    assert chief["run_dir"] == str(tmp_path / "cluster") and other["run_dir"] is None
+    assert "task worker/1 is not the chief" in outputs[1][1]
+    assert os.listdir(scratch) == []  # the other worker's files are gone
+    assert sorted(os.listdir(tmp_path)) == ["cache", "cluster", "scratch"]
+    # One entry per split in the shared cache, assembled by the chief, no chunks left behind.
+    assert len(glob.glob(str(tmp_path / "cache" / "*" / "features.npy"))) == 3
+    assert not glob.glob(str(tmp_path / "cache" / ".*"))
+    record = json.load(open(tmp_path / "cluster" / "config.json"))["resolved"]
+    assert (record["strategy"], record["workers"], record["replicas"]) == ("multi-worker", 2, 2)
+
+    single = subprocess.run([sys.executable, "-m", "resnet_transfer.cli", "train", *_SMALL_RUN, "--cache-dir",
+                             str(tmp_path / "cache"), "--run-dir", str(tmp_path / "single")],
+                            capture_output=True, text=True, timeout=240,
+                            env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CONFIG": ""})
+    assert single.returncode == 0, single.stderr[-3000:]
+    # Each worker's replica takes half of every global batch of the single process: the same steps, up to the
+    # order in which the all-reduce sums.
+    import csv
+
+    rows = {name: list(csv.DictReader(open(tmp_path / name / "history.csv"))) for name in ("cluster", "single")}
+    assert len(rows["cluster"]) == len(rows["single"]) == 2
+    for ours, theirs in zip(rows["cluster"], rows["single"]):
+        for name in ("loss", "val_loss"):
+            assert float(ours[name]) == pytest.approx(float(theirs[name]), rel=1e-4), name
+        assert abs(float(ours["val_accuracy"]) - float(theirs["val_accuracy"])) <= 0.01
+    metrics = {name: json.load(open(tmp_path / name / "metrics.json")) for name in ("cluster", "single")}
+    assert metrics["cluster"]["test_loss"] == pytest.approx(metrics["single"]["test_loss"], rel=1e-4)

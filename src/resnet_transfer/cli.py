@@ -258,7 +258,8 @@ def _command_train(arguments: argparse.Namespace) -> int:
     from resnet_transfer.training.train import train
 
     result = train(run_config_from(arguments, ignore=("resume",)), resume=getattr(arguments, "resume", False))
-    print(json.dumps(json_safe({"run_dir": result.run_dir, **{k: result.metrics[k] for k in ("test_loss", "test_accuracy")}})))
+    run_dir = result.run_dir if os.path.isdir(result.run_dir) else None  # a worker of a cluster: the chief keeps the run
+    print(json.dumps(json_safe({"run_dir": run_dir, **{k: result.metrics[k] for k in ("test_loss", "test_accuracy")}})))
     return 0
 
 

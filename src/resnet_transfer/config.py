@@ -61,7 +61,7 @@ AUGMENT_LEVELS = ("none", "light", "strong")
 AUGMENT_PHASES = ("fine-tune", "both")
 PHASES = ("head", "fine-tune")
 # tf.distribute strategies (training.distribution)
-STRATEGIES = ("auto", "default", "mirrored")
+STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 # Where features are taken: the end of a residual stage (fastai's "cut"); conv5 is the backbone's output.
 FEATURE_LAYERS = ("conv2", "conv3", "conv4", "conv5")
 
@@ -302,8 +302,9 @@ class TrainConfig:
         jit_compile: XLA: "auto" (where it was measured faster on CPU: the head on stored
             features and the fine-tune phase, with TensorFlow or JAX), "on" or "off".
         run_eagerly: Keras's ``run_eagerly`` (XLA is then off): no graph is traced.
-        strategy: tf.distribute strategy: "auto" (MirroredStrategy when more than one GPU
-            is visible, else the default), "default" or "mirrored" (``training.distribution``).
+        strategy: tf.distribute strategy: "auto" (MultiWorkerMirroredStrategy when TF_CONFIG
+            describes a cluster, MirroredStrategy when more than one GPU is visible, else the
+            default), "default", "mirrored" or "multi-worker" (``training.distribution``).
         seed: fixes Python, numpy and Keras random state, and the shuffling.
         feature_cache: "auto" runs the frozen backbone once and trains the head on
             stored features; "off" runs the backbone in every epoch, as the article does.
@@ -334,8 +335,9 @@ class TrainConfig:
     jit_compile: str = option("auto", "XLA: auto (where measured faster: head on features, fine-tuning), on or off")
     run_eagerly: bool = option(False, "Keras's run_eagerly: no graph is traced (for debugging, or a few steps of a "
                                "trainable ResNet, whose tracing takes about a minute on a CPU)", const=True)
-    strategy: str = option("auto", "tf.distribute strategy: auto (mirrored when more than one GPU is visible), default "
-                           "or mirrored (every GPU, else every logical CPU); --batch-size is the global batch")
+    strategy: str = option("auto", "tf.distribute strategy: auto (multi-worker when TF_CONFIG describes a cluster, "
+                           "mirrored when more than one GPU is visible), default, mirrored (every GPU, else every "
+                           "logical CPU) or multi-worker (the cluster of TF_CONFIG); --batch-size is the global batch")
 
     def __post_init__(self):
         _require_int("epochs", self.epochs, 0)

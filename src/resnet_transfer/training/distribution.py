@@ -3,13 +3,24 @@
 - ``default``: TensorFlow's default strategy (one device, what Keras does unasked);
 - ``mirrored``: ``tf.distribute.MirroredStrategy``, one replica per GPU of this machine,
   or per logical CPU device when there is no GPU;
-- ``auto``: ``mirrored`` when more than one GPU is visible, else ``default``.
+- ``multi-worker``: ``tf.distribute.MultiWorkerMirroredStrategy`` over the cluster that
+  ``TF_CONFIG`` describes (one process per machine, as on Kubernetes, Slurm or Vertex AI);
+- ``auto``: ``multi-worker`` when TF_CONFIG describes a cluster of several tasks,
+  ``mirrored`` when more than one GPU is visible, else ``default``.
 
 The model is built, compiled and trained inside the strategy's scope, so Keras runs
 every step on every replica and sums the gradients; ``--batch-size`` is the global batch
-(each replica gets batch size / replicas). A cluster described by ``TF_CONFIG``
-(multi-worker training) is not supported yet: it is refused, not run on one machine.
-Other Keras backends have no tf.distribute: there only ``auto`` and ``default`` run.
+(each replica gets batch size / replicas). Other Keras backends have no tf.distribute:
+there only ``auto`` and ``default`` run.
+
+Multi-worker runs follow TensorFlow's multi-worker guide: every worker runs the same
+program, reads only its share of every batch (``batches.ArrayBatches``, fed by
+``distributed_batches``), and writes
+only to a temporary folder, removed at the end, but the chief (task "chief", else worker
+0), which writes the run folder. Keras 3 cannot ``fit`` under this strategy as it comes
+(keras-team/keras#20585, open): its step reduces scalar metrics along an axis they do not
+have, and its first-batch build reduces the input batch; ``choose_strategy`` routes
+around both (``_route_around_keras_20585``).
 
 Example:
     >>> strategy = choose_strategy("auto", batch_size=64)
@@ -21,52 +32,122 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+import tempfile
+from dataclasses import dataclass
 from typing import Optional
 
 import keras
+import numpy as np
 
 from resnet_transfer.config import STRATEGIES
 from resnet_transfer.errors import ConfigError
 
-__all__ = ["STRATEGIES", "choose_strategy", "strategy_scope", "replicas", "replicas_in_scope"]
+__all__ = [
+    "STRATEGIES", "WorkerRole", "barrier", "choose_strategy", "cluster_role", "distributed_batches", "local_predict",
+    "replicas", "replicas_in_scope", "strategy_name", "strategy_scope", "worker_role", "worker_scratch",
+]
 
 logger = logging.getLogger(__name__)
 
+_TRAINING_TASKS = ("chief", "worker")  # the task types MultiWorkerMirroredStrategy trains on
 
-def _cluster_tasks() -> int:
-    """The tasks of the cluster TF_CONFIG describes, of every role (0 when it is unset or names no cluster)."""
+
+@dataclass(frozen=True)
+class WorkerRole:
+    """This process's place in a cluster.
+
+    Attributes:
+        index: its position among the training tasks, chief first (TensorFlow's
+            ``input_pipeline_id``): the shard of the data it reads.
+        count: the training tasks of the cluster.
+        task: "type/index" as TF_CONFIG names it.
+        is_chief: the task that writes the run folder (task "chief", else worker 0).
+    """
+
+    index: int
+    count: int
+    task: str
+    is_chief: bool
+
+
+def _tf_config() -> Optional[dict]:
     text = os.environ.get("TF_CONFIG", "").strip()
     if not text:
-        return 0
+        return None
     try:
-        cluster = json.loads(text).get("cluster", {})
-    except (ValueError, AttributeError):
-        raise ConfigError(f"TF_CONFIG is not a JSON object with a cluster (see tf.distribute's multi-worker guide); "
-                          f"unset it to train on this machine. Received: TF_CONFIG={text[:80]!r}") from None
-    if not isinstance(cluster, dict):
-        return 0
-    return sum(len(tasks) for tasks in cluster.values() if isinstance(tasks, list))  # chief, workers, ps, evaluator
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigError(f"TF_CONFIG is not a JSON object with a cluster and a task (see the README, Scaling out); "
+                          f"unset it to train on this machine. Received: TF_CONFIG={text[:80]!r}")
+    return value
 
 
-def choose_strategy(name: str, *, batch_size: int):
-    """The tf.distribute strategy for ``name`` (None: Keras's default, nothing to enter).
+def cluster_role() -> Optional[WorkerRole]:
+    """This process's role in the cluster TF_CONFIG describes; None when it describes
+    none, or a cluster of a single task.
 
     Raises:
-        ConfigError: an unknown name, ``mirrored`` under another Keras backend, or a
-            cluster in TF_CONFIG.
+        ConfigError: TF_CONFIG is not JSON, names a task outside its cluster, or has
+            parameter servers or an evaluator (other strategies).
+    """
+    value = _tf_config()
+    cluster = (value or {}).get("cluster") or {}
+    if not isinstance(cluster, dict) or not all(isinstance(tasks, list) for tasks in cluster.values()):
+        raise ConfigError(f"TF_CONFIG's cluster must map task types to lists of host:port addresses. Received: "
+                          f"cluster={cluster!r}")
+    if sum(len(tasks) for tasks in cluster.values()) <= 1:
+        return None
+    others = sorted(set(cluster) - set(_TRAINING_TASKS))
+    if others:
+        raise ConfigError(f"TF_CONFIG's cluster has {', '.join(others)} tasks; multi-worker training takes only "
+                          "chief and worker tasks (parameter servers and evaluators belong to other strategies)")
+    task = value.get("task") if isinstance(value.get("task"), dict) else {}
+    task_type, index = task.get("type"), task.get("index", 0)
+    members = [(kind, number) for kind in _TRAINING_TASKS for number in range(len(cluster.get(kind, [])))]
+    if (task_type, index) not in members:
+        raise ConfigError(f"TF_CONFIG's task {task!r} is not in its cluster ({', '.join(f'{k}/{n}' for k, n in members)}); "
+                          "give every process its own task, e.g. {\"type\": \"worker\", \"index\": 0}")
+    return WorkerRole(index=members.index((task_type, index)), count=len(members), task=f"{task_type}/{index}",
+                      is_chief=members.index((task_type, index)) == 0)
+
+
+def choose_strategy(name: str, *, batch_size: int, command: str = "train"):
+    """The tf.distribute strategy for ``name`` (None: Keras's default, nothing to enter);
+    ``command`` names the verb that asks (train, pretrain and extract run on a cluster).
+
+    Call it before anything else runs TensorFlow: a multi-worker strategy configures
+    the process's collective operations, which TensorFlow allows only at its start.
+
+    Raises:
+        ConfigError: an unknown name, ``mirrored`` or ``multi-worker`` under another Keras
+            backend, ``multi-worker`` without a cluster in TF_CONFIG, a cluster with
+            ``default`` or ``mirrored``, or a cluster for a ``command`` that runs on one machine.
     """
     if name not in STRATEGIES:
         raise ConfigError(f"strategy must be one of: {', '.join(STRATEGIES)}. Received: strategy={name!r}")
+    role = cluster_role()
+    if name == "multi-worker" and role is None:
+        raise ConfigError("strategy=multi-worker needs TF_CONFIG to describe a cluster of at least two tasks and this "
+                          "process's task in it (see the README, Scaling out); leave out --strategy to train on this "
+                          "machine alone")
+    if role is not None and name in ("default", "mirrored"):
+        raise ConfigError(f"TF_CONFIG describes a cluster of {role.count} tasks, but strategy={name} trains on this "
+                          "machine alone; give --strategy multi-worker (or auto), or unset TF_CONFIG")
     backend = keras.backend.backend()
     if backend != "tensorflow":
-        if name == "mirrored":
-            raise ConfigError(f"strategy=mirrored needs the TensorFlow backend (tf.distribute); the Keras backend here is "
-                              f"{backend}. Set KERAS_BACKEND=tensorflow, or leave out --strategy")
+        if name in ("mirrored", "multi-worker") or role is not None:
+            raise ConfigError(f"strategy={name} {'on the cluster of TF_CONFIG ' if role else ''}needs the TensorFlow "
+                              f"backend (tf.distribute); the Keras backend here is {backend}. Set "
+                              "KERAS_BACKEND=tensorflow, or leave out --strategy (and TF_CONFIG)")
         return None
-    tasks = _cluster_tasks()
-    if tasks > 1:
-        raise ConfigError(f"TF_CONFIG describes a cluster of {tasks} tasks, but multi-worker training is not "
-                          "supported yet; unset TF_CONFIG to train on this machine alone")
+    if role is not None:
+        if command not in ("train", "pretrain", "extract"):
+            raise ConfigError(f"{command} does not run on a cluster yet (TF_CONFIG describes {role.count} tasks): run it "
+                              "on one machine without TF_CONFIG; train runs on the cluster")
+        return _multi_worker(role, batch_size)
     import tensorflow as tf
 
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
@@ -82,6 +163,145 @@ def choose_strategy(name: str, *, batch_size: int):
                 count, "" if count == 1 else "s", ", ".join(devices), batch_size,
                 f"{batch_size // count}" if batch_size % count == 0 else f"about {batch_size / count:.1f}")
     return strategy
+
+
+_ROLES = {}  # id(strategy) -> WorkerRole, for worker_role()
+
+
+def _multi_worker(role: WorkerRole, batch_size: int):
+    import tensorflow as tf
+
+    _route_around_keras_20585()
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # a line per all-reduce it sets up
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    _ROLES[id(strategy)] = role
+    count = strategy.num_replicas_in_sync
+    if batch_size < count:
+        raise ConfigError(f"batch_size must be at least the replicas of the cluster ({count}): it is the global "
+                          f"batch, split among them. Received: batch_size={batch_size}")
+    logger.info("strategy: multi-worker, task %s (%s) of a cluster of %d workers, %d replicas in all; --batch-size %d "
+                "is the global batch, %d per replica", role.task, "chief" if role.is_chief else "not the chief",
+                role.count, count, batch_size, batch_size // count)
+    return strategy
+
+
+@contextlib.contextmanager
+def worker_scratch(strategy: str, command: str):
+    """Where a worker of a cluster that is not the chief writes what the chief keeps
+    (TensorFlow's multi-worker guide): a temporary folder, yielded and removed at the
+    end, however the command ends. Yields None on the chief and without a cluster."""
+    role = cluster_role() if strategy in ("auto", "multi-worker") else None
+    if role is None or role.is_chief:
+        yield None
+        return
+    folder = tempfile.mkdtemp(prefix=f"resnet-transfer-{role.task.replace('/', '-')}-")
+    logger.info("task %s is not the chief: its files go to %s, removed at the end; the chief writes the %s",
+                role.task, folder, "run folder" if command == "train" else "run folder and the weights file")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def strategy_name(strategy: Optional[object]) -> str:
+    """"default", "mirrored" or "multi-worker", as config.json records it."""
+    if strategy is None:
+        return "default"
+    return "multi-worker" if id(strategy) in _ROLES else "mirrored"
+
+
+def worker_role() -> Optional[WorkerRole]:
+    """The role of this process in the multi-worker strategy whose scope the caller is in
+    (None outside one)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return _ROLES.get(id(tf.distribute.get_strategy())) if tf.distribute.has_strategy() else None
+
+
+def barrier() -> None:
+    """Returns when every worker of the multi-worker strategy in scope has called it (an
+    all-reduce of one number); nothing outside one."""
+    if worker_role() is None:
+        return
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+
+    @tf.function
+    def everyone():
+        return strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+    everyone()
+
+
+def distributed_batches(batches: keras.utils.PyDataset):
+    """``batches`` (this worker's pieces) as the strategy's input: a tf.data pipeline per
+    worker (``distribute_datasets_from_function``), which Keras takes as it is (it would
+    re-shard a dataset that is already this worker's). Each pass reads ``batches`` as they
+    are when it starts: their order for an epoch is set by a callback (``EpochOrder``), as
+    Keras starts a pass more than once per epoch."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    first = batches[0]
+    signature = tuple(tf.TensorSpec((None, *np.shape(part)[1:]), tf.as_dtype(np.asarray(part).dtype)) for part in first)
+
+    def generate():
+        for index in range(len(batches)):
+            yield tuple(batches[index])
+
+    dataset = (tf.data.Dataset.from_generator(generate, output_signature=signature)
+               .apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(2))
+    return strategy.distribute_datasets_from_function(lambda context: dataset)
+
+
+def local_predict(model: keras.Model, inputs, *, batch_size: int) -> np.ndarray:
+    """``model``'s outputs for ``inputs``, computed by this process alone (under a
+    multi-worker strategy, ``predict`` would split the rows among the workers and wait
+    for all of them)."""
+    import tensorflow as tf
+
+    call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    outputs = [keras.ops.convert_to_numpy(call(np.asarray(inputs[start : start + batch_size], dtype="float32")))
+               for start in range(0, len(inputs), batch_size)]
+    return np.concatenate(outputs) if outputs else np.zeros((0, *model.output_shape[1:]), "float32")
+
+
+def fit_under_multi_worker(model: keras.Model) -> None:
+    """The second half of ``_route_around_keras_20585``: Keras builds a model that belongs
+    to a strategy from an input batch it reduces across workers, which fails under this
+    strategy (the reduction's tensor conversion); a model not bound to it builds when its
+    step is traced, in the scope of the strategy."""
+    model._distribute_strategy = None
+
+
+def _route_around_keras_20585() -> None:
+    """Keras 3's step reduces every metric of the step across workers with
+    ``strategy.reduce("MEAN", value, axis=0)``, which fails for the scalars that metrics
+    are ("Invalid reduction dimension 0 for input with 0 dimensions"). Scalars are reduced
+    here without an axis (the mean over replicas); everything else as Keras does."""
+    from keras.src.backend.tensorflow import trainer
+
+    original = trainer.reduce_per_replica
+    if getattr(original, "routes_around_keras_20585", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not trainer._collective_all_reduce_multi_worker(strategy):
+            return original(values, strategy, reduction)
+
+        def reduce(value):
+            first = value.values[0] if trainer._is_per_replica_instance(value) else value
+            if getattr(first, "shape", None) is not None and first.shape.rank == 0:
+                return strategy.reduce("MEAN", value, axis=None)
+            return original(value, strategy, reduction)
+
+        return keras.tree.map_structure(reduce, values)
+
+    reduce_per_replica.routes_around_keras_20585 = True
+    trainer.reduce_per_replica = reduce_per_replica
 
 
 def strategy_scope(strategy: Optional[object]):

@@ -6,6 +6,7 @@ jobs of a job array each run ``extract --shard i/n`` with the run's settings, ea
 computes its chunks (``features.cached_features``), the last to finish assembles the
 cache entries, and ``train`` with the same settings then finds them (and computes any
 chunk still missing itself). A killed ``extract`` goes on from its first unfinished chunk.
+On a cluster (TF_CONFIG), every worker computes its chunks and the chief assembles.
 
 Example:
     >>> statuses = extract(config, shard=(0, 4))
@@ -18,7 +19,7 @@ from typing import Optional
 
 from resnet_transfer.config import RunConfig
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.training.distribution import choose_strategy, strategy_scope
+from resnet_transfer.training.distribution import choose_strategy, cluster_role, strategy_scope
 from resnet_transfer.training.features import FeatureCache
 from resnet_transfer.training.fitting import stored_features
 from resnet_transfer.training.train import prepare
@@ -50,7 +51,10 @@ def extract(config: RunConfig, *, shard: Optional[tuple] = None) -> dict:
         raise ConfigError("with --augment-phase both the head trains on augmented images, never on stored features: "
                           "there is nothing to extract")
     FeatureCache(config.train.cache_dir).check_writable(no_cache_hint=False)
-    with strategy_scope(choose_strategy(config.train.strategy, batch_size=config.train.batch_size)):
+    if shard is not None and config.train.strategy in ("auto", "multi-worker") and cluster_role() is not None:
+        raise ConfigError("--shard splits the extraction among separate jobs, and so does the cluster of TF_CONFIG "
+                          "among its workers: give one of them (leave out --shard, or unset TF_CONFIG)")
+    with strategy_scope(choose_strategy(config.train.strategy, batch_size=config.train.batch_size, command="extract")):
         dataset, model, _ = prepare(config)
         statuses = {}
         for split in SPLITS:

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from resnet_transfer.errors import ConfigError
+from resnet_transfer.training.distribution import local_predict, worker_role
 from resnet_transfer.training.cache_admin import default_cache_dir, remove_folder, writer_tag
 from resnet_transfer.files import atomic_path, hash_file, reserve_space, write_json_atomic
 
@@ -248,6 +249,8 @@ def _predict_chunk(extractor: keras.Model, chunk: np.ndarray, batch_size: int) -
     chunk = np.asarray(chunk, dtype="float32")
     padding = -len(chunk) % batch_size
     padded = np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)]) if padding else chunk
+    if worker_role() is not None:  # a worker of a cluster extracts its own chunks, not a share of every chunk
+        return local_predict(extractor, padded, batch_size=batch_size)[: len(chunk)]
     return extractor.predict(padded, batch_size=batch_size, verbose=0)[: len(chunk)]
 
 
@@ -322,13 +325,15 @@ def cached_features(
     batch_size: int = 256,
     chunk_size: int = 4096,
     shard: Optional[tuple] = None,
+    assemble: bool = True,
 ) -> tuple:
     """The backbone features of ``images``, from the cache or computed and stored.
 
     The backbone runs chunk by chunk (``ChunkedExtraction``): a killed extraction goes
     on from its first unfinished chunk, and never computes a finished one again. With
     ``shard`` (i, n) only the chunks i, i + n, i + 2n, ... are computed here; the entry
-    is assembled by whichever shard finds every chunk finished.
+    is assembled by whichever shard finds every chunk finished (``assemble=False``: never
+    by this one; the chief of a cluster assembles).
 
     Returns:
         ``(features, status, backbone_seconds)``: a read-only memory map, "hit" or
@@ -357,7 +362,7 @@ def cached_features(
     seconds = time.perf_counter() - started
     missing = [bounds for bounds in chunks.bounds if bounds not in mine and not chunks.finished(*bounds)]
     features = cache.load(key)  # a fellow shard may have assembled the entry meanwhile
-    if features is None and missing:
+    if features is None and (missing or not assemble):
         return None, "partial", seconds
     if features is None:
         try:

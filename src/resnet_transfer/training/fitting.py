@@ -26,13 +26,16 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from resnet_transfer.config import RunConfig
 from resnet_transfer.data.dataset import Dataset
+from resnet_transfer.errors import ConfigError
 from resnet_transfer.model.assembly import backbone_of, compile_model, feature_extractor, head_of, make_optimizer
 from resnet_transfer.model.augmentation import augmenter
 from resnet_transfer.model.heads import classifier_on_features
 from resnet_transfer.model.weights import weights_identity
-from resnet_transfer.training.batches import INFERENCE_BATCH_SIZE, ArrayBatches, predict_probabilities
+from resnet_transfer.training.batches import INFERENCE_BATCH_SIZE, ArrayBatches, EpochOrder, predict_probabilities
 from resnet_transfer.training.checkpoints import Checkpoint, restore_optimizer
-from resnet_transfer.training.distribution import replicas_in_scope
+from resnet_transfer.training.distribution import (
+    barrier, distributed_batches, fit_under_multi_worker, replicas_in_scope, worker_role,
+)
 from resnet_transfer.training.features import FeatureCache, FeatureKey, cached_features
 
 __all__ = [
@@ -133,11 +136,20 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
     # Worker threads prepare the next batches while the model runs (same order); with
     # augmentation one thread, so that the seeded random changes come in a fixed order.
     augment = augmenter(phase.augmentation)
-    batches = ArrayBatches(inputs, _loss_labels(labels, config, num_classes), batch_size=config.train.batch_size,
-                           shuffle=True, seed=config.train.seed, first_epoch=phase.first_epoch, transform=augment,
-                           workers=1 if augment else 2)
-    validation_batches = ArrayBatches(validation[0], _loss_labels(validation[1], config, num_classes),
-                                      batch_size=INFERENCE_BATCH_SIZE)
+    role = worker_role()
+    if role is not None:
+        batches, validation_batches, order = _cluster_batches(model, inputs, labels, validation, config=config,
+                                                              phase=phase, class_weight=class_weight, transform=augment,
+                                                              role=role)
+        class_weight = None  # in the batches, as sample weights
+    else:
+        batches = ArrayBatches(inputs, _loss_labels(labels, config, num_classes), batch_size=config.train.batch_size,
+                               shuffle=True, seed=config.train.seed, first_epoch=phase.first_epoch, transform=augment,
+                               workers=1 if augment else 2)
+        validation_batches = ArrayBatches(validation[0], _loss_labels(validation[1], config, num_classes),
+                                          batch_size=INFERENCE_BATCH_SIZE)
+        order = EpochOrder(batches)
+    callbacks = [order, *callbacks]
     for callback in callbacks:
         if isinstance(callback, EpochTimer):
             callback.phase = phase.name
@@ -150,6 +162,33 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
         shuffle=False,
     )
     return history.history
+
+
+def _cluster_batches(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, class_weight, transform,
+                     role) -> tuple:
+    """A worker's input on a cluster: its replicas' pieces of every batch (the global
+    batches of one process, in the same order), and the whole validation split (so that
+    every worker's validation metrics, which Keras averages over the replicas, are the
+    split's own)."""
+    import tensorflow as tf
+
+    num_classes = model.output_shape[-1]
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    local = replicas // role.count  # replicas of this worker (the same on every worker)
+    weights = None
+    if class_weight:
+        weights = np.array([class_weight.get(int(label), 1.0) for label in labels], dtype="float32")
+    batches = ArrayBatches(inputs, _loss_labels(labels, config, num_classes), batch_size=config.train.batch_size,
+                           shuffle=True, seed=config.train.seed, first_epoch=phase.first_epoch, transform=transform,
+                           pieces=replicas, mine=range(role.index * local, (role.index + 1) * local),
+                           sample_weight=weights)
+    if len(batches) == 0:
+        raise ConfigError(f"{len(labels)} training images cannot give each of the cluster's {replicas} replicas one; "
+                          "use more images or fewer workers")
+    validation_batches = ArrayBatches(validation[0], _loss_labels(validation[1], config, num_classes),
+                                      batch_size=INFERENCE_BATCH_SIZE)
+    fit_under_multi_worker(model)
+    return distributed_batches(batches), distributed_batches(validation_batches), EpochOrder(batches)
 
 
 def steps_per_execution_for(config: RunConfig) -> int:
@@ -180,11 +219,31 @@ def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple
     """The pooled backbone features of ``splits``, from the cache or computed and stored
     (``shard`` (i, n): only that shard's chunks, see ``features.cached_features``).
 
+    On a cluster, every worker computes its shard's chunks; once all have, the chief
+    assembles the entries, and then the others read them (from a cache folder every
+    worker sees; where it is not shared, a worker computes what it cannot find).
+
     Returns:
         ({split: read-only array, or None for a split whose other shards have not finished},
         "hit" if every split was cached, "partial" if a split is not complete, else "miss";
         backbone seconds).
     """
+    role = worker_role()
+    if role is None or shard is not None:
+        return _stored_features(model, dataset, config, splits=splits, shard=shard)
+    _, _, seconds = _stored_features(model, dataset, config, splits=splits, shard=(role.index, role.count),
+                                     assemble=False)
+    barrier()
+    if role.is_chief:
+        features_of, status, more = _stored_features(model, dataset, config, splits=splits)
+    barrier()
+    if not role.is_chief:
+        features_of, status, more = _stored_features(model, dataset, config, splits=splits)
+    return features_of, status, seconds + more
+
+
+def _stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple, shard: Optional[tuple] = None,
+                     assemble: bool = True) -> tuple:
     pooling = _pooling_of(model)
     cache = FeatureCache(config.train.cache_dir)
     extractor = feature_extractor(model)
@@ -197,7 +256,7 @@ def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple
             pooling=pooling, images=images, dtype=config.train.cache_dtype, feature_layer=config.model.feature_layer,
         )
         features, status, seconds = cached_features(extractor, images, key=key, cache=cache, batch_size=INFERENCE_BATCH_SIZE,
-                                                    shard=shard)
+                                                    shard=shard, assemble=assemble)
         if status == "partial":
             logger.info("features of %s split (%d images): shard %d/%d computed in %.1f s; other shards' chunks are "
                         "still missing (%s)", split, len(images), shard[0], shard[1], seconds, cache.chunks_path(key))

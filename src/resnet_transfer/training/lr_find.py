@@ -94,7 +94,7 @@ def _sweep(model: keras.Model, inputs, labels, *, start_lr: float, end_lr: float
         rate = start_lr * factor**step
         model.optimizer.learning_rate.assign(rate)
         if step and step % len(batches) == 0:
-            batches.on_epoch_end()
+            batches.set_epoch(step // len(batches))
         x, y = batches[step % len(batches)]
         model.reset_metrics()
         loss = float(model.train_on_batch(x, y, return_dict=True)["loss"])
@@ -137,7 +137,7 @@ def find_learning_rate(config: RunConfig, *, phase: str = "head", start_lr: floa
     _check(start_lr, end_lr, steps, phase)
     run_dir = run_dir or default_run_dir("lr-find")
     check_run_dir_free(run_dir)
-    with strategy_scope(choose_strategy(config.train.strategy, batch_size=config.train.batch_size)):
+    with strategy_scope(choose_strategy(config.train.strategy, batch_size=config.train.batch_size, command="lr-find")):
         rates, losses, smoothed = _sweep_for(config, phase, start_lr=start_lr, end_lr=end_lr, steps=steps)
     try:
         suggestion, reason = suggest_learning_rate(rates, smoothed)

@@ -42,7 +42,9 @@ from resnet_transfer.model.augmentation import build_augmentation
 from resnet_transfer.model.weights import SIDECAR_FORMAT, sidecar_path
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, default_run_dir
-from resnet_transfer.training.distribution import choose_strategy, replicas, strategy_scope
+from resnet_transfer.training.distribution import (
+    choose_strategy, replicas, strategy_name, strategy_scope, worker_role, worker_scratch,
+)
 from resnet_transfer.training.fitting import EpochTimer, Phase, balanced_class_weight, fit_end_to_end
 from resnet_transfer.training.interrupts import StopOnInterrupt, watching_interrupts
 from resnet_transfer.training.phases import trainable_count
@@ -110,10 +112,12 @@ def pretrain(config: RunConfig, *, out: str, callbacks: Optional[list] = None) -
     """
     check_weights_out(out)
     _check_settings(config)
-    with watching_interrupts() as interrupts:
+    with watching_interrupts() as interrupts, worker_scratch(config.train.strategy, "pretrain") as scratch:
         run_dir = config.run_dir or default_run_dir(f"{config.model.backbone}-pretrain")
+        if scratch:  # a worker of a cluster, not the chief: the chief keeps the run and the weights
+            run_dir, out = os.path.join(scratch, "run"), os.path.join(scratch, os.path.basename(out))
         check_before_run(config.updated({"train": {"feature_cache": "off"}}), run_dir)
-        strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size)
+        strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size, command="pretrain")
         with strategy_scope(strategy):
             return _pretrain_in_scope(config, out, callbacks, interrupts, run_dir, strategy)
 
@@ -127,7 +131,8 @@ def _pretrain_in_scope(config: RunConfig, out: str, callbacks: Optional[list], i
     try:
         record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
         record["pretrain"] = {"out": os.path.abspath(out)}
-        record["resolved"].update(strategy="default" if strategy is None else "mirrored", replicas=replicas(strategy))
+        record["resolved"].update(strategy=strategy_name(strategy), replicas=replicas(strategy),
+                                  workers=role.count if (role := worker_role()) else 1)
         run.write_config(record)
         run.write_labels(dataset.class_names)
         if dataset.skipped:

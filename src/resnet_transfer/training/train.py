@@ -43,7 +43,9 @@ from resnet_transfer.model.weights import fetch_weights, read_sidecar, weights_i
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
 from resnet_transfer.training.checkpoints import CHECKPOINTS, Checkpoint, EpochCheckpoint, clear_partial, read_checkpoint
-from resnet_transfer.training.distribution import choose_strategy, replicas, strategy_scope
+from resnet_transfer.training.distribution import (
+    choose_strategy, cluster_role, replicas, strategy_name, strategy_scope, worker_role, worker_scratch,
+)
 from resnet_transfer.training.features import FeatureCache
 from resnet_transfer.training.interrupts import Interrupts, StopOnInterrupt, watching_interrupts
 from resnet_transfer.training.fitting import EpochTimer, balanced_class_weight
@@ -105,19 +107,23 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
 
 
 def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts, resume: bool) -> RunResult:
-    run_dir = config.run_dir or default_run_dir(config.model.backbone)
-    run, checkpoint = None, None
-    if resume:
-        run, checkpoint = _reopen(config)
-    else:
-        check_before_run(config, run_dir, resumable=True)
-    try:
-        strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size)
-        with strategy_scope(strategy):  # the model's variables, its optimizer's and every step on every replica
-            return _train_in_scope(config, callbacks, interrupts, run_dir, strategy, run, checkpoint)
-    finally:
-        if run is not None:
-            run.release()
+    if resume and config.train.strategy in ("auto", "multi-worker") and cluster_role() is not None:
+        raise ConfigError("--resume does not run on a cluster yet: start the run again, or resume it on one machine "
+                          "without TF_CONFIG")
+    with worker_scratch(config.train.strategy, "train") as scratch:  # (only the chief keeps files)
+        run_dir = os.path.join(scratch, "run") if scratch else config.run_dir or default_run_dir(config.model.backbone)
+        run, checkpoint = None, None
+        if resume:
+            run, checkpoint = _reopen(config)
+        else:
+            check_before_run(config, run_dir, resumable=True)
+        try:
+            strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size)
+            with strategy_scope(strategy):  # the model's variables, its optimizer's and every step on every replica
+                return _train_in_scope(config, callbacks, interrupts, run_dir, strategy, run, checkpoint)
+        finally:
+            if run is not None:
+                run.release()
 
 
 def _reopen(config: RunConfig) -> tuple:
@@ -165,7 +171,8 @@ def _train_in_scope(config: RunConfig, callbacks: Optional[list], interrupts: In
         record = run.record
     else:
         record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
-        record["resolved"].update(strategy="default" if strategy is None else "mirrored", replicas=replicas(strategy))
+        record["resolved"].update(strategy=strategy_name(strategy), replicas=replicas(strategy),
+                                  workers=role.count if (role := worker_role()) else 1)
         run = Run.create(run_dir, record=record)  # config.json first: a folder killed now can be resumed
     timer = EpochTimer(history=checkpoint.history if checkpoint else None, seconds=checkpoint.seconds if checkpoint else None)
     # A history.csv row per finished epoch, written once the epoch's checkpoint is: a row is an epoch --resume keeps.
