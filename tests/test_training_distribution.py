@@ -80,8 +80,8 @@ _CLUSTER = {"worker": ["localhost:12345", "localhost:23456"]}
     ("auto", {"cluster": {"chief": ["localhost:1"], "ps": ["localhost:2"]}, "task": {"type": "chief", "index": 0}},
      "train", "TF_CONFIG's cluster has ps tasks"),
     ("auto", {"cluster": _CLUSTER, "task": {"type": "worker", "index": 2}}, "train", "is not in its cluster"),
-    ("auto", {"cluster": _CLUSTER, "task": {"type": "worker", "index": 0}}, "pretrain",
-     "pretrain does not run on a cluster yet"),
+    ("auto", {"cluster": _CLUSTER, "task": {"type": "worker", "index": 0}}, "lr-find",
+     "lr-find does not run on a cluster yet"),
     ("multi-worker", None, "train", "strategy=multi-worker needs TF_CONFIG to describe a cluster"),
     ("multi-worker", {"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 0}}, "train",
      "strategy=multi-worker needs TF_CONFIG to describe a cluster of at least two tasks"),
@@ -165,3 +165,25 @@ def test_two_workers_on_localhost_train_as_one_process_and_only_the_chief_writes
         assert abs(float(ours["val_accuracy"]) - float(theirs["val_accuracy"])) <= 0.01
     metrics = {name: json.load(open(tmp_path / name / "metrics.json")) for name in ("cluster", "single")}
     assert metrics["cluster"]["test_loss"] == pytest.approx(metrics["single"]["test_loss"], rel=1e-4)
+
+
+@requires_mnist
+@tensorflow_only
+def test_a_task_whose_port_is_taken_ends_with_one_line_and_leaves_nothing(tmp_path):
+    taken = socket.socket()
+    taken.bind(("localhost", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    cluster = {"worker": [f"localhost:{port}", f"localhost:{_free_ports(1)[0]}"]}
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "resnet_transfer.cli", "train", *_SMALL_RUN, "--run-dir", str(tmp_path / "run"),
+             "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "KERAS_BACKEND": "tensorflow",
+                 "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})})
+    finally:
+        taken.close()
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    assert f"task worker/0 could not join the cluster of TF_CONFIG at localhost:{port}" in completed.stderr
+    assert not (tmp_path / "run").exists()

@@ -439,6 +439,12 @@ def resume_command(argv: list, run_dir: str) -> str:
     return shlex.join(["resnet-transfer", *arguments, "--resume"])
 
 
+def _lost_worker(error: BaseException) -> bool:
+    """Whether ``error`` is TensorFlow's word that another worker of the cluster is gone."""
+    return bool(os.environ.get("TF_CONFIG")) and type(error).__module__.startswith("tensorflow") and type(
+        error).__name__ in ("UnavailableError", "AbortedError", "CancelledError", "DeadlineExceededError")
+
+
 def main(argv: Optional[list] = None) -> int:
     """Runs the command line; returns the exit status (2 for a problem the user can fix)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -460,6 +466,12 @@ def main(argv: Optional[list] = None) -> int:
         where = f" ({error.filename})" if error.filename else ""
         return _fail(f"{error.strerror or error}{where}: free some space or choose a writable folder, then run the "
                      "command again", debug=arguments.debug)
+    except Exception as error:
+        if not _lost_worker(error):
+            raise
+        return _fail(f"a worker of the cluster of TF_CONFIG stopped or cannot be reached (TensorFlow's "
+                     f"{type(error).__name__}); the chief's run folder keeps its finished epochs. Start every worker "
+                     "again, or go on without the cluster: unset TF_CONFIG and add --resume", debug=arguments.debug)
 
 
 def _entry_point() -> None:

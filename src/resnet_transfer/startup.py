@@ -11,12 +11,14 @@ Only the command line calls it; importing the library changes nothing.
 """
 
 import atexit
+import contextlib
 import os
 import re
 import sys
 import threading
+import time
 
-__all__ = ["STARTUP_LINES", "quiet_startup", "is_startup_line"]
+__all__ = ["STARTUP_LINES", "quiet_startup", "is_startup_line", "unfiltered"]
 
 STARTUP_LINES = (
     re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
@@ -28,6 +30,7 @@ STARTUP_LINES = (
     re.compile(r"^[IWE]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\. "),
 )
 _installed = False
+_terminal = None  # the process's own stderr, behind the filter
 
 
 def is_startup_line(line: str) -> bool:
@@ -50,13 +53,13 @@ def _pump(read_end: int, target: int) -> None:
 
 def quiet_startup() -> None:
     """Sets TensorFlow's logging variables and filters its start-up lines from stderr (once)."""
-    global _installed
+    global _installed, _terminal
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if _installed:
         return
     _installed = True
     sys.stderr.flush()
-    original = os.dup(2)
+    original = _terminal = os.dup(2)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
@@ -69,3 +72,23 @@ def quiet_startup() -> None:
         pump.join(timeout=5)
 
     atexit.register(drain)
+
+
+@contextlib.contextmanager
+def unfiltered():
+    """stderr straight to the terminal for a while: around a call into TensorFlow that
+    holds Python's lock for long (a cluster's wait for its workers), during which the
+    filter's thread could not pass a line on."""
+    if _terminal is None:
+        yield
+        return
+    sys.stderr.flush()
+    time.sleep(0.2)  # the filter passes on what it holds
+    filtered = os.dup(2)
+    os.dup2(_terminal, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(filtered, 2)
+        os.close(filtered)

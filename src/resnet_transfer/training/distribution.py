@@ -42,6 +42,7 @@ import numpy as np
 
 from resnet_transfer.config import STRATEGIES
 from resnet_transfer.errors import ConfigError
+from resnet_transfer.startup import unfiltered
 
 __all__ = [
     "STRATEGIES", "WorkerRole", "barrier", "choose_strategy", "cluster_role", "distributed_batches", "local_predict",
@@ -63,12 +64,14 @@ class WorkerRole:
         count: the training tasks of the cluster.
         task: "type/index" as TF_CONFIG names it.
         is_chief: the task that writes the run folder (task "chief", else worker 0).
+        address: its host:port.
     """
 
     index: int
     count: int
     task: str
     is_chief: bool
+    address: str = ""
 
 
 def _tf_config() -> Optional[dict]:
@@ -111,7 +114,7 @@ def cluster_role() -> Optional[WorkerRole]:
         raise ConfigError(f"TF_CONFIG's task {task!r} is not in its cluster ({', '.join(f'{k}/{n}' for k, n in members)}); "
                           "give every process its own task, e.g. {\"type\": \"worker\", \"index\": 0}")
     return WorkerRole(index=members.index((task_type, index)), count=len(members), task=f"{task_type}/{index}",
-                      is_chief=members.index((task_type, index)) == 0)
+                      is_chief=members.index((task_type, index)) == 0, address=str(cluster[task_type][index]))
 
 
 def choose_strategy(name: str, *, batch_size: int, command: str = "train"):
@@ -173,7 +176,16 @@ def _multi_worker(role: WorkerRole, batch_size: int):
 
     _route_around_keras_20585()
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # a line per all-reduce it sets up
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    tf.config.list_physical_devices("GPU")  # (its start-up lines while the filter still runs)
+    try:
+        with unfiltered():  # TensorFlow holds Python's lock while it waits: the log line must not wait in a filter
+            logger.info("task %s: waiting for every worker of the cluster of TF_CONFIG to start (%d in all); Ctrl-C "
+                        "stops the wait, and nothing is written before it ends", role.task, role.count)
+            strategy = _interruptibly(tf.distribute.MultiWorkerMirroredStrategy)
+    except tf.errors.OpError as error:  # its own port taken, say ("Could not start gRPC server")
+        raise ConfigError(f"task {role.task} could not join the cluster of TF_CONFIG at {role.address} "
+                          f"({error.message.splitlines()[0]}): the port may be in use or not this machine's; give "
+                          "the task a free host:port of this machine") from error
     _ROLES[id(strategy)] = role
     count = strategy.num_replicas_in_sync
     if batch_size < count:
@@ -201,6 +213,28 @@ def worker_scratch(strategy: str, command: str):
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _interruptibly(create):
+    """``create()``, during which Ctrl-C and SIGTERM still end the process.
+
+    TensorFlow waits for the cluster's other workers inside its C++ code, holding
+    Python's lock: no Python signal handler (nor any other thread) runs until every
+    worker has started, so a worker started without the others ignored Ctrl-C and
+    ``kill``. During the wait the signals get their default action back: the kernel
+    ends the process. Nothing is written before the wait ends.
+    """
+    import signal
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in handled}
+    for number in handled:
+        signal.signal(number, signal.SIG_DFL)
+    try:
+        return create()
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def strategy_name(strategy: Optional[object]) -> str:
