@@ -60,7 +60,7 @@ class WorkerRole:
 
     Attributes:
         index: its position among the training tasks, chief first (TensorFlow's
-            ``input_pipeline_id``): the shard of the data it reads.
+            ``input_pipeline_id``).
         count: the training tasks of the cluster.
         task: "type/index" as TF_CONFIG names it.
         is_chief: the task that writes the run folder (task "chief", else worker 0).
@@ -216,13 +216,15 @@ def worker_scratch(strategy: str, command: str):
 
 
 def _interruptibly(create):
-    """``create()``, during which Ctrl-C and SIGTERM still end the process.
+    """``create()``, during which Ctrl-C still ends the process.
 
     TensorFlow waits for the cluster's other workers inside its C++ code, holding
     Python's lock: no Python signal handler (nor any other thread) runs until every
-    worker has started, so a worker started without the others ignored Ctrl-C and
-    ``kill``. During the wait the signals get their default action back: the kernel
-    ends the process. Nothing is written before the wait ends.
+    worker has started, so a worker started without the others ignored Ctrl-C. During
+    the wait SIGINT and SIGTERM get their default action back: the kernel ends the
+    process (exit status 130). SIGTERM is then caught by TensorFlow's own preemption
+    watcher all the same (measured: ``kill`` does not end the wait; ``kill -9`` does).
+    Nothing is written before the wait ends.
     """
     import signal
 
@@ -318,6 +320,11 @@ def _route_around_keras_20585() -> None:
     here without an axis (the mean over replicas); everything else as Keras does."""
     from keras.src.backend.tensorflow import trainer
 
+    needed = ("reduce_per_replica", "_collective_all_reduce_multi_worker", "_is_per_replica_instance")
+    if not all(hasattr(trainer, name) for name in needed):
+        raise ConfigError(f"strategy=multi-worker works around keras-team/keras#20585 in Keras's TensorFlow trainer, "
+                          f"which Keras {keras.__version__} lays out otherwise; install the Keras version of "
+                          "pyproject.toml, or train on one machine")
     original = trainer.reduce_per_replica
     if getattr(original, "routes_around_keras_20585", False):
         return
