@@ -161,10 +161,10 @@ def test_two_workers_on_localhost_train_as_one_process_and_only_the_chief_writes
     assert len(rows["cluster"]) == len(rows["single"]) == 2
     for ours, theirs in zip(rows["cluster"], rows["single"]):
         for name in ("loss", "val_loss"):
-            assert float(ours[name]) == pytest.approx(float(theirs[name]), rel=1e-4), name
+            assert float(ours[name]) == pytest.approx(float(theirs[name]), rel=1e-3), name
         assert abs(float(ours["val_accuracy"]) - float(theirs["val_accuracy"])) <= 0.01
     metrics = {name: json.load(open(tmp_path / name / "metrics.json")) for name in ("cluster", "single")}
-    assert metrics["cluster"]["test_loss"] == pytest.approx(metrics["single"]["test_loss"], rel=1e-4)
+    assert metrics["cluster"]["test_loss"] == pytest.approx(metrics["single"]["test_loss"], rel=1e-3)
 
 
 @requires_mnist
