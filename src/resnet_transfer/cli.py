@@ -293,7 +293,8 @@ def _command_pretrain(arguments: argparse.Namespace) -> int:
     from resnet_transfer.training.pretrain import pretrain
 
     result = pretrain(run_config_from(arguments, ignore=("out",), base=PRETRAIN_SETTINGS), out=arguments.out)
-    print(json.dumps(json_safe({"weights": result.weights_file, "run_dir": result.run_dir,
+    kept = os.path.isdir(result.run_dir)  # a worker of a cluster: the chief keeps the run and the weights
+    print(json.dumps(json_safe({"weights": result.weights_file if kept else None, "run_dir": result.run_dir if kept else None,
                                 "test_accuracy": result.metrics["test_accuracy"]})))
     return 0
 

@@ -149,7 +149,7 @@ def choose_strategy(name: str, *, batch_size: int, command: str = "train"):
     if role is not None:
         if command not in ("train", "pretrain", "extract"):
             raise ConfigError(f"{command} does not run on a cluster yet (TF_CONFIG describes {role.count} tasks): run it "
-                              "on one machine without TF_CONFIG; train runs on the cluster")
+                              "on one machine without TF_CONFIG (train, pretrain and extract run on a cluster)")
         return _multi_worker(role, batch_size)
     import tensorflow as tf
 
