@@ -443,7 +443,8 @@ def resume_command(argv: list, run_dir: str) -> str:
 def _lost_worker(error: BaseException) -> bool:
     """Whether ``error`` is TensorFlow's word that another worker of the cluster is gone."""
     return bool(os.environ.get("TF_CONFIG")) and type(error).__module__.startswith("tensorflow") and type(
-        error).__name__ in ("UnavailableError", "AbortedError", "CancelledError", "DeadlineExceededError")
+        error).__name__ in ("UnavailableError", "AbortedError", "CancelledError", "DeadlineExceededError",
+                            "InternalError", "UnknownError")  # ("Collective ops is aborted by: ...")
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -456,8 +457,13 @@ def main(argv: Optional[list] = None) -> int:
     except ResnetTransferError as error:
         return _fail(str(error), debug=arguments.debug, status=error.exit_status)
     except RunInterrupted as error:
+        if not os.path.isdir(error.run_dir):  # a worker of a cluster, whose files are gone: the chief keeps the run
+            return _fail("interrupted (Ctrl-C); this worker's temporary files are removed, the chief keeps the run",
+                         debug=arguments.debug)
         then = (f"go on with {resume_command(argv, error.run_dir)}" if arguments.command == "train"
                 else f"its folder is {error.run_dir}")
+        if arguments.command == "train" and os.environ.get("TF_CONFIG"):
+            then += " (on one machine: unset TF_CONFIG first; --resume does not run on a cluster yet)"
         return _fail(f"interrupted (Ctrl-C) after {error.epochs_done} finished epochs; the run is kept: {then}",
                      debug=arguments.debug)
     except KeyboardInterrupt:
@@ -471,7 +477,7 @@ def main(argv: Optional[list] = None) -> int:
         if not _lost_worker(error):
             raise
         return _fail(f"a worker of the cluster of TF_CONFIG stopped or cannot be reached (TensorFlow's "
-                     f"{type(error).__name__}); the chief's run folder keeps its finished epochs. Start every worker "
+                     f"{type(error).__name__}); the chief's run folder keeps any finished epochs. Start every worker "
                      "again, or go on without the cluster: unset TF_CONFIG and add --resume", debug=arguments.debug)
 
 

@@ -16,10 +16,11 @@ import logging
 from typing import Optional
 
 from resnet_transfer.config import HOW_SETTINGS, RunConfig, flat_settings
-from resnet_transfer.errors import WeightsError
+from resnet_transfer.errors import ConfigError, WeightsError
 from resnet_transfer.files import first_line
 from resnet_transfer.model.weights import fetch_weights
 from resnet_transfer.recipes import get_recipe
+from resnet_transfer.training.distribution import cluster_role
 from resnet_transfer.training.train import train
 
 __all__ = ["reproduce", "format_reproduction"]
@@ -49,6 +50,9 @@ def reproduce(name: str, config: Optional[RunConfig] = None) -> dict:
     """
     recipe = get_recipe(name)
     config = config or RunConfig.from_dict({"recipe": name})
+    if config.train.strategy in ("auto", "multi-worker") and cluster_role() is not None:
+        raise ConfigError("reproduce does not run on a cluster yet (TF_CONFIG describes one): run it on one machine "
+                          "without TF_CONFIG")
     reasons = []
     if config.model.weights == "imagenet":
         try:

@@ -107,8 +107,15 @@ def cluster_role() -> Optional[WorkerRole]:
     if others:
         raise ConfigError(f"TF_CONFIG's cluster has {', '.join(others)} tasks; multi-worker training takes only "
                           "chief and worker tasks (parameter servers and evaluators belong to other strategies)")
+    if len(cluster.get("chief", [])) > 1:
+        raise ConfigError(f"TF_CONFIG's cluster has {len(cluster['chief'])} chief tasks; it may have one at most")
+    addresses = [address for tasks in cluster.values() for address in tasks]
+    if not all(isinstance(address, str) and address.rpartition(":")[2].isdigit() for address in addresses):
+        raise ConfigError(f"TF_CONFIG's cluster addresses must be \"host:port\" strings. Received: {addresses!r}")
     task = value.get("task") if isinstance(value.get("task"), dict) else {}
     task_type, index = task.get("type"), task.get("index", 0)
+    if not isinstance(index, int) or isinstance(index, bool):
+        raise ConfigError(f"TF_CONFIG's task index must be a whole number. Received: task={task!r}")
     members = [(kind, number) for kind in _TRAINING_TASKS for number in range(len(cluster.get(kind, [])))]
     if (task_type, index) not in members:
         raise ConfigError(f"TF_CONFIG's task {task!r} is not in its cluster ({', '.join(f'{k}/{n}' for k, n in members)}); "
@@ -293,13 +300,18 @@ def distributed_batches(batches: keras.utils.PyDataset):
     return strategy.distribute_datasets_from_function(lambda context: dataset)
 
 
+_LOCAL_CALLS = {}  # id(model) -> (model, its traced call); the model is kept, so its id is not reused
+
+
 def local_predict(model: keras.Model, inputs, *, batch_size: int) -> np.ndarray:
     """``model``'s outputs for ``inputs``, computed by this process alone (under a
     multi-worker strategy, ``predict`` would split the rows among the workers and wait
     for all of them)."""
     import tensorflow as tf
 
-    call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    if id(model) not in _LOCAL_CALLS:  # traced once per model (the extraction calls it once per chunk)
+        _LOCAL_CALLS[id(model)] = (model, tf.function(lambda batch: model(batch, training=False), reduce_retracing=True))
+    call = _LOCAL_CALLS[id(model)][1]
     outputs = [keras.ops.convert_to_numpy(call(np.asarray(inputs[start : start + batch_size], dtype="float32")))
                for start in range(0, len(inputs), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, *model.output_shape[1:]), "float32")

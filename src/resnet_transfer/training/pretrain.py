@@ -43,7 +43,7 @@ from resnet_transfer.model.weights import SIDECAR_FORMAT, sidecar_path
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, default_run_dir
 from resnet_transfer.training.distribution import (
-    choose_strategy, replicas, strategy_name, strategy_scope, worker_role, worker_scratch,
+    choose_strategy, cluster_role, replicas, strategy_name, strategy_scope, worker_role, worker_scratch,
 )
 from resnet_transfer.training.fitting import EpochTimer, Phase, balanced_class_weight, fit_end_to_end
 from resnet_transfer.training.interrupts import StopOnInterrupt, watching_interrupts
@@ -112,14 +112,20 @@ def pretrain(config: RunConfig, *, out: str, callbacks: Optional[list] = None) -
     """
     check_weights_out(out)
     _check_settings(config)
-    with watching_interrupts() as interrupts, worker_scratch(config.train.strategy, "pretrain") as scratch:
+    clustered = config.train.strategy in ("auto", "multi-worker") and cluster_role() is not None
+    with watching_interrupts() as interrupts:
         run_dir = config.run_dir or default_run_dir(f"{config.model.backbone}-pretrain")
-        if scratch:  # a worker of a cluster, not the chief: the chief keeps the run and the weights
-            run_dir, out = os.path.join(scratch, "run"), os.path.join(scratch, os.path.basename(out))
-        check_before_run(config.updated({"train": {"feature_cache": "off"}}), run_dir)
+        if not clustered:
+            check_before_run(config.updated({"train": {"feature_cache": "off"}}), run_dir)
+        # On a cluster every worker joins first (see train._train), then checks.
         strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size, command="pretrain")
-        with strategy_scope(strategy):
-            return _pretrain_in_scope(config, out, callbacks, interrupts, run_dir, strategy)
+        with worker_scratch(config.train.strategy, "pretrain") as scratch:
+            if scratch:  # a worker of a cluster, not the chief: the chief keeps the run and the weights
+                run_dir, out = os.path.join(scratch, "run"), os.path.join(scratch, os.path.basename(out))
+            if clustered:
+                check_before_run(config.updated({"train": {"feature_cache": "off"}}), run_dir)
+            with strategy_scope(strategy):
+                return _pretrain_in_scope(config, out, callbacks, interrupts, run_dir, strategy)
 
 
 def _pretrain_in_scope(config: RunConfig, out: str, callbacks: Optional[list], interrupts, run_dir: str,

@@ -107,23 +107,32 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
 
 
 def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts, resume: bool) -> RunResult:
-    if resume and config.train.strategy in ("auto", "multi-worker") and cluster_role() is not None:
+    clustered = config.train.strategy in ("auto", "multi-worker") and cluster_role() is not None
+    if resume and clustered:
         raise ConfigError("--resume does not run on a cluster yet: start the run again, or resume it on one machine "
                           "without TF_CONFIG")
-    with worker_scratch(config.train.strategy, "train") as scratch:  # (only the chief keeps files)
-        run_dir = os.path.join(scratch, "run") if scratch else config.run_dir or default_run_dir(config.model.backbone)
-        run, checkpoint = None, None
-        if resume:
-            run, checkpoint = _reopen(config)
-        else:
+    if clustered:
+        # Every worker joins first: a worker stopped by a check after that stops the others with it (they lose it
+        # at their next step), where one stopped before would leave them waiting to join forever.
+        strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size)
+        with worker_scratch(config.train.strategy, "train") as scratch:  # (only the chief keeps files)
+            run_dir = os.path.join(scratch, "run") if scratch else config.run_dir or default_run_dir(config.model.backbone)
             check_before_run(config, run_dir, resumable=True)
-        try:
-            strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size)
-            with strategy_scope(strategy):  # the model's variables, its optimizer's and every step on every replica
-                return _train_in_scope(config, callbacks, interrupts, run_dir, strategy, run, checkpoint)
-        finally:
-            if run is not None:
-                run.release()
+            with strategy_scope(strategy):
+                return _train_in_scope(config, callbacks, interrupts, run_dir, strategy, None, None)
+    run_dir = config.run_dir or default_run_dir(config.model.backbone)
+    run, checkpoint = None, None
+    if resume:
+        run, checkpoint = _reopen(config)
+    else:
+        check_before_run(config, run_dir, resumable=True)
+    try:
+        strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size)
+        with strategy_scope(strategy):  # the model's variables, its optimizer's and every step on every replica
+            return _train_in_scope(config, callbacks, interrupts, run_dir, strategy, run, checkpoint)
+    finally:
+        if run is not None:
+            run.release()
 
 
 def _reopen(config: RunConfig) -> tuple:
