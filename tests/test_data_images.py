@@ -59,3 +59,19 @@ def test_broken_files_give_their_reason_and_the_store_keeps_the_readable(tmp_pat
     images, kept, skipped = decode_to_store(paths, len(paths), size=16, resize="pad", folder=str(tmp_path))
     assert kept == [1, 3] and images.shape == (2, 16, 16, 3) and [path for path, _ in skipped] == [broken["empty"], broken["text"]]
     assert np.array_equal(images[0], read_image(good, size=16, resize="pad"))
+
+
+def test_decoding_in_threads_gives_the_arrays_order_and_skips_of_one_thread(tmp_path):
+    rng = np.random.default_rng(5)
+    paths = []
+    for index in range(40):  # more files than the threads keep in flight, of several sizes and formats
+        path = str(tmp_path / f"{index:02d}.{'jpg' if index % 2 else 'png'}")
+        draw_shape(("circle", "square", "triangle")[index % 3], rng, (int(rng.integers(20, 90)), int(rng.integers(20, 90)))).save(path)
+        paths.append(path)
+    broken = add_broken_files(tmp_path)
+    paths[7:7] = [broken["truncated"]]
+    paths[25:25] = [broken["empty"], broken["text"]]
+    one = decode_to_store(paths, len(paths), size=24, resize="crop", folder=str(tmp_path), workers=1)
+    three = decode_to_store(paths, len(paths), size=24, resize="crop", folder=str(tmp_path), workers=3)
+    assert np.array_equal(one[0], three[0]) and one[0].shape == (40, 24, 24, 3)
+    assert one[1] == three[1] and one[2] == three[2] and len(one[2]) == 3

@@ -15,9 +15,11 @@ Example:
     >>> pixels = read_image("cat.jpg", size=224, resize="crop")
 """
 
+import collections
 import os
 import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Optional
 
 import numpy as np
@@ -132,8 +134,14 @@ def image_size_of(path: str) -> Optional[tuple]:
         return None
 
 
-def decode_to_store(paths: Iterable[str], count: int, *, size: int, resize: str, folder: str) -> tuple:
+def decode_to_store(paths: Iterable[str], count: int, *, size: int, resize: str, folder: str,
+                    workers: Optional[int] = None) -> tuple:
     """Decodes ``count`` files into a memory-mapped uint8 array in ``folder``, skipping unreadable ones.
+
+    ``workers`` threads decode (None: one per CPU core, at most 8): Pillow lets go of
+    Python's lock while it decodes and resizes, so threads run on every core without the
+    cost of processes, and the images come out in the order of ``paths`` whatever the
+    number of threads.
 
     Returns:
         ``(images, kept, skipped)``: a read-only memory map of the readable images, the
@@ -144,14 +152,39 @@ def decode_to_store(paths: Iterable[str], count: int, *, size: int, resize: str,
     store = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(max(count, 1), size, size, 3))
     reserve_space(path)
     kept, skipped = [], []
-    for index, file_path in enumerate(paths):
-        try:
-            store[len(kept)] = read_image(file_path, size=size, resize=resize)
+    for index, decoded in enumerate(_decoded(paths, size=size, resize=resize, workers=workers or min(os.cpu_count() or 1, 8))):
+        if isinstance(decoded, ImageReadError):
+            skipped.append((decoded.path, decoded.reason))
+        else:
+            store[len(kept)] = decoded
             kept.append(index)
-        except ImageReadError as error:
-            skipped.append((error.path, error.reason))
     store.flush()
     del store
     images = np.load(path, mmap_mode="r")[: len(kept)]
     return images, kept, skipped
 
+
+def _read_or_reason(path: str, size: int, resize: str):
+    try:
+        return read_image(path, size=size, resize=resize)
+    except ImageReadError as error:
+        return error
+
+
+def _decoded(paths: Iterable[str], *, size: int, resize: str, workers: int):
+    """Every file's pixels (or its ``ImageReadError``), in order, decoded by ``workers``
+    threads at most ``4 * workers`` files ahead (so memory holds a few images, not all)."""
+    if workers <= 1:
+        yield from (_read_or_reason(path, size, resize) for path in paths)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
+    pending = collections.deque()
+    try:
+        for path in paths:
+            pending.append(pool.submit(_read_or_reason, path, size, resize))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: the images being decoded finish, no others start
