@@ -187,3 +187,26 @@ def test_a_task_whose_port_is_taken_ends_with_one_line_and_leaves_nothing(tmp_pa
     assert "Traceback" not in completed.stderr
     assert f"task worker/0 could not join the cluster of TF_CONFIG at localhost:{port}" in completed.stderr
     assert not (tmp_path / "run").exists()
+
+
+@requires_mnist
+@tensorflow_only
+def test_workers_given_different_settings_all_stop_with_one_line_instead_of_waiting(tmp_path):
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index, limit in enumerate(("256", "320")):
+        settings = [*_SMALL_RUN[: _SMALL_RUN.index("--limit") + 1], limit, *_SMALL_RUN[_SMALL_RUN.index("--limit") + 2 :]]
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "resnet_transfer.cli", "train", *settings, "--cache-dir", str(tmp_path / "cache"),
+             "--run-dir", str(tmp_path / "run")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outputs = [worker.communicate(timeout=180) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, (_, err) in zip(workers, outputs):
+        assert worker.returncode == 2, err[-2000:]
+        assert "the workers of the cluster run with different settings or data" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

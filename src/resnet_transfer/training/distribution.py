@@ -45,7 +45,7 @@ from resnet_transfer.errors import ConfigError
 from resnet_transfer.startup import unfiltered
 
 __all__ = [
-    "STRATEGIES", "WorkerRole", "barrier", "choose_strategy", "cluster_role", "distributed_batches", "local_predict",
+    "STRATEGIES", "WorkerRole", "barrier", "check_same_on_every_worker", "choose_strategy", "cluster_role", "distributed_batches", "local_predict",
     "replicas", "replicas_in_scope", "strategy_name", "strategy_scope", "worker_role", "worker_scratch",
 ]
 
@@ -277,6 +277,31 @@ def barrier() -> None:
         return strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
 
     everyone()
+
+
+def check_same_on_every_worker(text: str, what: str) -> None:
+    """Raises ``ConfigError`` on every worker of the multi-worker strategy in scope unless
+    ``text`` is the same on all of them (nothing outside one). Workers that trained on
+    different settings or data would take different numbers of steps and wait for each
+    other's collectives forever; one all-reduce of a digest and its square tells."""
+    if worker_role() is None:
+        return
+    import hashlib
+
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    value = float(int(hashlib.sha256(text.encode()).hexdigest(), 16) % 2**20)  # sums stay exact in float64
+
+    @tf.function
+    def sums():
+        digest = tf.constant([value, value * value, 1.0], tf.float64)
+        return strategy.reduce("SUM", strategy.run(lambda: tf.identity(digest)), axis=None)
+
+    total, squares, count = (float(number) for number in sums().numpy())
+    if count * squares != total * total:
+        raise ConfigError(f"the workers of the cluster run with different {what}; give every worker the same command "
+                          "and data (only TF_CONFIG's task differs)")
 
 
 def distributed_batches(batches: keras.utils.PyDataset):

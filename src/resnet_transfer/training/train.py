@@ -44,7 +44,8 @@ from resnet_transfer.report import compute_test_metrics, plot_curves, write_repo
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
 from resnet_transfer.training.checkpoints import CHECKPOINTS, Checkpoint, EpochCheckpoint, clear_partial, read_checkpoint
 from resnet_transfer.training.distribution import (
-    choose_strategy, cluster_role, replicas, strategy_name, strategy_scope, worker_role, worker_scratch,
+    check_same_on_every_worker, choose_strategy, cluster_role, replicas, strategy_name, strategy_scope, worker_role,
+    worker_scratch,
 )
 from resnet_transfer.training.features import FeatureCache
 from resnet_transfer.training.interrupts import Interrupts, StopOnInterrupt, watching_interrupts
@@ -135,6 +136,14 @@ def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts,
             run.release()
 
 
+def _what_it_trains(config: RunConfig, dataset: Dataset) -> str:
+    """The settings that change what a run computes (not ``HOW_SETTINGS``, not where its
+    data lies) and the data's fingerprint, as one text."""
+    settings = {name: value for name, value in flat_settings(json.loads(json.dumps(config.to_dict()))).items()
+                if name not in HOW_SETTINGS and name != "data.source"}
+    return json.dumps({"settings": settings, "data": dataset.source.get("fingerprint")}, sort_keys=True, default=str)
+
+
 def _reopen(config: RunConfig) -> tuple:
     """The stopped run to go on with, and its last checkpoint (None: no epoch had finished)."""
     if config.run_dir is None:
@@ -168,6 +177,7 @@ def changed_settings(recorded: dict, given: dict) -> list:
 def _train_in_scope(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts, run_dir: str,
                     strategy, run: Optional[Run], checkpoint: Optional[Checkpoint]) -> RunResult:
     dataset, model, weights_path = prepare(config)
+    check_same_on_every_worker(_what_it_trains(config, dataset), "settings or data")  # (on a cluster)
     class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
 
     resumed = run is not None
