@@ -117,26 +117,33 @@ _SMALL_RUN = ["--weights", "none", "--backbone", "resnet50", "--limit", "512", "
               "256", "--epochs", "2"]
 
 
-@requires_mnist
-@tensorflow_only
-def test_two_workers_on_localhost_train_as_one_process_and_only_the_chief_writes(tmp_path):
+def _two_workers(settings: list, folder, run_dir: str, env: dict = None) -> tuple:
+    """Runs ``train`` with each worker's settings as a cluster of two on free localhost ports, bounded in time;
+    returns their exit statuses and (stdout, stderr)."""
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
-    scratch = tmp_path / "scratch"  # the workers' temporary folders
-    scratch.mkdir()
     workers = []
-    for index in range(2):
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TMPDIR": str(scratch),
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        command = [sys.executable, "-m", "resnet_transfer.cli", "train", *_SMALL_RUN, "--cache-dir",
-                   str(tmp_path / "cache"), "--run-dir", str(tmp_path / "cluster")]
-        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for index, each in enumerate(settings):
+        task = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "resnet_transfer.cli", "train", *each, "--cache-dir", str(folder / "cache"),
+             "--run-dir", str(folder / run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CONFIG": task, **(env or {})}))
     try:
         outputs = [worker.communicate(timeout=240) for worker in workers]
     finally:
         for worker in workers:
             worker.kill()
-    for worker, (out, err) in zip(workers, outputs):
-        assert worker.returncode == 0, err[-3000:]
+    return [worker.returncode for worker in workers], outputs
+
+
+@requires_mnist
+@tensorflow_only
+def test_two_workers_on_localhost_train_as_one_process_and_only_the_chief_writes(tmp_path):
+    scratch = tmp_path / "scratch"  # the workers' temporary folders
+    scratch.mkdir()
+    codes, outputs = _two_workers([_SMALL_RUN, _SMALL_RUN], tmp_path, "cluster", env={"TMPDIR": str(scratch)})
+    for code, (out, err) in zip(codes, outputs):
+        assert code == 0, err[-3000:]
     chief, other = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
     assert chief["run_dir"] == str(tmp_path / "cluster") and other["run_dir"] is None
     assert "task worker/1 is not the chief" in outputs[1][1]
@@ -192,21 +199,10 @@ def test_a_task_whose_port_is_taken_ends_with_one_line_and_leaves_nothing(tmp_pa
 @requires_mnist
 @tensorflow_only
 def test_workers_given_different_settings_all_stop_with_one_line_instead_of_waiting(tmp_path):
-    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
-    workers = []
-    for index, limit in enumerate(("256", "320")):
-        settings = [*_SMALL_RUN[: _SMALL_RUN.index("--limit") + 1], limit, *_SMALL_RUN[_SMALL_RUN.index("--limit") + 2 :]]
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow",
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "resnet_transfer.cli", "train", *settings, "--cache-dir", str(tmp_path / "cache"),
-             "--run-dir", str(tmp_path / "run")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    try:
-        outputs = [worker.communicate(timeout=180) for worker in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-    for worker, (_, err) in zip(workers, outputs):
-        assert worker.returncode == 2, err[-2000:]
+    at = _SMALL_RUN.index("--limit") + 1
+    settings = [[*_SMALL_RUN[:at], limit, *_SMALL_RUN[at + 1 :]] for limit in ("256", "320")]
+    codes, outputs = _two_workers(settings, tmp_path, "run")
+    for code, (_, err) in zip(codes, outputs):
+        assert code == 2, err[-2000:]
         assert "the workers of the cluster run with different settings or data" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
