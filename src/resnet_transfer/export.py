@@ -5,7 +5,7 @@ inside the model), and is written with the format's well-kept converter through
 ``keras.Model.export`` (TensorFlow's SavedModel and TFLite converters, tf2onnx for
 ONNX) into a folder holding the model, ``labels.txt`` and ``preprocessing.json``.
 The export is then run on a few of the run's test images with the format's own
-runtime (``tf.saved_model``, ``tf.lite.Interpreter``, onnxruntime) and compared
+runtime (``tf.saved_model``, LiteRT's interpreter, onnxruntime) and compared
 with the Keras model: the largest difference in probabilities must stay within
 1e-4 (1e-2 for a quantised TFLite model).
 
@@ -64,9 +64,9 @@ def _run_export(output_format: str, path: str, images: np.ndarray) -> np.ndarray
         loaded = tf.saved_model.load(path)  # keep a reference: its variables die with it
         return np.asarray(loaded.serve(images))
     if output_format == "tflite":
-        import tensorflow as tf
+        from ai_edge_litert.interpreter import Interpreter  # LiteRT's; tf.lite.Interpreter is deprecated
 
-        interpreter = tf.lite.Interpreter(model_path=path)
+        interpreter = Interpreter(model_path=path)
         interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], list(images.shape))
         interpreter.allocate_tensors()
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)

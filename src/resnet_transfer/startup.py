@@ -28,6 +28,8 @@ STARTUP_LINES = (
     re.compile(r"^To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler flags\.$"),
     # On CPUs with AVX-512 or AMX, once per process that starts TensorFlow (twice for `info`).
     re.compile(r"^[IWE]\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on\. "),
+    # LiteRT, once per interpreter (--extract-runtime): its default CPU delegate.
+    re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$"),
 )
 _installed = False
 _terminal = None  # the process's own stderr, behind the filter

@@ -1,7 +1,8 @@
 """The feature cache's housekeeping: ``resnet-transfer cache list|verify|prune``.
 
 A cache folder (``features.FeatureCache``) holds complete entries ``<digest>/``
-(``features.npy`` and ``entry.json``), the finished chunks of extractions under way or
+(``features.npy`` and ``entry.json``; or, for a backbone converted for another runtime
+(``runtimes``), ``backbone.tflite`` or ``backbone.onnx`` and ``entry.json``), the finished chunks of extractions under way or
 killed (``.<digest>.chunks/``, which the next extraction goes on from), and may hold what
 killed runs left: partial entries ``.<digest>.partial-<pid>@<host>-*`` being assembled, and
 ``*.discarded-*`` folders whose removal was cut short. A run that reads an entry
@@ -35,6 +36,8 @@ _ENTRY = re.compile(r"^[0-9a-f]{32}$")
 _PARTIAL = re.compile(r"^\.[0-9a-f]{32}\.partial-(?:(\d+)(?:@([A-Za-z0-9]+))?-)?")
 _CHUNKS = re.compile(r"^\.[0-9a-f]{32}\.chunks$")
 _DISCARDED = re.compile(r"^\.?[0-9a-f]{32}.*\.discarded-\d+-\d+$")
+# What a complete entry holds: features, or a converted backbone.
+_CONTENTS = ({"entry.json", "features.npy"}, {"entry.json", "backbone.tflite"}, {"entry.json", "backbone.onnx"})
 
 
 def default_cache_dir() -> str:
@@ -124,7 +127,7 @@ def list_entries(directory: str) -> list:
         partial, discarded = _PARTIAL.match(name), _DISCARDED.match(name)
         if not (partial or discarded or _CHUNKS.match(name) or _ENTRY.match(name)):
             continue  # not the cache's: never listed, never removed
-        if _ENTRY.match(name) and not set(_names(path)) <= {"entry.json", "features.npy"}:
+        if _ENTRY.match(name) and not any(set(_names(path)) <= contents for contents in _CONTENTS):
             continue  # named like an entry, but holds other files: not the cache's either
         if partial:
             entries.append(CacheEntry(path, "partial", _size(path), used, writer=int(partial[1]) if partial[1] else None,
@@ -137,7 +140,7 @@ def list_entries(directory: str) -> list:
             try:
                 with open(os.path.join(path, "entry.json"), encoding="utf-8") as handle:
                     record = json.load(handle)
-                key, shape = record["key"], record["shape"]
+                key, shape = record["key"], record.get("shape") if "file" in record else record["shape"]
                 if not isinstance(key, dict):
                     raise TypeError("key is not an object")
                 entries.append(CacheEntry(path, "complete", _size(path), used, key=key, shape=shape))
@@ -148,12 +151,16 @@ def list_entries(directory: str) -> list:
 
 
 def verify_entry(entry: CacheEntry) -> Optional[str]:
-    """Re-checks a complete entry's features against their recorded SHA-256 and shape;
-    returns what is wrong (None: nothing). A run that met such an entry would discard and
-    recompute it; ``discard`` does the first half now."""
+    """Re-checks a complete entry's features (or converted backbone) against their recorded
+    SHA-256 and shape; returns what is wrong (None: nothing). A run that met such an entry
+    would discard and recompute it; ``discard`` does the first half now."""
     try:
         with open(os.path.join(entry.path, "entry.json"), encoding="utf-8") as handle:
             record = json.load(handle)
+        if record.get("file") in ("backbone.tflite", "backbone.onnx"):
+            if hash_file(os.path.join(entry.path, record["file"])) != record.get("sha256"):
+                return "its converted backbone does not match its recorded SHA-256"
+            return None
         path = os.path.join(entry.path, "features.npy")
         if hash_file(path) != record.get("sha256"):
             return "its features do not match their recorded SHA-256"

@@ -51,8 +51,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# 2: preprocessing made of Keras layers; 3: features pooled as the head pools them; 4: the cut is in the key
-CACHE_FORMAT = 4
+# 2: preprocessing made of Keras layers; 3: features pooled as the head pools them; 4: the cut is in the key;
+# 5: the runtime that computed them is in the key
+CACHE_FORMAT = 5
 _FINGERPRINT_CHUNK = 4096
 
 
@@ -78,6 +79,8 @@ class FeatureKey:
         dtype: stored dtype.
         keras_backend: the backend that computed them (numerics differ slightly).
         feature_layer: the stage whose end the features come from ("conv2" to "conv5").
+        runtime: what ran the backbone: "keras", or a converted backbone's runtime,
+            "tflite" or "onnx" (``runtimes``; within 1e-5 of Keras's features).
     """
 
     backbone: str
@@ -89,11 +92,12 @@ class FeatureKey:
     dtype: str
     keras_backend: str
     feature_layer: str = "conv5"
+    runtime: str = "keras"
     format: int = CACHE_FORMAT
 
     @classmethod
     def create(cls, *, backbone: str, weights: str, preprocess: str, pooling: str, images: np.ndarray,
-               dtype: str, feature_layer: str = "conv5") -> "FeatureKey":
+               dtype: str, feature_layer: str = "conv5", runtime: str = "keras") -> "FeatureKey":
         return cls(
             backbone=backbone,
             weights=weights,
@@ -104,6 +108,7 @@ class FeatureKey:
             dtype=dtype,
             keras_backend=keras.backend.backend(),
             feature_layer=feature_layer,
+            runtime=runtime,
         )
 
     @property
@@ -237,13 +242,17 @@ def extract_features(
     progress = keras.utils.Progbar(count, unit_name="image")
     for start in range(0, count, chunk_size):
         chunk = images[start : start + chunk_size]
-        features[start : start + len(chunk)] = _predict_chunk(extractor, chunk, batch_size)
+        features[start : start + len(chunk)] = predict_in_batches(extractor, chunk, batch_size)
         progress.add(len(chunk))
     features.flush()
     del features
 
 
-def _predict_chunk(extractor: keras.Model, chunk: np.ndarray, batch_size: int) -> np.ndarray:
+def predict_in_batches(extractor, chunk: np.ndarray, batch_size: int) -> np.ndarray:
+    """``extractor``'s outputs for ``chunk``: a Keras model's in inference mode, ``batch_size``
+    images a call, or a converted backbone's (``runtimes.choose_runtime``)."""
+    if not isinstance(extractor, keras.Model):
+        return extractor.predict_chunk(chunk)
     # A last, smaller batch would make Keras compile the backbone again for its shape
     # (seconds for a ResNet152); padding it to a full batch costs less than that.
     chunk = np.asarray(chunk, dtype="float32")
@@ -357,7 +366,7 @@ def cached_features(
     progress = keras.utils.Progbar(sum(stop - start for start, stop in todo), unit_name="image")
     started = time.perf_counter()
     for start, stop in todo:
-        chunks.write(start, stop, _predict_chunk(extractor, images[start:stop], batch_size))
+        chunks.write(start, stop, predict_in_batches(extractor, images[start:stop], batch_size))
         progress.add(stop - start)
     seconds = time.perf_counter() - started
     missing = [bounds for bounds in chunks.bounds if bounds not in mine and not chunks.finished(*bounds)]

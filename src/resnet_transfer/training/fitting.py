@@ -37,9 +37,10 @@ from resnet_transfer.training.distribution import (
     barrier, distributed_batches, fit_under_multi_worker, replicas_in_scope, worker_role,
 )
 from resnet_transfer.training.features import FeatureCache, FeatureKey, cached_features
+from resnet_transfer.training.runtimes import choose_runtime, keyed
 
 __all__ = [
-    "EpochTimer", "FitOutcome", "Phase", "balanced_class_weight", "choose_path", "fit", "fit_on_features",
+    "BackbonePass", "EpochTimer", "FitOutcome", "Phase", "balanced_class_weight", "choose_path", "fit", "fit_on_features",
     "fit_end_to_end", "carry_optimizer_state", "stored_features", "jit_compile_for",
 ]
 
@@ -107,6 +108,8 @@ class FitOutcome:
     test_probabilities: Optional[np.ndarray]
     feature_cache: str
     backbone_seconds: Optional[float]
+    extract_runtime: Optional[str] = None
+    conversion_seconds: Optional[float] = None
 
 
 def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict:
@@ -214,10 +217,35 @@ def choose_path(config: RunConfig, model: keras.Model, phase: Optional[Phase] = 
     return True, "the backbone is frozen and no augmentation is asked for: it runs once, the head trains on stored features"
 
 
+@dataclass
+class BackbonePass:
+    """The backbone's pass over the images of a phase's splits.
+
+    Attributes:
+        seconds: the pass itself (0 when every split was in the cache).
+        runtime: what ran it ("keras", "tflite", "onnx"; ``runtimes.choose_runtime``); None
+            when every split was in the cache.
+        conversion_seconds: converting the backbone and checking it in this process (0: a
+            converted backbone was reused; None: none was converted).
+        reason: why that runtime, for the log.
+    """
+
+    seconds: float = 0.0
+    runtime: Optional[str] = None
+    conversion_seconds: Optional[float] = None
+    reason: str = ""
+
+    def __add__(self, other: "BackbonePass") -> "BackbonePass":
+        conversion = [value for value in (self.conversion_seconds, other.conversion_seconds) if value is not None]
+        return BackbonePass(self.seconds + other.seconds, self.runtime or other.runtime,
+                            sum(conversion) if conversion else None, self.reason or other.reason)
+
+
 def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple = ("train", "val", "test"),
                     shard: Optional[tuple] = None) -> tuple:
     """The pooled backbone features of ``splits``, from the cache or computed and stored
-    (``shard`` (i, n): only that shard's chunks, see ``features.cached_features``).
+    (``shard`` (i, n): only that shard's chunks, see ``features.cached_features``), in the
+    runtime ``--extract-runtime`` picks (``runtimes.choose_runtime``).
 
     On a cluster, every worker computes its shard's chunks; once all have, the chief
     assembles the entries, and then the others read them (from a cache folder every
@@ -226,20 +254,31 @@ def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple
     Returns:
         ({split: read-only array, or None for a split whose other shards have not finished},
         "hit" if every split was cached, "partial" if a split is not complete, else "miss";
-        backbone seconds).
+        a ``BackbonePass``).
     """
     role = worker_role()
     if role is None or shard is not None:
         return _stored_features(model, dataset, config, splits=splits, shard=shard)
-    _, _, seconds = _stored_features(model, dataset, config, splits=splits, shard=(role.index, role.count),
-                                     assemble=False)
+    _, _, computed = _stored_features(model, dataset, config, splits=splits, shard=(role.index, role.count),
+                                      assemble=False)
     barrier()
     if role.is_chief:
         features_of, status, more = _stored_features(model, dataset, config, splits=splits)
     barrier()
     if not role.is_chief:
         features_of, status, more = _stored_features(model, dataset, config, splits=splits)
-    return features_of, status, seconds + more
+    return features_of, status, computed + more
+
+
+def _stored_entry(cache: FeatureCache, key: FeatureKey, setting: str):
+    """A split's complete cache entry that ``--extract-runtime setting`` may use: its own
+    runtime's, and for "auto" also a converted backbone's or Keras's (all within 1e-5)."""
+    runtimes = ("tflite", "onnx", "keras") if setting == "auto" else (setting,)
+    for runtime in runtimes:
+        features = cache.load(keyed(key, runtime))
+        if features is not None:
+            return features, keyed(key, runtime)
+    return None, None
 
 
 def _stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple, shard: Optional[tuple] = None,
@@ -248,26 +287,45 @@ def _stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tupl
     cache = FeatureCache(config.train.cache_dir)
     extractor = feature_extractor(model)
     identity = weights_identity(config.model.backbone, config.model.weights, config.train.seed)
-    features_of, statuses, backbone_seconds = {}, [], 0.0
+    keys, stored = {}, {}
+    for split in splits:
+        keys[split] = FeatureKey.create(
+            backbone=config.model.backbone, weights=identity, preprocess=config.model.preprocess, pooling=pooling,
+            images=getattr(dataset, f"x_{split}"), dtype=config.train.cache_dtype, feature_layer=config.model.feature_layer,
+        )
+        stored[split] = _stored_entry(cache, keys[split], config.train.extract_runtime)
+    pending = [getattr(dataset, f"x_{split}") for split in splits if stored[split][0] is None]
+    choice = choose_runtime(config.train.extract_runtime, extractor, cache=cache, key=keys[splits[0]], pending=pending)
+    if pending:
+        logger.info("features: the backbone runs in %s (%s)", choice.runtime, choice.reason)
+    features_of, statuses = {}, []
+    backbone = BackbonePass(runtime=choice.runtime if pending else None, reason=choice.reason,
+                            conversion_seconds=choice.conversion_seconds)
     for split in splits:
         images = getattr(dataset, f"x_{split}")
-        key = FeatureKey.create(
-            backbone=config.model.backbone, weights=identity, preprocess=config.model.preprocess,
-            pooling=pooling, images=images, dtype=config.train.cache_dtype, feature_layer=config.model.feature_layer,
-        )
-        features, status, seconds = cached_features(extractor, images, key=key, cache=cache, batch_size=INFERENCE_BATCH_SIZE,
-                                                    shard=shard, assemble=assemble)
+        features, key = stored[split]
+        if features is not None:
+            logger.info("features of %s split (%d images): cache hit, the backbone is skipped (%s)", split, len(images),
+                        cache.entry_path(key))
+            features_of[split] = features
+            statuses.append("hit")
+            continue
+        key = keyed(keys[split], choice.runtime)
+        features, status, seconds = cached_features(choice.runner, images, key=key, cache=cache,
+                                                    batch_size=INFERENCE_BATCH_SIZE, shard=shard, assemble=assemble)
         if status == "partial":
             logger.info("features of %s split (%d images): shard %d/%d computed in %.1f s; other shards' chunks are "
                         "still missing (%s)", split, len(images), shard[0], shard[1], seconds, cache.chunks_path(key))
         elif status == "hit":
             logger.info("features of %s split (%d images): cache hit, the backbone is skipped (%s)", split, len(images), cache.entry_path(key))
         else:
-            logger.info("features of %s split (%d images): computed and stored in %.1f s (%s)", split, len(images), seconds, cache.entry_path(key))
-        features_of[split], backbone_seconds = features, backbone_seconds + seconds
+            logger.info("features of %s split (%d images): computed in %s and stored in %.1f s (%s)", split,
+                        len(images), choice.runtime, seconds, cache.entry_path(key))
+        features_of[split] = features
+        backbone.seconds += seconds
         statuses.append(status)
     overall = "partial" if "partial" in statuses else "hit" if all(s == "hit" for s in statuses) else "miss"
-    return features_of, overall, backbone_seconds
+    return features_of, overall, backbone
 
 
 def jit_compile_for(config: RunConfig, *, measured_faster: bool):
@@ -298,7 +356,7 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
     """Runs the backbone once (or reads the cache), fits the head on the pooled features,
     and compiles ``model`` with the head's optimizer and its state (``checkpoint``: the
     optimizer goes on from a resumed run's state)."""
-    splits, status, backbone_seconds = stored_features(model, dataset, config)
+    splits, status, backbone = stored_features(model, dataset, config)
     # The head's layers without its pooling, shared with the model: training it trains the head.
     trainer = classifier_on_features(head_of(model))
     compile_model(trainer, learning_rate=phase.learning_rate, weight_decay=config.train.weight_decay,
@@ -312,7 +370,8 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
     train_seconds = time.perf_counter() - started
     probabilities = predict_probabilities(trainer, splits["test"]) if predict_test else None
     _adopt_optimizer(model, trainer, config)
-    return FitOutcome(history, train_seconds, probabilities, status, backbone_seconds)
+    return FitOutcome(history, train_seconds, probabilities, status, backbone.seconds, backbone.runtime,
+                      backbone.conversion_seconds)
 
 
 def _adopt_optimizer(model: keras.Model, trainer: keras.Model, config: RunConfig) -> None:

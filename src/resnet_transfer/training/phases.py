@@ -59,6 +59,8 @@ class PhasesOutcome:
     train_seconds: float = 0.0
     feature_cache: str = "off"
     backbone_seconds: Optional[float] = None
+    extract_runtime: Optional[str] = None
+    conversion_seconds: Optional[float] = None
     phases: list = field(default_factory=list)
 
 
@@ -123,6 +125,8 @@ def run_phases(model: keras.Model, dataset: Dataset, config: RunConfig, *, callb
         for record in resume.phases:  # a head phase that ended before the kill: its cache figures
             if record.get("backbone_seconds") is not None:
                 outcome.feature_cache, outcome.backbone_seconds = record["feature_cache"], record["backbone_seconds"]
+                outcome.extract_runtime = record.get("extract_runtime")
+                outcome.conversion_seconds = record.get("conversion_seconds")
     for phase in phases:
         last = phase is phases[-1]
         frozen = _prepare(model, phase)
@@ -138,7 +142,8 @@ def run_phases(model: keras.Model, dataset: Dataset, config: RunConfig, *, callb
         outcome.phases.append({"name": phase.name, "epochs": planned_epochs[phase.name], "learning_rate": phase.learning_rate,
                                "trainable_parameters": trainable_count(model), "train_seconds": fitted.train_seconds,
                                "frozen_weights_checked": len(frozen), "frozen_weights_moved": moved,
-                               "feature_cache": fitted.feature_cache, "backbone_seconds": fitted.backbone_seconds})
+                               "feature_cache": fitted.feature_cache, "backbone_seconds": fitted.backbone_seconds,
+                               "extract_runtime": fitted.extract_runtime, "conversion_seconds": fitted.conversion_seconds})
         if moved:
             raise FrozenWeightsError(
                 f"{len(moved)} weights that the {phase.name} phase was meant to leave frozen changed during it "
@@ -207,3 +212,4 @@ def _record(outcome: PhasesOutcome, phase: Phase, fitted) -> None:
         outcome.test_probabilities = fitted.test_probabilities
     if fitted.backbone_seconds is not None:
         outcome.feature_cache, outcome.backbone_seconds = fitted.feature_cache, fitted.backbone_seconds
+        outcome.extract_runtime, outcome.conversion_seconds = fitted.extract_runtime, fitted.conversion_seconds

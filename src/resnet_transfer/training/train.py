@@ -264,6 +264,8 @@ def _fit_and_finish(run: Run, model, dataset: Dataset, config: RunConfig, record
         "seconds_per_epoch": outcome.train_seconds / epochs if epochs else None,
         "feature_cache": outcome.feature_cache,
         "backbone_seconds": outcome.backbone_seconds,
+        "extract_runtime": outcome.extract_runtime,
+        "conversion_seconds": outcome.conversion_seconds,
         "frozen_weights_unchanged": True,
         "phases": outcome.phases,
     }

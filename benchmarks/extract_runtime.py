@@ -1,0 +1,77 @@
+"""The frozen backbone's pass in each runtime of ``--extract-runtime``: images per second in
+Keras's ``predict`` (as the feature cache runs it), LiteRT and ONNX Runtime, the seconds
+of converting and checking each, and the largest difference from Keras's features.
+Prints the figures.
+
+    python benchmarks/extract_runtime.py [--backbone resnet50] [--image-size 224] [--images 256]
+                                         [--runtimes keras tflite onnx]
+
+Random weights (speed does not depend on their values), random pixels, avg pooling at 64 px
+and above (flatten below, as the tool's "auto" pooling does for a 1x1 map). Every runtime
+computes the same images once after a warm-up batch; the conversion is measured through
+``runtimes.convert_and_check`` into an empty temporary cache, as a first run would pay it.
+"""
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from resnet_transfer.config import ModelConfig
+from resnet_transfer.model.assembly import build_model, feature_extractor
+from resnet_transfer.training.batches import INFERENCE_BATCH_SIZE
+from resnet_transfer.training.features import FeatureCache, FeatureKey, predict_in_batches
+from resnet_transfer.training.runtimes import choose_runtime, multiply_adds, projected_seconds, relative_difference
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--runtimes", nargs="+", default=["keras", "tflite", "onnx"])
+    arguments = parser.parse_args()
+    size = arguments.image_size
+    pooling = "avg" if size >= 64 else "flatten"
+    model = build_model(ModelConfig(backbone=arguments.backbone, weights="none", pooling=pooling),
+                        image_shape=(size, size, 3), num_classes=10)
+    extractor = feature_extractor(model)
+    images = np.random.default_rng(0).integers(0, 256, (arguments.images, size, size, 3), dtype=np.uint8)
+    key = FeatureKey.create(backbone=arguments.backbone, weights="random:seed=0", preprocess="seed", pooling=pooling,
+                            images=images, dtype="float32")
+    print(f"{arguments.backbone} at {size} px, {arguments.images} images, {os.cpu_count()} cores; "
+          f"{multiply_adds(extractor) / 1e9:.3f} G multiply-adds per image, Keras's pass estimated at "
+          f"{projected_seconds(extractor, arguments.images):.1f} s")
+    folder = tempfile.mkdtemp(prefix="runtime-bench-")
+    rates, reference = {}, None
+    try:
+        for runtime in arguments.runtimes:
+            if runtime == "keras":
+                run = lambda chunk: predict_in_batches(extractor, chunk, INFERENCE_BATCH_SIZE)  # noqa: E731
+                warm = images[:INFERENCE_BATCH_SIZE]
+                converted = "-"
+            else:
+                started = time.perf_counter()
+                choice = choose_runtime(runtime, extractor, cache=FeatureCache(folder), key=key, pending=[images])
+                converted = f"{time.perf_counter() - started:.1f} s"
+                run, warm = choice.runner.predict_chunk, images[: choice.runner.batch_size]
+            run(warm)
+            started = time.perf_counter()
+            features = run(images)
+            seconds = time.perf_counter() - started
+            rates[runtime] = len(images) / seconds
+            if reference is None:
+                reference = predict_in_batches(extractor, images, INFERENCE_BATCH_SIZE) if runtime != "keras" else features
+            difference = relative_difference(features, reference)
+            speed = f", {rates[runtime] / rates['keras']:.2f}x Keras" if "keras" in rates and runtime != "keras" else ""
+            print(f"{runtime:<7} {rates[runtime]:7.1f} images/s{speed}; converting and checking {converted}; "
+                  f"largest difference from Keras {difference:.1e} of the scale", flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""Runtimes for the frozen backbone's pass: Keras's ``predict``, LiteRT or ONNX Runtime.
+
+On images of 224 px the backbone's one pass over every image is the longest stage of a
+cached run, and well-kept CPU inference runtimes run it faster than Keras's ``predict``
+(on this project's 2-core machine, ResNet-50 at 224 px: about 2x, in LiteRT with XNNPACK
+and in ONNX Runtime; benchmarks/README.md). ``choose_runtime`` picks one per pass:
+
+- "keras": Keras's ``predict``, bit for bit what the model computes end to end;
+- "tflite" (LiteRT, the ``ai-edge-litert`` interpreter) and "onnx" (ONNX Runtime): the
+  feature extractor converted once with ``keras.Model.export`` (TensorFlow's LiteRT
+  converter; tf2onnx), kept in the feature cache as an entry of its own, keyed like the
+  features, and checked against Keras's outputs on a few of the images: the largest
+  difference must stay within 1e-5 of the largest output (relative to the scale, as
+  ReLU features hold many zeros), else no feature it computes is stored;
+- "auto": Keras where converting cannot pay off (a pass estimated under two minutes in
+  Keras from the backbone's multiply-adds, a GPU, a cluster of TF_CONFIG, a Keras backend
+  other than TensorFlow); else LiteRT when its check
+  passes and it ran faster than Keras on the checked images, else Keras, saying why.
+  The verdict is kept with the converted model, so a later run decides without converting.
+
+Features are keyed by the runtime that computed them (``FeatureKey.runtime``); "auto" also
+takes Keras's own features where the cache holds them.
+
+Example:
+    >>> choice = choose_runtime("auto", extractor, cache=cache, key=key, pending=x_train)
+    >>> choice.runtime, choice.reason
+    ('tflite', 'LiteRT ran 1.9x faster than Keras on 64 checked images (largest difference 4e-07 of the scale)')
+"""
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
+
+import keras
+import numpy as np
+
+from resnet_transfer.config import EXTRACT_RUNTIMES
+from resnet_transfer.errors import ConfigError
+from resnet_transfer.files import hash_file, write_json_atomic
+from resnet_transfer.training.cache_admin import remove_folder, writer_tag
+from resnet_transfer.training.distribution import worker_role
+from resnet_transfer.training.features import FeatureCache, FeatureKey, predict_in_batches
+
+__all__ = ["EXTRACT_RUNTIMES", "TOLERANCE", "AUTO_MIN_PASS_SECONDS", "RuntimeChoice", "choose_runtime",
+           "convert_and_check", "relative_difference",
+           "multiply_adds", "projected_seconds", "keyed"]
+
+logger = logging.getLogger(__name__)
+
+TOLERANCE = 1e-5
+AUTO_MIN_PASS_SECONDS = 120.0  # converting ResNet152 takes about 45 s here; below this a pass cannot win it back
+AUTO_RUNTIME = "tflite"  # converts in half the time of tf2onnx, and ran as fast (benchmarks/README.md)
+# Measured with predict on 2 cores (AVX-512): ResNet-50 at 224 px 23.5e9, at 32 px 31e9; ResNet-152 at 32 px 23e9.
+KERAS_MULTIPLY_ADDS_PER_CORE_SECOND = 25e9
+CHECK_IMAGES = 64
+CHECK_BATCH = 32
+_NAMES = {"keras": "Keras", "tflite": "LiteRT", "onnx": "ONNX Runtime"}
+_FILES = {"tflite": "backbone.tflite", "onnx": "backbone.onnx"}
+
+
+@dataclass
+class RuntimeChoice:
+    """The runtime of a pass and why.
+
+    Attributes:
+        runtime: "keras", "tflite" or "onnx".
+        reason: for the log.
+        runner: what computes the features: the Keras extractor, or a converted backbone's runner.
+        conversion_seconds: converting and checking in this process (0: reused from the cache;
+            None: nothing was converted).
+        check: the converted backbone's check (its entry.json "check"), if any.
+    """
+
+    runtime: str
+    reason: str
+    runner: object
+    conversion_seconds: Optional[float] = None
+    check: dict = field(default_factory=dict)
+
+
+def relative_difference(features: np.ndarray, reference: np.ndarray) -> float:
+    """The largest absolute difference, relative to the largest absolute reference value."""
+    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+    return float(np.max(np.abs(features - reference))) / scale if scale > 0 else float(np.max(np.abs(features)))
+
+
+def _accelerators() -> list:
+    if keras.backend.backend() != "tensorflow":
+        return []
+    import tensorflow as tf
+
+    return tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _ConvertedRunner:
+    """A converted extractor run batch by batch; the last batch is padded (fixed shapes)."""
+
+    def __init__(self, output_shape: tuple, batch_size: int):
+        self.output_shape, self.batch_size = output_shape, batch_size
+
+    def predict_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        chunk = np.asarray(chunk, dtype="float32")
+        outputs = []
+        for start in range(0, len(chunk), self.batch_size):
+            batch = chunk[start : start + self.batch_size]
+            padding = self.batch_size - len(batch)
+            if padding:
+                batch = np.concatenate([batch, np.zeros((padding, *batch.shape[1:]), batch.dtype)])
+            outputs.append(self._run(np.ascontiguousarray(batch))[: len(batch) - padding])
+        return np.concatenate(outputs) if outputs else np.zeros((0, *self.output_shape[1:]), "float32")
+
+
+class _LiteRTRunner(_ConvertedRunner):
+    def __init__(self, path: str, output_shape: tuple, batch_size: int):
+        super().__init__(output_shape, batch_size)
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_path=path, num_threads=_cores())
+        details = self._interpreter.get_input_details()[0]
+        self._input, self._output = details["index"], self._interpreter.get_output_details()[0]["index"]
+        self._interpreter.resize_tensor_input(self._input, [batch_size, *details["shape"][1:]])
+        self._interpreter.allocate_tensors()
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        self._interpreter.set_tensor(self._input, batch)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output).copy()
+
+
+class _OnnxRunner(_ConvertedRunner):
+    def __init__(self, path: str, output_shape: tuple, batch_size: int):
+        super().__init__(output_shape, batch_size)
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = _cores()
+        self._session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: batch})[0]
+
+
+_RUNNERS = {"tflite": _LiteRTRunner, "onnx": _OnnxRunner}
+
+
+def _missing_package(runtime: str) -> Optional[str]:
+    """What to install for ``runtime``, or None when it is there."""
+    modules = {"tflite": ("ai_edge_litert", "pip install ai-edge-litert"),
+               "onnx": ("onnxruntime", "pip install 'resnet-transfer[export]'")}
+    needed = [modules[runtime]] + ([("tf2onnx", "pip install 'resnet-transfer[export]'")] if runtime == "onnx" else [])
+    for module, command in needed:
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{_NAMES[runtime]} needs the Python package {module!r}, which is not installed ({command})"
+    return None
+
+
+def conversion_key(key: FeatureKey, runtime: str) -> dict:
+    """What a converted extractor depends on: the features' key but the images, the stored
+    dtype and the runtime that computes them; and the runtime it is converted for."""
+    values = asdict(key)
+    for name in ("images", "dtype", "runtime"):
+        values.pop(name, None)
+    return {**values, "converted_for": runtime}
+
+
+def _entry_folder(cache: FeatureCache, key: dict) -> str:
+    return os.path.join(cache.directory, hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32])
+
+
+def _read_conversion(folder: str, key: dict, runtime: str) -> Optional[dict]:
+    """A stored conversion's entry.json, or None (absent, or damaged: then moved out of the way)."""
+    if not os.path.isdir(folder):
+        return None
+    try:
+        with open(os.path.join(folder, "entry.json"), encoding="utf-8") as handle:
+            record = json.load(handle)
+        if (isinstance(record, dict) and record.get("key") == json.loads(json.dumps(key)) and isinstance(record.get("check"), dict)
+                and hash_file(os.path.join(folder, _FILES[runtime])) == record.get("sha256")):
+            try:
+                os.utime(folder)  # its last use, for `resnet-transfer cache prune`
+            except OSError:
+                pass
+            return record
+        problem = "its record or its file does not match"
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        problem = f"it cannot be read ({error})"
+    logger.warning("converted backbone %s is discarded and converted again: %s", folder, problem)
+    try:
+        remove_folder(folder)
+    except OSError:
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_converter():
+    """TensorFlow's converter logs its temporary SavedModel ("Assets written to: /tmp/..."); kept off the log."""
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():  # Keras's tf2onnx shim tests for np.object, which numpy 2 deprecates
+            warnings.filterwarnings("ignore", message=".*np\\.object", category=FutureWarning)
+            yield
+    finally:
+        for each, level in zip(loggers, levels):
+            each.setLevel(level)
+
+
+def _time(predict, images: np.ndarray) -> tuple:
+    """(outputs, images per second) of ``predict`` over ``images``, after one warm-up batch."""
+    predict(images[:CHECK_BATCH])
+    started = time.perf_counter()
+    outputs = predict(images)
+    return outputs, len(images) / max(time.perf_counter() - started, 1e-9)
+
+
+def convert_and_check(runtime: str, extractor: keras.Model, *, key: FeatureKey, cache: FeatureCache,
+                      images: np.ndarray) -> tuple:
+    """The extractor converted for ``runtime`` and checked on up to 64 of ``images``, from the
+    cache or made now and stored (atomically, as feature entries are).
+
+    Returns:
+        (its entry.json record, seconds spent converting and checking here (0 when reused)).
+    """
+    conversion = conversion_key(key, runtime)
+    folder = _entry_folder(cache, conversion)
+    record = _read_conversion(folder, conversion, runtime)
+    if record is not None:
+        return record, 0.0
+    started = time.perf_counter()
+    os.makedirs(cache.directory, exist_ok=True)
+    partial = tempfile.mkdtemp(dir=cache.directory, prefix=f".{os.path.basename(folder)}.partial-{writer_tag()}-")
+    try:
+        path = os.path.join(partial, _FILES[runtime])
+        logger.info("converting the frozen backbone for %s (once; kept in %s)", _NAMES[runtime], folder)
+        with _quiet_converter():
+            extractor.export(path, format="litert" if runtime == "tflite" else "onnx", verbose=False)
+        converted_seconds = time.perf_counter() - started
+        sample = np.asarray(images[:CHECK_IMAGES], dtype="float32")
+        reference, keras_rate = _time(lambda batch: predict_in_batches(extractor, batch, CHECK_BATCH), sample)
+        runner = _RUNNERS[runtime](path, tuple(extractor.output_shape), CHECK_BATCH)
+        outputs, runtime_rate = _time(runner.predict_chunk, sample)
+        difference = relative_difference(outputs, reference)
+        check = {"images": len(sample), "max_relative_difference": difference, "tolerance": TOLERANCE,
+                 "keras_images_per_second": keras_rate, "runtime_images_per_second": runtime_rate,
+                 "passed": bool(difference <= TOLERANCE), "convert_seconds": converted_seconds,
+                 "check_seconds": time.perf_counter() - started - converted_seconds, "cores": _cores()}
+        record = {"key": conversion, "file": _FILES[runtime], "sha256": hash_file(path), "check": check,
+                  "created": time.time()}
+        write_json_atomic(os.path.join(partial, "entry.json"), record)
+        try:
+            os.rename(partial, folder)
+        except OSError:
+            if not os.path.isdir(folder):
+                raise
+    finally:
+        if os.path.isdir(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+    return record, time.perf_counter() - started
+
+
+def _describe(runtime: str, check: dict) -> str:
+    speed = check["runtime_images_per_second"] / check["keras_images_per_second"]
+    return (f"{_NAMES[runtime]} ran {speed:.2f}x Keras's speed on {check['images']} checked images, largest difference "
+            f"{check['max_relative_difference']:.1e} of the scale (tolerance {check['tolerance']:.0e})")
+
+
+def multiply_adds(model: keras.Model) -> int:
+    """Multiply-adds of one image through ``model``'s convolutions and dense layers (nested
+    models included), from the layers' kernels and output shapes."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += multiply_adds(layer)
+        elif isinstance(layer, keras.layers.Conv2D):
+            total += int(np.prod(layer.output.shape[1:-1])) * int(np.prod(layer.kernel.shape))
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return total
+
+
+def projected_seconds(extractor: keras.Model, count: int) -> float:
+    """Keras's pass over ``count`` images, estimated from the extractor's multiply-adds at
+    the rate Keras's ``predict`` reached per core on this project's machine."""
+    return multiply_adds(extractor) * count / (KERAS_MULTIPLY_ADDS_PER_CORE_SECOND * _cores())
+
+
+def _keras(extractor: keras.Model, reason: str, **values) -> RuntimeChoice:
+    return RuntimeChoice("keras", reason, extractor, **values)
+
+
+def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache, key: FeatureKey, pending: list,
+                   batch_size: int = CHECK_BATCH) -> RuntimeChoice:
+    """The runtime for the backbone's pass over ``pending`` (arrays of images to compute).
+
+    Args:
+        setting: "auto", "keras", "tflite" or "onnx" (``--extract-runtime``).
+        key: a feature key of the pass (its runtime field is ignored).
+        batch_size: images per call of a converted backbone.
+
+    Raises:
+        ConfigError: an explicit "tflite" or "onnx" that cannot be used here (a package missing,
+            a Keras backend other than TensorFlow), or whose check failed.
+    """
+    if setting not in EXTRACT_RUNTIMES:
+        raise ConfigError(f"extract_runtime must be one of: {', '.join(EXTRACT_RUNTIMES)}. Received: {setting!r}")
+    if setting == "keras":
+        return _keras(extractor, "--extract-runtime keras")
+    if not any(len(images) for images in pending):
+        return _keras(extractor, "every feature is in the cache: nothing to compute")
+    runtime = AUTO_RUNTIME if setting == "auto" else setting
+    problem = _missing_package(runtime)
+    if problem is None and keras.backend.backend() != "tensorflow":
+        problem = f"converting needs the TensorFlow backend of Keras (this is {keras.backend.backend()!r})"
+    if setting == "auto":
+        if _accelerators():
+            return _keras(extractor, "auto: Keras runs the backbone on the GPU; the converted runtimes here are for CPUs")
+        if worker_role() is not None:
+            return _keras(extractor, "auto: a cluster's workers extract with Keras, so that every worker stores the "
+                                     "same runtime's features")
+        if problem is not None:
+            return _keras(extractor, f"auto: {problem}")
+        conversion = conversion_key(key, runtime)
+        record = _read_conversion(_entry_folder(cache, conversion), conversion, runtime)
+        if record is None:
+            projected = projected_seconds(extractor, sum(len(images) for images in pending))
+            if projected < AUTO_MIN_PASS_SECONDS:
+                return _keras(extractor, f"auto: the pass is estimated at {projected:.0f} s in Keras, too short for "
+                                         f"converting the backbone ({_NAMES[runtime]}) to pay off")
+    elif problem is not None:
+        raise ConfigError(f"--extract-runtime {setting}: {problem}; or choose --extract-runtime keras")
+    images = next(images for images in pending if len(images))
+    record, seconds = convert_and_check(runtime, extractor, key=key, cache=cache, images=images)
+    check = record["check"]
+    if not check["passed"]:
+        message = (f"{_NAMES[runtime]}'s features differ from Keras's by {check['max_relative_difference']:.1e} of the "
+                   f"scale, more than the tolerance {check['tolerance']:.0e}")
+        if setting != "auto":
+            raise ConfigError(f"--extract-runtime {setting}: {message}; use --extract-runtime keras")
+        logger.warning("auto: %s: Keras computes the features", message)
+        return _keras(extractor, f"auto: {message}", conversion_seconds=seconds, check=check)
+    if setting == "auto" and check["runtime_images_per_second"] <= check["keras_images_per_second"]:
+        return _keras(extractor, f"auto: {_describe(runtime, check)}: Keras is as fast", conversion_seconds=seconds,
+                      check=check)
+    folder = _entry_folder(cache, conversion_key(key, runtime))
+    runner = _RUNNERS[runtime](os.path.join(folder, _FILES[runtime]), tuple(extractor.output_shape), batch_size)
+    reason = ("reused from the cache: " if seconds == 0 else "") + _describe(runtime, check)
+    return RuntimeChoice(runtime, f"{setting}: {reason}", runner, conversion_seconds=seconds, check=check)
+
+
+def keyed(key: FeatureKey, runtime: str) -> FeatureKey:
+    """``key`` for features computed by ``runtime``."""
+    return replace(key, runtime=runtime)

@@ -1,0 +1,117 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import requires_mnist
+
+from resnet_transfer.errors import ConfigError
+from resnet_transfer.training import runtimes
+from resnet_transfer.training.cache_admin import list_entries, verify_entry
+from resnet_transfer.training.features import FeatureCache, FeatureKey
+from resnet_transfer.training.runtimes import choose_runtime, multiply_adds, relative_difference
+from resnet_transfer.training.train import train
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    """A small real Keras model standing in for a backbone: fast to convert and to run."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    hidden = keras.layers.Conv2D(8, 3, activation="relu")(keras.layers.Rescaling(1 / 255)(inputs))
+    hidden = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(hidden)
+    return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(hidden))
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).integers(0, 256, size=(40, 16, 16, 3), dtype=np.uint8)
+
+
+def make_key(images):
+    return FeatureKey.create(backbone="resnet50", weights="random:seed=0", preprocess="seed", pooling="avg",
+                             images=images, dtype="float32")
+
+
+@pytest.mark.parametrize("runtime", ["tflite", "onnx"])
+def test_a_converted_backbone_gives_kerass_features_within_the_tolerance_and_is_converted_once(
+        runtime, extractor, images, tmp_path):
+    cache = FeatureCache(str(tmp_path))
+    choice = choose_runtime(runtime, extractor, cache=cache, key=make_key(images), pending=[images], batch_size=16)
+    assert choice.runtime == runtime and choice.conversion_seconds > 0 and choice.check["passed"]
+    features = choice.runner.predict_chunk(images)  # 40 images in batches of 16: the last one padded
+    reference = extractor.predict(images.astype("float32"), verbose=0)
+    assert features.shape == reference.shape
+    assert relative_difference(features, reference) <= runtimes.TOLERANCE
+    assert not np.array_equal(features, np.zeros_like(features))
+
+    again = choose_runtime(runtime, extractor, cache=cache, key=make_key(images[:10]), pending=[images[:10]])
+    assert again.conversion_seconds == 0.0 and "reused from the cache" in again.reason
+    entries = list_entries(str(tmp_path))
+    assert [entry.state for entry in entries] == ["complete"] and verify_entry(entries[0]) is None
+
+
+def test_auto_falls_back_to_keras_with_the_reason_when_the_check_fails_and_remembers_the_verdict(
+        extractor, images, tmp_path, monkeypatch, caplog):
+    cache = FeatureCache(str(tmp_path))
+    monkeypatch.setattr(runtimes, "AUTO_MIN_PASS_SECONDS", 0.0)  # a pass of any length is worth converting
+    monkeypatch.setattr(runtimes, "TOLERANCE", -1.0)  # no converted model can pass the check
+    choice = choose_runtime("auto", extractor, cache=cache, key=make_key(images), pending=[images])
+    assert choice.runtime == "keras" and choice.runner is extractor
+    assert "differ from Keras's" in choice.reason and choice.conversion_seconds > 0
+    assert any("Keras computes the features" in record.getMessage() for record in caplog.records)
+    # The verdict is kept: the next run decides without converting again.
+    again = choose_runtime("auto", extractor, cache=cache, key=make_key(images), pending=[images])
+    assert again.runtime == "keras" and again.conversion_seconds == 0.0
+    with pytest.raises(ConfigError, match="--extract-runtime tflite: LiteRT's features differ .* use --extract-runtime keras"):
+        choose_runtime("tflite", extractor, cache=cache, key=make_key(images), pending=[images])
+
+
+def test_auto_keeps_keras_for_a_short_pass_without_converting(extractor, images, tmp_path):
+    choice = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[images])
+    assert choice.runtime == "keras" and "too short" in choice.reason and choice.conversion_seconds is None
+    assert list_entries(str(tmp_path)) == []
+    nothing = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[])
+    assert nothing.runtime == "keras" and "nothing to compute" in nothing.reason
+
+
+def test_a_damaged_converted_backbone_is_discarded_and_converted_again(extractor, images, tmp_path, caplog):
+    cache = FeatureCache(str(tmp_path))
+    choose_runtime("tflite", extractor, cache=cache, key=make_key(images), pending=[images])
+    (entry,) = list_entries(str(tmp_path))
+    with open(os.path.join(entry.path, "backbone.tflite"), "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"damaged")
+    assert "does not match its recorded SHA-256" in verify_entry(entry)
+    choice = choose_runtime("tflite", extractor, cache=cache, key=make_key(images), pending=[images])
+    assert choice.conversion_seconds > 0 and "discarded and converted again" in caplog.text
+    assert verify_entry(list_entries(str(tmp_path))[0]) is None
+
+
+def test_multiply_adds_count_every_convolution_and_dense_layer():
+    inputs = keras.Input((8, 8, 3))
+    inner = keras.Sequential([keras.Input((6, 6, 4)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    model = keras.Model(inputs, inner(keras.layers.Conv2D(4, 3)(inputs)))
+    assert multiply_adds(model) == 6 * 6 * (3 * 3 * 3 * 4) + 144 * 10
+
+
+@requires_mnist
+@pytest.mark.slow
+def test_a_run_in_litert_records_its_runtime_and_learns_what_a_run_in_keras_learns(small_config, tmp_path):
+    # The backbone cut after conv2: a small extractor, quick to convert.
+    cut = {"model": {"feature_layer": "conv2"}}
+    cache_dir = str(tmp_path / "cache")
+    litert = train(small_config(tmp_path / "litert", cache_dir=cache_dir, extract_runtime="tflite").updated(cut))
+    plain = train(small_config(tmp_path / "keras", cache_dir=cache_dir, extract_runtime="keras").updated(cut))
+    assert litert.metrics["extract_runtime"] == "tflite" and litert.metrics["conversion_seconds"] > 0
+    assert plain.metrics["extract_runtime"] == "keras" and plain.metrics["conversion_seconds"] is None
+    assert plain.metrics["feature_cache"] == "miss"  # Keras's features are keyed apart from LiteRT's
+    np.testing.assert_allclose(litert.history["loss"], plain.history["loss"], rtol=1e-4)
+    np.testing.assert_allclose(litert.metrics["test_loss"], plain.metrics["test_loss"], rtol=1e-4)
+    with open(os.path.join(litert.run_dir, "metrics.json")) as handle:
+        assert json.load(handle)["phases"][0]["extract_runtime"] == "tflite"
+    # Other images, the same backbone: the converted one is reused.
+    fewer = train(small_config(tmp_path / "fewer", cache_dir=cache_dir, extract_runtime="tflite")
+                  .updated({**cut, "data": {"limit": 128, "val_size": 32, "test_limit": 64}}))
+    assert fewer.metrics["extract_runtime"] == "tflite" and fewer.metrics["conversion_seconds"] == 0.0
