@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--runtimes", nargs="+", default=["keras", "tflite", "onnx"])
+    parser.add_argument("--batch-size", type=int, default=32, help="images per call of a converted backbone")
     arguments = parser.parse_args()
     size = arguments.image_size
     pooling = "avg" if size >= 64 else "flatten"
@@ -55,7 +56,8 @@ def main() -> None:
                 converted = "-"
             else:
                 started = time.perf_counter()
-                choice = choose_runtime(runtime, extractor, cache=FeatureCache(folder), key=key, pending=[images])
+                choice = choose_runtime(runtime, extractor, cache=FeatureCache(folder), key=key, pending=[images],
+                                        batch_size=arguments.batch_size)
                 converted = f"{time.perf_counter() - started:.1f} s"
                 run, warm = choice.runner.predict_chunk, images[: choice.runner.batch_size]
             run(warm)

@@ -68,6 +68,21 @@ def test_auto_falls_back_to_keras_with_the_reason_when_the_check_fails_and_remem
         choose_runtime("tflite", extractor, cache=cache, key=make_key(images), pending=[images])
 
 
+def test_a_converter_failure_leaves_auto_on_keras_and_stops_an_explicit_runtime_with_one_line(
+        extractor, images, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("'tfl.custom_op' op is neither a custom op nor a flex op\nmore lines of MLIR")
+
+    monkeypatch.setattr(extractor, "export", fail)
+    monkeypatch.setattr(runtimes, "AUTO_MIN_PASS_SECONDS", 0.0)
+    choice = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[images])
+    assert choice.runtime == "keras" and "converting the backbone for LiteRT failed (RuntimeError:" in choice.reason
+    with pytest.raises(ConfigError, match=r"^--extract-runtime onnx: converting .* failed .*flex op\); use "
+                                          r"--extract-runtime keras$"):
+        choose_runtime("onnx", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[images])
+    assert list_entries(str(tmp_path)) == []  # nothing half-made left in the cache
+
+
 def test_auto_keeps_keras_for_a_short_pass_without_converting(extractor, images, tmp_path):
     choice = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[images])
     assert choice.runtime == "keras" and "too short" in choice.reason and choice.conversion_seconds is None

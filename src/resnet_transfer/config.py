@@ -311,6 +311,8 @@ class TrainConfig:
             stored features; "off" runs the backbone in every epoch, as the article does.
         cache_dir: where stored features live (None: the user's cache directory).
         cache_dtype: "float32" or "float16" for stored features.
+        mixed_precision: Keras's mixed dtype policy (``model.precision``): "mixed_float16" on
+            a GPU, "mixed_bfloat16" on a CPU with bfloat16 instructions; refused elsewhere.
         extract_runtime: what runs the frozen backbone's pass over the images: "auto" (LiteRT
             where the pass is long enough for converting the backbone to pay off, its features
             are within 1e-5 of Keras's and it runs faster; else Keras), "keras", "tflite"
@@ -327,6 +329,9 @@ class TrainConfig:
                                 flag="--no-cache", const="off")
     cache_dir: Optional[str] = option(None, "feature cache folder (~/.cache/resnet-transfer/features if not given)")
     cache_dtype: str = option("float32", "float32 or float16 for stored features")
+    mixed_precision: bool = option(False, "compute in 16 bits, variables and the output layer in float32: "
+                                   "mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bfloat16 instructions "
+                                   "(refused elsewhere)", const=True)
     extract_runtime: str = option("auto", "what runs the frozen backbone's pass: auto (LiteRT when the pass is long "
                                   "enough to pay for converting the backbone, checked within 1e-5 of Keras and faster; "
                                   "else Keras), keras, tflite (LiteRT) or onnx (ONNX Runtime)")
@@ -377,6 +382,11 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be a finite number > 0. Received: learning_rate={rate!r}")
         _require_choice("feature_cache", self.feature_cache, ("auto", "off"))
         _require_choice("extract_runtime", self.extract_runtime, EXTRACT_RUNTIMES)
+        if not isinstance(self.mixed_precision, bool):
+            raise ConfigError(f"mixed_precision must be true or false. Received: mixed_precision={self.mixed_precision!r}")
+        if self.mixed_precision and self.extract_runtime in ("tflite", "onnx"):
+            raise ConfigError(f"--extract-runtime {self.extract_runtime} converts a float32 backbone, and "
+                              "--mixed-precision computes it in 16 bits: give one of them")
         _require_choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
         if self.cache_dir is not None:
             _require_text("cache_dir", self.cache_dir)

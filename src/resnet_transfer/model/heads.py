@@ -83,7 +83,8 @@ def build_head(feature_shape: tuple, *, head: str = "seed", pooling: str = "auto
             keras.layers.Dense(units, activation="relu", name="hidden"),
             keras.layers.Dropout(dropout, name="hidden_dropout"),
         ]
-    layers.append(keras.layers.Dense(num_classes, activation="softmax", name="probabilities"))
+    # float32 whatever the dtype policy: under mixed precision the softmax stays in full precision.
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32"))
     return keras.Sequential(layers, name="head")
 
 

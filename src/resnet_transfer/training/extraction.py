@@ -19,6 +19,7 @@ from typing import Optional
 
 from resnet_transfer.config import RunConfig
 from resnet_transfer.errors import ConfigError
+from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.training.distribution import choose_strategy, cluster_role, strategy_scope
 from resnet_transfer.training.features import FeatureCache
 from resnet_transfer.training.fitting import stored_features
@@ -54,7 +55,8 @@ def extract(config: RunConfig, *, shard: Optional[tuple] = None) -> dict:
     if shard is not None and config.train.strategy in ("auto", "multi-worker") and cluster_role() is not None:
         raise ConfigError("--shard splits the extraction among separate jobs, and so does the cluster of TF_CONFIG "
                           "among its workers: give one of them (leave out --shard, or unset TF_CONFIG)")
-    with strategy_scope(choose_strategy(config.train.strategy, batch_size=config.train.batch_size, command="extract")):
+    strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size, command="extract")
+    with strategy_scope(strategy), precision_policy(config.train.mixed_precision):
         dataset, model, _ = prepare(config)
         statuses = {}
         for split in SPLITS:

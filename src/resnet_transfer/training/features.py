@@ -52,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # 2: preprocessing made of Keras layers; 3: features pooled as the head pools them; 4: the cut is in the key;
-# 5: the runtime that computed them is in the key
+# 5: the runtime that computed them, and the precision it computed in, are in the key
 CACHE_FORMAT = 5
 _FINGERPRINT_CHUNK = 4096
 
@@ -81,6 +81,8 @@ class FeatureKey:
         feature_layer: the stage whose end the features come from ("conv2" to "conv5").
         runtime: what ran the backbone: "keras", or a converted backbone's runtime,
             "tflite" or "onnx" (``runtimes``; within 1e-5 of Keras's features).
+        precision: the dtype the backbone computed in ("float32"; "bfloat16" or "float16"
+            under ``--mixed-precision``).
     """
 
     backbone: str
@@ -93,11 +95,13 @@ class FeatureKey:
     keras_backend: str
     feature_layer: str = "conv5"
     runtime: str = "keras"
+    precision: str = "float32"
     format: int = CACHE_FORMAT
 
     @classmethod
     def create(cls, *, backbone: str, weights: str, preprocess: str, pooling: str, images: np.ndarray,
-               dtype: str, feature_layer: str = "conv5", runtime: str = "keras") -> "FeatureKey":
+               dtype: str, feature_layer: str = "conv5", runtime: str = "keras",
+               precision: str = "float32") -> "FeatureKey":
         return cls(
             backbone=backbone,
             weights=weights,
@@ -109,6 +113,7 @@ class FeatureKey:
             keras_backend=keras.backend.backend(),
             feature_layer=feature_layer,
             runtime=runtime,
+            precision=precision,
         )
 
     @property

@@ -292,6 +292,7 @@ def _stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tupl
         keys[split] = FeatureKey.create(
             backbone=config.model.backbone, weights=identity, preprocess=config.model.preprocess, pooling=pooling,
             images=getattr(dataset, f"x_{split}"), dtype=config.train.cache_dtype, feature_layer=config.model.feature_layer,
+            precision=backbone_of(model).dtype_policy.compute_dtype,
         )
         stored[split] = _stored_entry(cache, keys[split], config.train.extract_runtime)
     pending = [getattr(dataset, f"x_{split}") for split in splits if stored[split][0] is None]

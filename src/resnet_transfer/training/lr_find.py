@@ -25,6 +25,7 @@ from typing import Optional
 import keras
 import numpy as np
 
+from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.config import PHASES, RunConfig
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import write_json_atomic, write_text_atomic
@@ -137,7 +138,8 @@ def find_learning_rate(config: RunConfig, *, phase: str = "head", start_lr: floa
     _check(start_lr, end_lr, steps, phase)
     run_dir = run_dir or default_run_dir("lr-find")
     check_run_dir_free(run_dir)
-    with strategy_scope(choose_strategy(config.train.strategy, batch_size=config.train.batch_size, command="lr-find")):
+    strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size, command="lr-find")
+    with strategy_scope(strategy), precision_policy(config.train.mixed_precision):
         rates, losses, smoothed = _sweep_for(config, phase, start_lr=start_lr, end_lr=end_lr, steps=steps)
     try:
         suggestion, reason = suggest_learning_rate(rates, smoothed)

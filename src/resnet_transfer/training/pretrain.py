@@ -34,6 +34,7 @@ from typing import Optional
 
 import keras
 
+from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.config import FEATURE_LAYERS, RunConfig
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import atomic_path, first_line, hash_file, write_json_atomic
@@ -124,7 +125,7 @@ def pretrain(config: RunConfig, *, out: str, callbacks: Optional[list] = None) -
                 run_dir, out = os.path.join(scratch, "run"), os.path.join(scratch, os.path.basename(out))
             if clustered:
                 check_before_run(config.updated({"train": {"feature_cache": "off"}}), run_dir)
-            with strategy_scope(strategy):
+            with strategy_scope(strategy), precision_policy(config.train.mixed_precision):
                 return _pretrain_in_scope(config, out, callbacks, interrupts, run_dir, strategy)
 
 

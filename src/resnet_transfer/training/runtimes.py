@@ -44,7 +44,7 @@ import numpy as np
 
 from resnet_transfer.config import EXTRACT_RUNTIMES
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.files import hash_file, write_json_atomic
+from resnet_transfer.files import first_line, hash_file, write_json_atomic
 from resnet_transfer.training.cache_admin import remove_folder, writer_tag
 from resnet_transfer.training.distribution import worker_role
 from resnet_transfer.training.features import FeatureCache, FeatureKey, predict_in_batches
@@ -64,6 +64,10 @@ CHECK_IMAGES = 64
 CHECK_BATCH = 32
 _NAMES = {"keras": "Keras", "tflite": "LiteRT", "onnx": "ONNX Runtime"}
 _FILES = {"tflite": "backbone.tflite", "onnx": "backbone.onnx"}
+
+
+class ConversionFailed(Exception):
+    """The converter could not convert the extractor (not kept: the next run tries again)."""
 
 
 @dataclass
@@ -253,8 +257,14 @@ def convert_and_check(runtime: str, extractor: keras.Model, *, key: FeatureKey, 
     try:
         path = os.path.join(partial, _FILES[runtime])
         logger.info("converting the frozen backbone for %s (once; kept in %s)", _NAMES[runtime], folder)
-        with _quiet_converter():
-            extractor.export(path, format="litert" if runtime == "tflite" else "onnx", verbose=False)
+        try:
+            with _quiet_converter():
+                extractor.export(path, format="litert" if runtime == "tflite" else "onnx", verbose=False)
+        except (OSError, KeyboardInterrupt):
+            raise  # a full or read-only disk, Ctrl-C: the run's own handling
+        except Exception as error:  # the converter's own failure (an operation it cannot convert, ...)
+            raise ConversionFailed(f"converting the backbone for {_NAMES[runtime]} failed "
+                                   f"({type(error).__name__}: {first_line(error)})") from error
         converted_seconds = time.perf_counter() - started
         sample = np.asarray(images[:CHECK_IMAGES], dtype="float32")
         reference, keras_rate = _time(lambda batch: predict_in_batches(extractor, batch, CHECK_BATCH), sample)
@@ -335,6 +345,9 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
     if setting == "auto":
         if _accelerators():
             return _keras(extractor, "auto: Keras runs the backbone on the GPU; the converted runtimes here are for CPUs")
+        if keras.config.dtype_policy().compute_dtype != "float32":
+            return _keras(extractor, "auto: --mixed-precision computes the backbone in 16 bits in Keras; the converted "
+                                     "runtimes take a float32 backbone")
         if worker_role() is not None:
             return _keras(extractor, "auto: a cluster's workers extract with Keras, so that every worker stores the "
                                      "same runtime's features")
@@ -350,7 +363,13 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
     elif problem is not None:
         raise ConfigError(f"--extract-runtime {setting}: {problem}; or choose --extract-runtime keras")
     images = next(images for images in pending if len(images))
-    record, seconds = convert_and_check(runtime, extractor, key=key, cache=cache, images=images)
+    try:
+        record, seconds = convert_and_check(runtime, extractor, key=key, cache=cache, images=images)
+    except ConversionFailed as error:
+        if setting != "auto":
+            raise ConfigError(f"--extract-runtime {setting}: {error}; use --extract-runtime keras") from error
+        logger.warning("auto: %s: Keras computes the features", error)
+        return _keras(extractor, f"auto: {error}")
     check = record["check"]
     if not check["passed"]:
         message = (f"{_NAMES[runtime]}'s features differ from Keras's by {check['max_relative_difference']:.1e} of the "

@@ -33,6 +33,7 @@ from typing import Optional
 
 import keras
 
+from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.config import BUILTIN_DATA, HOW_SETTINGS, RunConfig, flat_settings
 from resnet_transfer.data.dataset import Dataset, load_dataset
 from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, RunInterrupted
@@ -98,7 +99,7 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
         RunInterrupted: Ctrl-C after a finished epoch (a ``KeyboardInterrupt``); the run can be resumed.
     """
     config = config or RunConfig()
-    with watching_interrupts() as interrupts:
+    with watching_interrupts() as interrupts, precision_policy(config.train.mixed_precision):
         try:
             return _train(config, callbacks, interrupts, resume)
         except Exception as error:
