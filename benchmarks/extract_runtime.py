@@ -4,7 +4,8 @@ of converting and checking each, and the largest difference from Keras's feature
 Prints the figures.
 
     python benchmarks/extract_runtime.py [--backbone resnet50] [--image-size 224] [--images 256]
-                                         [--runtimes keras tflite onnx]
+                                         [--runtimes keras tflite onnx] [--batch-size 32]
+    python benchmarks/extract_runtime.py --runtimes keras --mixed-precision   # Keras in bfloat16 vs float32
 
 Random weights (speed does not depend on their values), random pixels, avg pooling at 64 px
 and above (flatten below, as the tool's "auto" pooling does for a 1x1 map). Every runtime
@@ -18,10 +19,12 @@ import shutil
 import tempfile
 import time
 
+import keras
 import numpy as np
 
 from resnet_transfer.config import ModelConfig
 from resnet_transfer.model.assembly import build_model, feature_extractor
+from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.training.batches import INFERENCE_BATCH_SIZE
 from resnet_transfer.training.features import FeatureCache, FeatureKey, predict_in_batches
 from resnet_transfer.training.runtimes import choose_runtime, multiply_adds, projected_seconds, relative_difference
@@ -34,12 +37,21 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--runtimes", nargs="+", default=["keras", "tflite", "onnx"])
     parser.add_argument("--batch-size", type=int, default=32, help="images per call of a converted backbone")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="build the backbone under the mixed policy (Keras only; features compared with float32's)")
     arguments = parser.parse_args()
     size = arguments.image_size
     pooling = "avg" if size >= 64 else "flatten"
     model = build_model(ModelConfig(backbone=arguments.backbone, weights="none", pooling=pooling),
                         image_shape=(size, size, 3), num_classes=10)
     extractor = feature_extractor(model)
+    if arguments.mixed_precision:
+        with precision_policy(True) as policy:
+            keras.utils.set_random_seed(0)
+            mixed = feature_extractor(build_model(ModelConfig(backbone=arguments.backbone, weights="none",
+                                                              pooling=pooling), image_shape=(size, size, 3), num_classes=10))
+            mixed.set_weights(extractor.get_weights())
+        print(f"Keras under {policy}:")
     images = np.random.default_rng(0).integers(0, 256, (arguments.images, size, size, 3), dtype=np.uint8)
     key = FeatureKey.create(backbone=arguments.backbone, weights="random:seed=0", preprocess="seed", pooling=pooling,
                             images=images, dtype="float32")
@@ -51,7 +63,8 @@ def main() -> None:
     try:
         for runtime in arguments.runtimes:
             if runtime == "keras":
-                run = lambda chunk: predict_in_batches(extractor, chunk, INFERENCE_BATCH_SIZE)  # noqa: E731
+                network = mixed if arguments.mixed_precision else extractor
+                run = lambda chunk: predict_in_batches(network, chunk, INFERENCE_BATCH_SIZE)  # noqa: E731
                 warm = images[:INFERENCE_BATCH_SIZE]
                 converted = "-"
             else:
@@ -66,7 +79,8 @@ def main() -> None:
             seconds = time.perf_counter() - started
             rates[runtime] = len(images) / seconds
             if reference is None:
-                reference = predict_in_batches(extractor, images, INFERENCE_BATCH_SIZE) if runtime != "keras" else features
+                exact = runtime == "keras" and not arguments.mixed_precision
+                reference = features if exact else predict_in_batches(extractor, images, INFERENCE_BATCH_SIZE)
             difference = relative_difference(features, reference)
             speed = f", {rates[runtime] / rates['keras']:.2f}x Keras" if "keras" in rates and runtime != "keras" else ""
             print(f"{runtime:<7} {rates[runtime]:7.1f} images/s{speed}; converting and checking {converted}; "

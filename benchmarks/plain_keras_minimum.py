@@ -11,6 +11,8 @@ their stages and the ratio.
 
     python benchmarks/plain_keras_minimum.py --train-images 20000 --epochs 10
     python benchmarks/plain_keras_minimum.py --train-images 58000 --test-images 10000 --epochs 40
+    python benchmarks/plain_keras_minimum.py --backbone resnet50 --image-size 224 --train-images 2000 --val-size 500 \
+        --test-images 500 --epochs 10
 
 Random backbone weights (``--weights none``): the speed of a ResNet does not depend on them.
 """
@@ -33,6 +35,7 @@ def parse_arguments():
     parser.add_argument("--test-images", type=int, default=10000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--backbone", default="resnet152")
+    parser.add_argument("--image-size", type=int, help="resize the digits to this side (default: 32, padded)")
     parser.add_argument("--side", choices=["keras", "ours"], help="run one side in this process (internal)")
     return parser.parse_args()
 
@@ -48,13 +51,16 @@ def plain_keras(arguments) -> dict:
 
     keras.utils.set_random_seed(0)
     data = load_dataset(DataConfig(limit=arguments.train_images, val_size=arguments.val_size,
-                                   test_limit=arguments.test_images))
+                                   test_limit=arguments.test_images, image_size=arguments.image_size))
     loaded = time.perf_counter()
     application = getattr(keras.applications, get_backbone_spec(arguments.backbone).builder)
     backbone = application(include_top=False, weights=None, input_shape=data.image_shape)
     backbone.trainable = False
     inputs = keras.Input(data.image_shape)
-    features = keras.layers.Flatten()(backbone(keras.layers.Rescaling(1 / 255)(inputs), training=False))
+    feature_map = backbone(keras.layers.Rescaling(1 / 255)(inputs), training=False)
+    # The tool's pooling "auto": flatten a 1x1 map (the seed recipe), else average it.
+    pooling = keras.layers.Flatten() if feature_map.shape[1] == 1 else keras.layers.GlobalAveragePooling2D()
+    features = pooling(feature_map)
     extractor = keras.Model(inputs, features)
     every = np.concatenate([data.x_train, data.x_val, data.x_test])
     stored = extractor.predict(every, batch_size=256, verbose=0)
@@ -63,8 +69,8 @@ def plain_keras(arguments) -> dict:
     x_test = stored[len(data.x_train) + len(data.x_val) :]
     head = keras.Sequential([keras.Input(stored.shape[1:]), keras.layers.Dense(1000, activation="relu"),
                              keras.layers.Dense(data.num_classes, activation="softmax")])
-    head.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"], jit_compile=True,
-                 steps_per_execution=8)
+    head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                 jit_compile=True, steps_per_execution=8)
     history = head.fit(x_train, data.y_train, batch_size=64, epochs=arguments.epochs, validation_data=(x_val, data.y_val),
                        verbose=0)
     fitted = time.perf_counter()
@@ -82,7 +88,8 @@ def ours(arguments) -> dict:
 
     workspace = tempfile.mkdtemp(prefix="plain-keras-bench-")
     config = RunConfig.from_dict({
-        "data": {"limit": arguments.train_images, "val_size": arguments.val_size, "test_limit": arguments.test_images},
+        "data": {"limit": arguments.train_images, "val_size": arguments.val_size, "test_limit": arguments.test_images,
+                 "image_size": arguments.image_size},
         "model": {"backbone": arguments.backbone, "weights": "none"},
         "train": {"epochs": arguments.epochs, "cache_dir": os.path.join(workspace, "cache")},
         "run_dir": os.path.join(workspace, "run"),
@@ -105,7 +112,8 @@ def main() -> None:
     for side in ("keras", "ours"):
         command = [sys.executable, __file__, "--side", side, "--train-images", str(arguments.train_images), "--val-size",
                    str(arguments.val_size), "--test-images", str(arguments.test_images), "--epochs", str(arguments.epochs),
-                   "--backbone", arguments.backbone]
+                   "--backbone", arguments.backbone] + (["--image-size", str(arguments.image_size)]
+                                                        if arguments.image_size else [])
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         sides[side] = json.loads(next(line for line in output.splitlines() if line.startswith("FIGURES "))[8:])
         print(side, json.dumps({name: round(value, 4) if isinstance(value, float) else value

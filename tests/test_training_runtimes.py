@@ -55,7 +55,7 @@ def test_a_converted_backbone_gives_kerass_features_within_the_tolerance_and_is_
 def test_auto_falls_back_to_keras_with_the_reason_when_the_check_fails_and_remembers_the_verdict(
         extractor, images, tmp_path, monkeypatch, caplog):
     cache = FeatureCache(str(tmp_path))
-    monkeypatch.setattr(runtimes, "AUTO_MIN_PASS_SECONDS", 0.0)  # a pass of any length is worth converting
+    monkeypatch.setattr(runtimes, "worth_converting", lambda extractor, count: (True, "forced"))
     monkeypatch.setattr(runtimes, "TOLERANCE", -1.0)  # no converted model can pass the check
     choice = choose_runtime("auto", extractor, cache=cache, key=make_key(images), pending=[images])
     assert choice.runtime == "keras" and choice.runner is extractor
@@ -74,7 +74,7 @@ def test_a_converter_failure_leaves_auto_on_keras_and_stops_an_explicit_runtime_
         raise RuntimeError("'tfl.custom_op' op is neither a custom op nor a flex op\nmore lines of MLIR")
 
     monkeypatch.setattr(extractor, "export", fail)
-    monkeypatch.setattr(runtimes, "AUTO_MIN_PASS_SECONDS", 0.0)
+    monkeypatch.setattr(runtimes, "worth_converting", lambda extractor, count: (True, "forced"))
     choice = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[images])
     assert choice.runtime == "keras" and "converting the backbone for LiteRT failed (RuntimeError:" in choice.reason
     with pytest.raises(ConfigError, match=r"^--extract-runtime onnx: converting .* failed .*flex op\); use "
@@ -83,9 +83,15 @@ def test_a_converter_failure_leaves_auto_on_keras_and_stops_an_explicit_runtime_
     assert list_entries(str(tmp_path)) == []  # nothing half-made left in the cache
 
 
-def test_auto_keeps_keras_for_a_short_pass_without_converting(extractor, images, tmp_path):
+def test_auto_converts_only_where_it_is_expected_to_pay_off(extractor, images, tmp_path, monkeypatch):
     choice = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[images])
-    assert choice.runtime == "keras" and "too short" in choice.reason and choice.conversion_seconds is None
+    assert choice.runtime == "keras" and "at 16 px LiteRT was not reliably faster" in choice.reason
+    assert choice.conversion_seconds is None
+    monkeypatch.setattr(runtimes, "AUTO_MIN_IMAGE_SIZE", 16)
+    worth, why = runtimes.worth_converting(extractor, 40)  # 40 images through a small network: microseconds
+    assert not worth and "less than converting the backbone takes" in why
+    worth, why = runtimes.worth_converting(extractor, 10**12)
+    assert worth and "LiteRT would save about" in why
     assert list_entries(str(tmp_path)) == []
     nothing = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[])
     assert nothing.runtime == "keras" and "nothing to compute" in nothing.reason

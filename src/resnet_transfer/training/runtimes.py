@@ -12,9 +12,10 @@ and in ONNX Runtime; benchmarks/README.md). ``choose_runtime`` picks one per pas
   features, and checked against Keras's outputs on a few of the images: the largest
   difference must stay within 1e-5 of the largest output (relative to the scale, as
   ReLU features hold many zeros), else no feature it computes is stored;
-- "auto": Keras where converting cannot pay off (a pass estimated under two minutes in
-  Keras from the backbone's multiply-adds, a GPU, a cluster of TF_CONFIG, a Keras backend
-  other than TensorFlow); else LiteRT when its check
+- "auto": Keras where converting cannot pay off (images under 96 px, where LiteRT was not
+  reliably faster; a pass whose expected saving, estimated from the backbone's
+  multiply-adds, is smaller than the conversion's estimated seconds; a GPU; a cluster of
+  TF_CONFIG; mixed precision; a Keras backend other than TensorFlow); else LiteRT when its check
   passes and it ran faster than Keras on the checked images, else Keras, saying why.
   The verdict is kept with the converted model, so a later run decides without converting.
 
@@ -49,14 +50,19 @@ from resnet_transfer.training.cache_admin import remove_folder, writer_tag
 from resnet_transfer.training.distribution import worker_role
 from resnet_transfer.training.features import FeatureCache, FeatureKey, predict_in_batches
 
-__all__ = ["EXTRACT_RUNTIMES", "TOLERANCE", "AUTO_MIN_PASS_SECONDS", "RuntimeChoice", "choose_runtime",
+__all__ = ["EXTRACT_RUNTIMES", "TOLERANCE", "RuntimeChoice", "choose_runtime", "worth_converting",
            "convert_and_check", "relative_difference",
            "multiply_adds", "projected_seconds", "keyed"]
 
 logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-5
-AUTO_MIN_PASS_SECONDS = 120.0  # converting ResNet152 takes about 45 s here; below this a pass cannot win it back
+# What "auto" weighs, measured on this project's 2-core machine (benchmarks/README.md): LiteRT ran 1.40x (ResNet-152)
+# to 1.95x (ResNet-50) Keras's predict at 224 px in every run, but 0.95x to 1.55x at 32 px, where Keras's own rate
+# moved by 1.6x between processes; converting and checking took 1.2 to 1.3 s per million parameters.
+AUTO_MIN_IMAGE_SIZE = 96
+AUTO_EXPECTED_SPEEDUP = 1.4
+CONVERSION_SECONDS_PER_MILLION_PARAMETERS = 1.3
 AUTO_RUNTIME = "tflite"  # converts in half the time of tf2onnx, and ran as fast (benchmarks/README.md)
 # Measured with predict on 2 cores (AVX-512): ResNet-50 at 224 px 23.5e9, at 32 px 31e9; ResNet-152 at 32 px 23e9.
 KERAS_MULTIPLY_ADDS_PER_CORE_SECOND = 25e9
@@ -315,6 +321,23 @@ def projected_seconds(extractor: keras.Model, count: int) -> float:
     return multiply_adds(extractor) * count / (KERAS_MULTIPLY_ADDS_PER_CORE_SECOND * _cores())
 
 
+def worth_converting(extractor: keras.Model, count: int) -> tuple:
+    """Whether converting the extractor for LiteRT is expected to pay off over a pass of
+    ``count`` images, and why: inputs of at least 96 px (below, LiteRT was not reliably faster),
+    and the pass's expected saving at 1.4x larger than the conversion's estimated seconds."""
+    size = min(int(side) for side in extractor.input_shape[1:3])
+    if size < AUTO_MIN_IMAGE_SIZE:
+        return False, (f"at {size} px LiteRT was not reliably faster than Keras's predict (measured from "
+                       f"{AUTO_MIN_IMAGE_SIZE} px on; benchmarks/README.md)")
+    projected = projected_seconds(extractor, count)
+    saving = projected * (1 - 1 / AUTO_EXPECTED_SPEEDUP)
+    conversion = CONVERSION_SECONDS_PER_MILLION_PARAMETERS * extractor.count_params() / 1e6
+    if saving <= conversion:
+        return False, (f"the pass is estimated at {projected:.0f} s in Keras; LiteRT would save about {saving:.0f} s of "
+                       f"it, less than converting the backbone takes (about {conversion:.0f} s)")
+    return True, f"the pass is estimated at {projected:.0f} s in Keras; LiteRT would save about {saving:.0f} s"
+
+
 def _keras(extractor: keras.Model, reason: str, **values) -> RuntimeChoice:
     return RuntimeChoice("keras", reason, extractor, **values)
 
@@ -356,10 +379,9 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
         conversion = conversion_key(key, runtime)
         record = _read_conversion(_entry_folder(cache, conversion), conversion, runtime)
         if record is None:
-            projected = projected_seconds(extractor, sum(len(images) for images in pending))
-            if projected < AUTO_MIN_PASS_SECONDS:
-                return _keras(extractor, f"auto: the pass is estimated at {projected:.0f} s in Keras, too short for "
-                                         f"converting the backbone ({_NAMES[runtime]}) to pay off")
+            worth, why = worth_converting(extractor, sum(len(images) for images in pending))
+            if not worth:
+                return _keras(extractor, f"auto: {why}")
     elif problem is not None:
         raise ConfigError(f"--extract-runtime {setting}: {problem}; or choose --extract-runtime keras")
     images = next(images for images in pending if len(images))
