@@ -316,8 +316,8 @@ class TrainConfig:
         extract_runtime: what runs the frozen backbone's pass over the images: "auto" (LiteRT
             for images of 96 px and more where the pass is long enough for converting the
             backbone to pay off, its features are within 1e-5 of Keras's and it runs faster;
-            else Keras), "keras", "tflite"
-            (LiteRT) or "onnx" (ONNX Runtime) (``training.runtimes``).
+            else Keras), "keras", "tflite" (LiteRT) or "onnx" (ONNX Runtime)
+            (``training.runtimes``).
         steps_per_execution: optimizer steps per compiled call (8 measured fastest).
         class_weight: None, or "balanced" to weight the loss by inverse class frequency.
     """

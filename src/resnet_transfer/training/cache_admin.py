@@ -2,10 +2,11 @@
 
 A cache folder (``features.FeatureCache``) holds complete entries ``<digest>/``
 (``features.npy`` and ``entry.json``; or, for a backbone converted for another runtime
-(``runtimes``), ``backbone.tflite`` or ``backbone.onnx`` and ``entry.json``), the finished chunks of extractions under way or
-killed (``.<digest>.chunks/``, which the next extraction goes on from), and may hold what
-killed runs left: partial entries ``.<digest>.partial-<pid>@<host>-*`` being assembled, and
-``*.discarded-*`` folders whose removal was cut short. A run that reads an entry
+(``runtimes``), ``backbone.tflite`` or ``backbone.onnx`` and ``entry.json``), the finished
+chunks of extractions under way or killed (``.<digest>.chunks/``, which the next extraction
+goes on from), and may hold what killed runs left: partial entries
+``.<digest>.partial-<pid>@<host>-*`` being assembled, and ``*.discarded-*`` folders whose
+removal was cut short. A run that reads an entry
 marks it used (the folder's modification time), so ``prune`` can evict the least
 recently used entries first. Folders whose names are not the cache's are never touched.
 Nothing here imports Keras, so ``resnet-transfer cache`` starts fast.
@@ -140,7 +141,8 @@ def list_entries(directory: str) -> list:
             try:
                 with open(os.path.join(path, "entry.json"), encoding="utf-8") as handle:
                     record = json.load(handle)
-                key, shape = record["key"], record.get("shape") if "file" in record else record["shape"]
+                key = record["key"]
+                shape = None if "file" in record else record["shape"]  # a converted backbone has no shape
                 if not isinstance(key, dict):
                     raise TypeError("key is not an object")
                 entries.append(CacheEntry(path, "complete", _size(path), used, key=key, shape=shape))
