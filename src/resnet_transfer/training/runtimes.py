@@ -2,8 +2,9 @@
 
 On images of 224 px the backbone's one pass over every image is the longest stage of a
 cached run, and well-kept CPU inference runtimes run it faster than Keras's ``predict``
-(on this project's 2-core machine, ResNet-50 at 224 px: about 2x, in LiteRT with XNNPACK
-and in ONNX Runtime; benchmarks/README.md). ``choose_runtime`` picks one per pass:
+(on this project's 2-core machine, at 224 px: 1.4x for ResNet-152 and 1.9x for ResNet-50
+in LiteRT with XNNPACK and in ONNX Runtime, where Keras ran in its slower of two modes;
+benchmarks/README.md). ``choose_runtime`` picks one per pass:
 
 - "keras": Keras's ``predict``, bit for bit what the model computes end to end;
 - "tflite" (LiteRT, the ``ai-edge-litert`` interpreter) and "onnx" (ONNX Runtime): the
@@ -15,17 +16,18 @@ and in ONNX Runtime; benchmarks/README.md). ``choose_runtime`` picks one per pas
 - "auto": Keras where converting cannot pay off (images under 96 px, where LiteRT was not
   reliably faster; a pass whose expected saving, estimated from the backbone's
   multiply-adds, is smaller than the conversion's estimated seconds; a GPU; a cluster of
-  TF_CONFIG; mixed precision; a Keras backend other than TensorFlow); else LiteRT when its check
-  passes and it ran faster than Keras on the checked images, else Keras, saying why.
+  TF_CONFIG; mixed precision; a Keras backend other than TensorFlow); else LiteRT when its
+  check passes and it ran faster than Keras on the checked images, else Keras, saying why.
   The verdict is kept with the converted model, so a later run decides without converting.
 
 Features are keyed by the runtime that computed them (``FeatureKey.runtime``); "auto" also
 takes Keras's own features where the cache holds them.
 
 Example:
-    >>> choice = choose_runtime("auto", extractor, cache=cache, key=key, pending=x_train)
+    >>> choice = choose_runtime("auto", extractor, cache=cache, key=key, pending=[x_train])
     >>> choice.runtime, choice.reason
-    ('tflite', 'LiteRT ran 1.9x faster than Keras on 64 checked images (largest difference 4e-07 of the scale)')
+    ('tflite', "auto: LiteRT ran 2.06x Keras's speed on 64 checked images, largest difference 4.0e-07 of the scale (tolerance 1e-05)")
+    >>> features = predict_in_batches(choice.runner, x_train, 256)
 """
 
 import contextlib
