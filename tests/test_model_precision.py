@@ -15,7 +15,7 @@ from resnet_transfer.training.train import train
 def test_mixed_precision_is_refused_with_one_line_on_a_machine_without_gpu_or_bfloat16(monkeypatch, small_config,
                                                                                           tmp_path):
     monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: False)
-    monkeypatch.setattr(precision, "_gpus", lambda: [])
+    monkeypatch.setattr(precision, "visible_gpus", lambda: [])
     with pytest.raises(ConfigError, match="--mixed-precision needs a GPU .* leave out --mixed-precision") as error:
         train(small_config(tmp_path / "run", mixed_precision=True))
     assert "\n" not in str(error.value)
@@ -23,7 +23,7 @@ def test_mixed_precision_is_refused_with_one_line_on_a_machine_without_gpu_or_bf
 
 
 def test_mixed_precision_uses_float16_where_a_gpu_is_visible_and_restores_the_policy(monkeypatch):
-    monkeypatch.setattr(precision, "_gpus", lambda: ["GPU:0"])
+    monkeypatch.setattr(precision, "visible_gpus", lambda: ["GPU:0"])
     with precision_policy(True) as name:
         assert name == "mixed_float16" and keras.config.dtype_policy().name == "mixed_float16"
     assert keras.config.dtype_policy().name == "float32"

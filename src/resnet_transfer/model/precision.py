@@ -25,7 +25,7 @@ import keras
 
 from resnet_transfer.errors import ConfigError
 
-__all__ = ["mixed_policy", "precision_policy", "cpu_has_bfloat16"]
+__all__ = ["mixed_policy", "precision_policy", "cpu_has_bfloat16", "visible_gpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ def cpu_has_bfloat16() -> bool:
     return False
 
 
-def _gpus() -> list:
+def visible_gpus() -> list:
+    """The GPUs the Keras backend sees ([] on a CPU-only machine)."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -67,7 +68,7 @@ def mixed_policy() -> str:
     Raises:
         ConfigError: no GPU and no bfloat16 instructions in the CPU.
     """
-    if _gpus():
+    if visible_gpus():
         return "mixed_float16"
     if cpu_has_bfloat16():
         return "mixed_bfloat16"

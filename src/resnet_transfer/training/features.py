@@ -195,6 +195,28 @@ class FeatureCache:
         except OSError:
             pass  # a read-only cache, or another process's doing: left as it is
 
+    def store_folder(self, digest: str, fill) -> str:
+        """Creates the folder ``<cache>/<digest>/`` atomically: ``fill(partial)`` writes its
+        files into a temporary folder, which is renamed into place only if no folder is there;
+        when another process won the race, its complete folder is kept and this copy is
+        discarded. Returns the folder's path."""
+        os.makedirs(self.directory, exist_ok=True)
+        # The writer's process id in the name: `cache prune` removes only partial entries whose writer is gone.
+        partial = tempfile.mkdtemp(dir=self.directory, prefix=f".{digest}.partial-{writer_tag()}-")
+        final = os.path.join(self.directory, digest)
+        try:
+            fill(partial)
+            try:
+                os.rename(partial, final)  # fails if another writer's entry (a non-empty folder) is there
+            except OSError:
+                if not os.path.isdir(final):
+                    raise
+                logger.info("cache entry %s was stored by another run meanwhile; using it", final)
+        finally:
+            if os.path.isdir(partial):
+                shutil.rmtree(partial, ignore_errors=True)
+        return final
+
     def store(self, key: FeatureKey, write_features) -> np.ndarray:
         """Creates an entry atomically; ``write_features(path)`` must write ``features.npy``.
 
@@ -205,11 +227,7 @@ class FeatureCache:
         Returns:
             The stored features as a read-only memory map.
         """
-        os.makedirs(self.directory, exist_ok=True)
-        # The writer's process id in the name: `cache prune` removes only partial entries whose writer is gone.
-        partial = tempfile.mkdtemp(dir=self.directory, prefix=f".{key.digest}.partial-{writer_tag()}-")
-        final = self.entry_path(key)
-        try:
+        def fill(partial: str) -> None:
             path = os.path.join(partial, "features.npy")
             write_features(path)
             shape = list(np.load(path, mmap_mode="r").shape)
@@ -217,15 +235,8 @@ class FeatureCache:
                 os.path.join(partial, "entry.json"),
                 {"key": asdict(key), "shape": shape, "sha256": hash_file(path), "created": time.time()},
             )
-            try:
-                os.rename(partial, final)  # fails if another writer's entry (a non-empty folder) is there
-            except OSError:
-                if not os.path.isdir(final):
-                    raise
-                logger.info("feature cache entry %s was stored by another run meanwhile; using it", final)
-        finally:
-            if os.path.isdir(partial):
-                shutil.rmtree(partial, ignore_errors=True)
+
+        final = self.store_folder(key.digest, fill)
         features = self.load(key)
         if features is None:
             raise OSError(f"feature cache entry {final} could not be read back after storing it")

@@ -227,18 +227,16 @@ class BackbonePass:
             when every split was in the cache.
         conversion_seconds: converting the backbone and checking it in this process (0: a
             converted backbone was reused; None: none was converted).
-        reason: why that runtime, for the log.
     """
 
     seconds: float = 0.0
     runtime: Optional[str] = None
     conversion_seconds: Optional[float] = None
-    reason: str = ""
 
     def __add__(self, other: "BackbonePass") -> "BackbonePass":
         conversion = [value for value in (self.conversion_seconds, other.conversion_seconds) if value is not None]
         return BackbonePass(self.seconds + other.seconds, self.runtime or other.runtime,
-                            sum(conversion) if conversion else None, self.reason or other.reason)
+                            sum(conversion) if conversion else None)
 
 
 def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple = ("train", "val", "test"),
@@ -300,8 +298,7 @@ def _stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tupl
     if pending:
         logger.info("features: the backbone runs in %s (%s)", choice.runtime, choice.reason)
     features_of, statuses = {}, []
-    backbone = BackbonePass(runtime=choice.runtime if pending else None, reason=choice.reason,
-                            conversion_seconds=choice.conversion_seconds)
+    backbone = BackbonePass(runtime=choice.runtime if pending else None, conversion_seconds=choice.conversion_seconds)
     for split in splits:
         images = getattr(dataset, f"x_{split}")
         features, key = stored[split]

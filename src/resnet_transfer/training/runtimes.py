@@ -35,8 +35,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -47,8 +45,9 @@ import numpy as np
 
 from resnet_transfer.config import EXTRACT_RUNTIMES
 from resnet_transfer.errors import ConfigError
+from resnet_transfer.model.precision import visible_gpus
 from resnet_transfer.files import first_line, hash_file, write_json_atomic
-from resnet_transfer.training.cache_admin import remove_folder, writer_tag
+from resnet_transfer.training.cache_admin import remove_folder
 from resnet_transfer.training.distribution import worker_role
 from resnet_transfer.training.features import FeatureCache, FeatureKey, predict_in_batches
 
@@ -65,7 +64,8 @@ TOLERANCE = 1e-5
 AUTO_MIN_IMAGE_SIZE = 96
 AUTO_EXPECTED_SPEEDUP = 1.4
 CONVERSION_SECONDS_PER_MILLION_PARAMETERS = 1.3
-AUTO_RUNTIME = "tflite"  # converts in half the time of tf2onnx, and ran as fast (benchmarks/README.md)
+# tf2onnx took 1.3 to 1.9x as long to convert, and ONNX Runtime, 1.0 to 1.4x faster per image, is an optional extra
+AUTO_RUNTIME = "tflite"
 # Measured with predict on 2 cores (AVX-512): ResNet-50 at 224 px 23.5e9, at 32 px 31e9; ResNet-152 at 32 px 23e9.
 KERAS_MULTIPLY_ADDS_PER_CORE_SECOND = 25e9
 CHECK_IMAGES = 64
@@ -102,14 +102,6 @@ def relative_difference(features: np.ndarray, reference: np.ndarray) -> float:
     """The largest absolute difference, relative to the largest absolute reference value."""
     scale = float(np.max(np.abs(reference))) if reference.size else 0.0
     return float(np.max(np.abs(features - reference))) / scale if scale > 0 else float(np.max(np.abs(features)))
-
-
-def _accelerators() -> list:
-    if keras.backend.backend() != "tensorflow":
-        return []
-    import tensorflow as tf
-
-    return tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
 
 
 def _cores() -> int:
@@ -193,8 +185,8 @@ def conversion_key(key: FeatureKey, runtime: str) -> dict:
     return {**values, "converted_for": runtime}
 
 
-def _entry_folder(cache: FeatureCache, key: dict) -> str:
-    return os.path.join(cache.directory, hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32])
+def _digest(conversion: dict) -> str:
+    return hashlib.sha256(json.dumps(conversion, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _read_conversion(folder: str, key: dict, runtime: str) -> Optional[dict]:
@@ -246,25 +238,21 @@ def _time(predict, images: np.ndarray) -> tuple:
     return outputs, len(images) / max(time.perf_counter() - started, 1e-9)
 
 
-def convert_and_check(runtime: str, extractor: keras.Model, *, key: FeatureKey, cache: FeatureCache,
-                      images: np.ndarray) -> tuple:
-    """The extractor converted for ``runtime`` and checked on up to 64 of ``images``, from the
-    cache or made now and stored (atomically, as feature entries are).
+def convert_and_check(runtime: str, extractor: keras.Model, *, conversion: dict, cache: FeatureCache,
+                      images: np.ndarray) -> dict:
+    """Converts the extractor for ``runtime``, checks it on up to 64 of ``images`` beside Keras,
+    and stores both in the cache entry of ``conversion`` (atomically, as feature entries are).
 
     Returns:
-        (its entry.json record, seconds spent converting and checking here (0 when reused)).
+        The entry's record (its entry.json).
+
+    Raises:
+        ConversionFailed: the converter could not convert the extractor.
     """
-    conversion = conversion_key(key, runtime)
-    folder = _entry_folder(cache, conversion)
-    record = _read_conversion(folder, conversion, runtime)
-    if record is not None:
-        return record, 0.0
-    started = time.perf_counter()
-    os.makedirs(cache.directory, exist_ok=True)
-    partial = tempfile.mkdtemp(dir=cache.directory, prefix=f".{os.path.basename(folder)}.partial-{writer_tag()}-")
-    try:
+    def fill(partial: str) -> None:
+        nonlocal record
+        started = time.perf_counter()
         path = os.path.join(partial, _FILES[runtime])
-        logger.info("converting the frozen backbone for %s (once; kept in %s)", _NAMES[runtime], folder)
         try:
             with _quiet_converter():
                 extractor.export(path, format="litert" if runtime == "tflite" else "onnx", verbose=False)
@@ -286,15 +274,12 @@ def convert_and_check(runtime: str, extractor: keras.Model, *, key: FeatureKey, 
         record = {"key": conversion, "file": _FILES[runtime], "sha256": hash_file(path), "check": check,
                   "created": time.time()}
         write_json_atomic(os.path.join(partial, "entry.json"), record)
-        try:
-            os.rename(partial, folder)
-        except OSError:
-            if not os.path.isdir(folder):
-                raise
-    finally:
-        if os.path.isdir(partial):
-            shutil.rmtree(partial, ignore_errors=True)
-    return record, time.perf_counter() - started
+
+    record = None
+    logger.info("converting the frozen backbone for %s (once; kept in %s)", _NAMES[runtime],
+                os.path.join(cache.directory, _digest(conversion)))
+    cache.store_folder(_digest(conversion), fill)
+    return record
 
 
 def _describe(runtime: str, check: dict) -> str:
@@ -368,7 +353,7 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
     if problem is None and keras.backend.backend() != "tensorflow":
         problem = f"converting needs the TensorFlow backend of Keras (this is {keras.backend.backend()!r})"
     if setting == "auto":
-        if _accelerators():
+        if visible_gpus():
             return _keras(extractor, "auto: Keras runs the backbone on the GPU; the converted runtimes here are for CPUs")
         if keras.config.dtype_policy().compute_dtype != "float32":
             return _keras(extractor, "auto: --mixed-precision computes the backbone in 16 bits in Keras; the converted "
@@ -378,22 +363,26 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
                                      "same runtime's features")
         if problem is not None:
             return _keras(extractor, f"auto: {problem}")
-        conversion = conversion_key(key, runtime)
-        record = _read_conversion(_entry_folder(cache, conversion), conversion, runtime)
-        if record is None:
+    elif problem is not None:
+        raise ConfigError(f"--extract-runtime {setting}: {problem}; or choose --extract-runtime keras")
+    conversion = conversion_key(key, runtime)
+    folder = os.path.join(cache.directory, _digest(conversion))
+    record, seconds = _read_conversion(folder, conversion, runtime), 0.0
+    if record is None:
+        if setting == "auto":
             worth, why = worth_converting(extractor, sum(len(images) for images in pending))
             if not worth:
                 return _keras(extractor, f"auto: {why}")
-    elif problem is not None:
-        raise ConfigError(f"--extract-runtime {setting}: {problem}; or choose --extract-runtime keras")
-    images = next(images for images in pending if len(images))
-    try:
-        record, seconds = convert_and_check(runtime, extractor, key=key, cache=cache, images=images)
-    except ConversionFailed as error:
-        if setting != "auto":
-            raise ConfigError(f"--extract-runtime {setting}: {error}; use --extract-runtime keras") from error
-        logger.warning("auto: %s: Keras computes the features", error)
-        return _keras(extractor, f"auto: {error}")
+        started = time.perf_counter()
+        try:
+            record = convert_and_check(runtime, extractor, conversion=conversion, cache=cache,
+                                       images=next(images for images in pending if len(images)))
+        except ConversionFailed as error:
+            if setting != "auto":
+                raise ConfigError(f"--extract-runtime {setting}: {error}; use --extract-runtime keras") from error
+            logger.warning("auto: %s: Keras computes the features", error)
+            return _keras(extractor, f"auto: {error}")
+        seconds = time.perf_counter() - started
     check = record["check"]
     if not check["passed"]:
         message = (f"{_NAMES[runtime]}'s features differ from Keras's by {check['max_relative_difference']:.1e} of the "
@@ -405,7 +394,6 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
     if setting == "auto" and check["runtime_images_per_second"] <= check["keras_images_per_second"]:
         return _keras(extractor, f"auto: {_describe(runtime, check)}: Keras is as fast", conversion_seconds=seconds,
                       check=check)
-    folder = _entry_folder(cache, conversion_key(key, runtime))
     runner = _RUNNERS[runtime](os.path.join(folder, _FILES[runtime]), tuple(extractor.output_shape), batch_size)
     reason = ("reused from the cache: " if seconds == 0 else "") + _describe(runtime, check)
     return RuntimeChoice(runtime, f"{setting}: {reason}", runner, conversion_seconds=seconds, check=check)
