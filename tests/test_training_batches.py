@@ -2,7 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from resnet_transfer.training.batches import ArrayBatches, predict_probabilities
+from resnet_transfer.training import batches as batches_module
+from resnet_transfer.training.batches import ArrayBatches, TensorBatches, fits_in_memory, predict_probabilities
 
 
 def test_batches_reshuffle_per_epoch_and_cover_every_row():
@@ -37,6 +38,35 @@ def test_pieces_of_a_batch_for_the_replicas_of_a_cluster_make_up_the_batch_of_on
             assert max(map(len, pieces)) - min(map(len, pieces)) <= 1
     # A last batch of 2 rows cannot give each of 3 replicas one: it is left out.
     assert len(ArrayBatches(np.zeros((18, 1)), np.zeros(18), batch_size=8, pieces=3, mine=[0])) == 2
+
+
+def test_tensor_batches_are_the_array_batches_epoch_by_epoch():
+    inputs, labels = np.arange(46, dtype=np.uint8).reshape(23, 2), np.arange(23) % 5
+    from_arrays = ArrayBatches(inputs, labels, batch_size=8, shuffle=True, seed=4, first_epoch=2)
+    from_tensors = TensorBatches(inputs, labels, batch_size=8, shuffle=True, seed=4, first_epoch=2)
+    assert len(from_tensors) == len(from_arrays) == 3
+    seen = []
+    for epoch in (2, 3):
+        from_arrays.set_epoch(epoch)
+        from_tensors.set_epoch(epoch)
+        served = [(np.asarray(x), np.asarray(y)) for x, y in from_tensors.dataset]
+        assert len(served) == 3 and served[0][0].dtype == np.float32
+        for (x, y), index in zip(served, range(3)):
+            expected_x, expected_y = from_arrays[index]
+            np.testing.assert_array_equal(x, expected_x)
+            np.testing.assert_array_equal(y, expected_y)
+        seen.append(np.concatenate([y for _, y in served]))
+    assert list(seen[0]) != list(seen[1])
+
+
+def test_arrays_are_held_in_memory_only_within_the_share_of_available_memory(monkeypatch):
+    features = np.zeros((100, 8), np.float32)
+    in_memory, why = fits_in_memory(features, np.zeros(100))
+    assert in_memory and "held in memory" in why
+    monkeypatch.setattr(batches_module, "available_memory", lambda: 2 * features.nbytes)
+    monkeypatch.setattr(batches_module, "MEMORY_SHARE", 0.4)
+    in_memory, why = fits_in_memory(features, np.zeros(100))
+    assert not in_memory and "batch by batch" in why and "share 0.4" in why
 
 
 def test_inputs_and_labels_of_different_lengths_are_refused():

@@ -1,9 +1,11 @@
+import keras
 import numpy as np
 import pytest
 
 from resnet_transfer.config import ModelConfig, RunConfig
-from resnet_transfer.model.assembly import backbone_of, build_model
-from resnet_transfer.training.fitting import balanced_class_weight, choose_path
+from resnet_transfer.model.assembly import backbone_of, build_model, compile_model
+from resnet_transfer.training import batches
+from resnet_transfer.training.fitting import Phase, balanced_class_weight, choose_path, fit
 
 
 def test_balanced_weights_are_inverse_class_frequency():
@@ -21,3 +23,25 @@ def test_the_cached_path_is_taken_only_for_a_frozen_backbone():
     backbone_of(model).trainable = True
     use_cache, reason = choose_path(RunConfig(), model)
     assert not use_cache and "trainable" in reason
+
+
+def test_features_held_in_memory_and_memory_mapped_give_the_same_history(tmp_path, monkeypatch, caplog):
+    rng = np.random.default_rng(0)
+    features, labels = rng.standard_normal((150, 12)).astype(np.float32), rng.integers(0, 3, 150)
+    np.save(tmp_path / "features.npy", features)
+    mapped = np.load(tmp_path / "features.npy", mmap_mode="r")
+    config = RunConfig.from_dict({"train": {"batch_size": 16, "steps_per_execution": 4}})
+    histories = []
+    caplog.set_level("INFO", logger="resnet_transfer.training.fitting")
+    for share in (0.5, 0.0):  # in memory (tf.data), then read batch by batch from the memory map
+        monkeypatch.setattr(batches, "MEMORY_SHARE", share)
+        keras.utils.set_random_seed(0)
+        head = keras.Sequential([keras.Input((12,)), keras.layers.Dense(8, activation="relu"),
+                                 keras.layers.Dense(3, activation="softmax")])
+        compile_model(head, learning_rate=1e-2, steps_per_execution=4, jit_compile=False)
+        histories.append(fit(head, mapped, labels, (mapped[:40], labels[:40]), config=config,
+                             phase=Phase("head", epochs=3, first_epoch=0, learning_rate=1e-2), callbacks=[]))
+    said = [record.getMessage() for record in caplog.records if "phase inputs" in record.getMessage()]
+    assert "held in memory" in said[0] and "batch by batch" in said[1]
+    assert histories[0]["loss"][0] != histories[0]["loss"][2]
+    assert histories[0] == histories[1]

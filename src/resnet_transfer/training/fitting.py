@@ -31,7 +31,9 @@ from resnet_transfer.model.assembly import backbone_of, compile_model, feature_e
 from resnet_transfer.model.augmentation import augmenter
 from resnet_transfer.model.heads import classifier_on_features
 from resnet_transfer.model.weights import weights_identity
-from resnet_transfer.training.batches import INFERENCE_BATCH_SIZE, ArrayBatches, EpochOrder, predict_probabilities
+from resnet_transfer.training.batches import (
+    INFERENCE_BATCH_SIZE, ArrayBatches, EpochOrder, TensorBatches, fits_in_memory, predict_probabilities,
+)
 from resnet_transfer.training.checkpoints import Checkpoint, restore_optimizer
 from resnet_transfer.training.distribution import (
     barrier, distributed_batches, fit_under_multi_worker, replicas_in_scope, worker_role,
@@ -136,8 +138,6 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
         return {}
     keras.utils.set_random_seed(config.train.seed)
     num_classes = model.output_shape[-1]
-    # Worker threads prepare the next batches while the model runs (same order); with
-    # augmentation one thread, so that the seeded random changes come in a fixed order.
     augment = augmenter(phase.augmentation)
     role = worker_role()
     if role is not None:
@@ -146,11 +146,8 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
                                                               role=role)
         class_weight = None  # in the batches, as sample weights
     else:
-        batches = ArrayBatches(inputs, _loss_labels(labels, config, num_classes), batch_size=config.train.batch_size,
-                               shuffle=True, seed=config.train.seed, first_epoch=phase.first_epoch, transform=augment,
-                               workers=1 if augment else 2)
-        validation_batches = ArrayBatches(validation[0], _loss_labels(validation[1], config, num_classes),
-                                          batch_size=INFERENCE_BATCH_SIZE)
+        batches, validation_batches = _local_batches(inputs, labels, validation, config=config, phase=phase,
+                                                     num_classes=num_classes, transform=augment)
         order = EpochOrder(batches)
     callbacks = [order, *callbacks]
     for callback in callbacks:
@@ -160,11 +157,30 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
     # Python's global random state, so an epoch's order would depend on the epochs run before it in the process,
     # and a resumed run would see other batch orders than the run it continues.
     history = model.fit(
-        batches, validation_data=validation_batches, initial_epoch=phase.first_epoch,
-        epochs=phase.first_epoch + phase.epochs, callbacks=callbacks, class_weight=class_weight, verbose="auto",
-        shuffle=False,
+        batches.dataset if isinstance(batches, TensorBatches) else batches, validation_data=validation_batches,
+        initial_epoch=phase.first_epoch, epochs=phase.first_epoch + phase.epochs, callbacks=callbacks,
+        class_weight=class_weight, verbose="auto", shuffle=False,
     )
     return history.history
+
+
+def _local_batches(inputs, labels, validation, *, config: RunConfig, phase: Phase, num_classes: int,
+                   transform) -> tuple:
+    """One process's input: its arrays held in memory and served by tf.data when they fit
+    (``batches.fits_in_memory``), else read batch by batch; the same batches either way."""
+    labels, validation = _loss_labels(labels, config, num_classes), (
+        validation[0], _loss_labels(validation[1], config, num_classes))
+    in_memory, why = (False, "augmented batch by batch") if transform else fits_in_memory(inputs, labels, *validation)
+    logger.info("%s phase inputs: %s", phase.name, why)
+    if in_memory:
+        return (TensorBatches(inputs, labels, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed,
+                              first_epoch=phase.first_epoch),
+                TensorBatches(*validation, batch_size=INFERENCE_BATCH_SIZE).dataset)
+    # Worker threads prepare the next batches while the model runs (same order); with
+    # augmentation one thread, so that the seeded random changes come in a fixed order.
+    return (ArrayBatches(inputs, labels, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed,
+                         first_epoch=phase.first_epoch, transform=transform, workers=1 if transform else 2),
+            ArrayBatches(*validation, batch_size=INFERENCE_BATCH_SIZE))
 
 
 def _cluster_batches(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, class_weight, transform,
