@@ -1,12 +1,15 @@
 """Seconds per epoch of the head's training on stored features, by Keras's per-step knobs.
 
 Trains the seed recipe's head (Flatten -> Dense(1000) -> Dense(10), Adam, batch 64) for
-one warm-up and one timed epoch on N synthetic 1x1x2048 feature vectors read through
-``ArrayBatches`` from a memory map, as a cached run does, with several values of
-``steps_per_execution``, with and without XLA (``jit_compile``), and with one or two
-batch-preparing worker threads.
+one warm-up and one or more timed epochs on N synthetic 1x1x2048 feature vectors, with
+several values of ``steps_per_execution``, with and without XLA (``jit_compile``), read
+through ``ArrayBatches`` from a memory map or an in-memory array (one or two
+batch-preparing worker threads), or served by tf.data from tensors (``TensorBatches``,
+what a cached run uses when the features fit in memory).
 
     python benchmarks/head_training.py --features 58000
+    python benchmarks/head_training.py --features 58000 --steps-per-execution 8 --storage tensors memory-map \
+        --xla on --timed-epochs 3 --keras-fit
 
 Not a test: it prints figures for benchmarks/README.md.
 """
@@ -21,13 +24,32 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def epoch_seconds(head, data, epochs: int, *, labels=None, callbacks=()) -> list:
+    """Each epoch's seconds of ``head.fit`` (``labels``: Keras's own shuffled fit(x, y), batch 64)."""
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds.append(time.perf_counter() - self.started)
+
+    seconds = []
+    keywords = {"batch_size": 64} if labels is not None else {"shuffle": False}
+    head.fit(data, labels, epochs=epochs, verbose=0, callbacks=[*callbacks, Timer()], **keywords)
+    return seconds
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=int, default=58000)
     parser.add_argument("--steps-per-execution", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--storage", nargs="+", default=["memory-map"], choices=["memory-map", "memory"],
-                        help="where ArrayBatches reads the features from (a run reads them into memory when they "
-                             "fit, see features.in_memory)")
+    parser.add_argument("--storage", nargs="+", default=["memory-map"], choices=["memory-map", "memory", "tensors"],
+                        help="where the batches come from: ArrayBatches over the memory map or an in-memory array, "
+                             "or TensorBatches (a run's choice when the features fit, see batches.fits_in_memory)")
+    parser.add_argument("--xla", nargs="+", default=["off", "on"], choices=["off", "on"])
+    parser.add_argument("--timed-epochs", type=int, default=1)
     parser.add_argument("--keras-fit", action="store_true",
                         help="also time Keras's own fit(x, y) on the in-memory array (XLA, the largest "
                              "steps_per_execution), the floor the issue compares with")
@@ -36,7 +58,7 @@ def main():
     import numpy as np
 
     from resnet_transfer.model.heads import build_head
-    from resnet_transfer.training.batches import ArrayBatches
+    from resnet_transfer.training.batches import ArrayBatches, EpochOrder, TensorBatches
 
     path = os.path.join(tempfile.mkdtemp(prefix="head-bench-"), "features.npy")
     stored = np.lib.format.open_memmap(path, mode="w+", dtype="float32", shape=(arguments.features, 1, 1, 2048))
@@ -45,33 +67,36 @@ def main():
     features = np.load(path, mmap_mode="r")
     labels = np.random.default_rng(1).integers(0, 10, arguments.features)
     in_memory = np.array(features)
-    for storage, jit_compile, steps, workers in itertools.product(arguments.storage, (False, True),
+    xla = [setting == "on" for setting in arguments.xla]
+    for storage, jit_compile, steps, workers in itertools.product(arguments.storage, xla,
                                                                   arguments.steps_per_execution, (1, 2)):
+        if storage == "tensors" and workers == 2:
+            continue  # tf.data has no batch workers to set
         keras.utils.set_random_seed(0)
         head = build_head((1, 1, 2048), units=1000, num_classes=10)
         head.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                      steps_per_execution=steps, jit_compile=jit_compile)
-        batches = ArrayBatches(in_memory if storage == "memory" else features, labels, batch_size=64, shuffle=True,
-                               workers=workers)
-        head.fit(batches, epochs=1, verbose=0, shuffle=False)
-        started = time.perf_counter()
-        head.fit(batches, epochs=1, verbose=0, shuffle=False)
-        seconds = time.perf_counter() - started
+        if storage == "tensors":
+            batches = TensorBatches(features, labels, batch_size=64, shuffle=True)
+            data = batches.dataset
+        else:
+            batches = ArrayBatches(in_memory if storage == "memory" else features, labels, batch_size=64, shuffle=True,
+                                   workers=workers)
+            data = batches
+        seconds = epoch_seconds(head, data, 1 + arguments.timed_epochs, callbacks=[EpochOrder(batches)])[1:]
         print(json.dumps({"backend": keras.backend.backend(), "storage": storage, "jit_compile": jit_compile,
-                          "steps_per_execution": steps, "workers": workers, "seconds_per_epoch": round(seconds, 2),
-                          "steps_per_second": round(len(batches) / seconds)}), flush=True)
+                          "steps_per_execution": steps, "workers": None if storage == "tensors" else workers,
+                          "seconds_per_epoch": [round(value, 2) for value in seconds],
+                          "steps_per_second": round(len(batches) / min(seconds))}), flush=True)
     if arguments.keras_fit:
         keras.utils.set_random_seed(0)
         head = build_head((1, 1, 2048), units=1000, num_classes=10)
         head.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                      steps_per_execution=max(arguments.steps_per_execution), jit_compile=True)
-        head.fit(in_memory, labels, batch_size=64, epochs=1, verbose=0)
-        started = time.perf_counter()
-        head.fit(in_memory, labels, batch_size=64, epochs=1, verbose=0)
-        seconds = time.perf_counter() - started
+        seconds = epoch_seconds(head, in_memory, 1 + arguments.timed_epochs, labels=labels)[1:]
         print(json.dumps({"backend": keras.backend.backend(), "keras_fit_x_y": True, "jit_compile": True,
                           "steps_per_execution": max(arguments.steps_per_execution),
-                          "seconds_per_epoch": round(seconds, 2)}), flush=True)
+                          "seconds_per_epoch": [round(value, 2) for value in seconds]}), flush=True)
     os.remove(path)
 
 

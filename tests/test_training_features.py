@@ -7,7 +7,10 @@ import pytest
 
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import hash_file
-from resnet_transfer.training.features import CACHE_FORMAT, FeatureCache, FeatureKey, cached_features, extract_features
+from resnet_transfer.training import features as features_module
+from resnet_transfer.training.features import (
+    CACHE_FORMAT, FeatureCache, FeatureKey, cached_features, extract_features, predict_in_batches,
+)
 
 
 @pytest.fixture(scope="module")
@@ -119,25 +122,24 @@ class _Killed(Exception):
     pass
 
 
-def test_a_killed_extraction_goes_on_from_its_first_unfinished_chunk(extractor, images, tmp_path):
+def test_a_killed_extraction_goes_on_from_its_first_unfinished_chunk(extractor, images, tmp_path, monkeypatch):
     cache, key = FeatureCache(str(tmp_path)), make_key(images)
     predicted = []
 
-    class Counting(keras.Model):  # the extractor, counting the images it is asked for, killed at its third chunk
-        def predict(self, x, **keywords):
-            if len(predicted) == 2 and kill:
-                raise _Killed
-            predicted.append(len(x))
-            return extractor.predict(x, **keywords)
+    def counting_predict(model, chunk, batch_size):  # counts the images of every chunk, killed at the third
+        if len(predicted) == 2 and kill:
+            raise _Killed
+        predicted.append(len(chunk))
+        return predict_in_batches(model, chunk, batch_size)
 
-    counting = Counting(extractor.inputs, extractor.outputs)
+    monkeypatch.setattr(features_module, "predict_in_batches", counting_predict)
     kill = True
     with pytest.raises(_Killed):
-        cached_features(counting, images, key=key, cache=cache, batch_size=16, chunk_size=16)
+        cached_features(extractor, images, key=key, cache=cache, batch_size=16, chunk_size=16)
     assert cache.load(key) is None and len(os.listdir(cache.chunks_path(key))) == 2 * 2  # 2 chunks, each with its record
     kill, predicted[:] = False, []
-    features, status, _ = cached_features(counting, images, key=key, cache=cache, batch_size=16, chunk_size=16)
-    assert status == "miss" and predicted == [16, 16]  # chunks 3 and 4 (of 50 images: 16, 16, 16, 2 padded to 16)
+    features, status, _ = cached_features(extractor, images, key=key, cache=cache, batch_size=16, chunk_size=16)
+    assert status == "miss" and predicted == [16, 2]  # chunks 3 and 4 (of 50 images: 16, 16, 16, 2)
     np.testing.assert_allclose(features, extractor.predict(images.astype("float32"), verbose=0), rtol=1e-5, atol=1e-6)
     assert os.listdir(tmp_path) == [key.digest]  # the chunks are gone once the entry is complete
 

@@ -14,7 +14,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from resnet_transfer.training.distribution import local_predict, worker_role
+from resnet_transfer.training.distribution import local_predict, predicts_locally
 
 __all__ = ["ArrayBatches", "EpochOrder", "TensorBatches", "fits_in_memory", "predict_probabilities",
            "INFERENCE_BATCH_SIZE", "MEMORY_SHARE"]
@@ -188,7 +188,7 @@ class EpochOrder(keras.callbacks.Callback):
 
 def predict_probabilities(model: keras.Model, inputs) -> np.ndarray:
     """The model's outputs for every row of ``inputs`` (images or features), in order
-    (on a cluster, every worker computes them all: ``local_predict``)."""
-    if worker_role() is not None:
+    (on a CPU, and on a cluster's worker, which computes them all: ``predicts_locally``)."""
+    if predicts_locally():
         return local_predict(model, inputs, batch_size=INFERENCE_BATCH_SIZE)
     return model.predict(ArrayBatches(inputs, np.zeros(len(inputs), np.int64), batch_size=INFERENCE_BATCH_SIZE), verbose=0)

@@ -42,10 +42,11 @@ import numpy as np
 
 from resnet_transfer.config import STRATEGIES
 from resnet_transfer.errors import ConfigError
+from resnet_transfer.model.precision import visible_gpus
 from resnet_transfer.startup import unfiltered
 
 __all__ = [
-    "STRATEGIES", "WorkerRole", "barrier", "check_same_on_every_worker", "choose_strategy", "cluster_role", "distributed_batches", "local_predict",
+    "STRATEGIES", "WorkerRole", "barrier", "check_same_on_every_worker", "choose_strategy", "cluster_role", "distributed_batches", "local_predict", "predicts_locally",
     "replicas", "replicas_in_scope", "strategy_name", "strategy_scope", "worker_role", "worker_scratch",
 ]
 
@@ -325,7 +326,23 @@ def distributed_batches(batches: keras.utils.PyDataset):
     return strategy.distribute_datasets_from_function(lambda context: dataset)
 
 
-_LOCAL_CALLS = {}  # id(model) -> (model, its traced call); the model is kept, so its id is not reused
+
+
+def predicts_locally() -> bool:
+    """Whether inference should call the model batch by batch (``local_predict``) rather than
+    through Keras's ``predict``: on a cluster's worker (``predict`` would share the rows among
+    the workers), and with TensorFlow on a CPU outside a strategy with several replicas.
+
+    Why not ``predict`` on a CPU: it reads its batches through an iterator inside its
+    tf.function, and TensorFlow then at times runs the step's ops on a thread of its own
+    intra-op pool, where oneDNN (TensorFlow's ``MklDnnThreadPool::get_in_parallel``) sees a
+    nested parallel region and runs every convolution on that one thread: half the speed
+    on 2 cores, in about 3 of 7 ``predict`` calls measured here (benchmarks/README.md).
+    Called with a tensor from the caller's thread, the ops use every core (20 of 20 calls).
+    """
+    if worker_role() is not None:
+        return True
+    return keras.backend.backend() == "tensorflow" and not visible_gpus() and replicas_in_scope() <= 1
 
 
 def local_predict(model: keras.Model, inputs, *, batch_size: int) -> np.ndarray:
@@ -334,9 +351,10 @@ def local_predict(model: keras.Model, inputs, *, batch_size: int) -> np.ndarray:
     for all of them)."""
     import tensorflow as tf
 
-    if id(model) not in _LOCAL_CALLS:  # traced once per model (the extraction calls it once per chunk)
-        _LOCAL_CALLS[id(model)] = (model, tf.function(lambda batch: model(batch, training=False), reduce_retracing=True))
-    call = _LOCAL_CALLS[id(model)][1]
+    call = getattr(model, "_resnet_transfer_local_call", None)
+    if call is None:  # traced once per model (the extraction calls it once per chunk), and freed with it
+        call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+        object.__setattr__(model, "_resnet_transfer_local_call", call)
     outputs = [keras.ops.convert_to_numpy(call(np.asarray(inputs[start : start + batch_size], dtype="float32")))
                for start in range(0, len(inputs), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, *model.output_shape[1:]), "float32")

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.training.distribution import local_predict, worker_role
+from resnet_transfer.training.distribution import local_predict, predicts_locally
 from resnet_transfer.training.cache_admin import default_cache_dir, remove_folder, writer_tag
 from resnet_transfer.files import atomic_path, hash_file, reserve_space, write_json_atomic
 
@@ -274,7 +274,7 @@ def predict_in_batches(extractor, chunk: np.ndarray, batch_size: int) -> np.ndar
     chunk = np.asarray(chunk, dtype="float32")
     padding = -len(chunk) % batch_size
     padded = np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)]) if padding else chunk
-    if worker_role() is not None:  # a worker of a cluster extracts its own chunks, not a share of every chunk
+    if predicts_locally():  # on a CPU, and on a cluster's worker, which extracts its own chunks
         return local_predict(extractor, padded, batch_size=batch_size)[: len(chunk)]
     return extractor.predict(padded, batch_size=batch_size, verbose=0)[: len(chunk)]
 
