@@ -88,6 +88,9 @@ def test_auto_converts_only_where_it_is_expected_to_pay_off(extractor, images, t
     assert choice.runtime == "keras" and "at 16 px LiteRT was not reliably faster" in choice.reason
     assert choice.conversion_seconds is None
     monkeypatch.setattr(runtimes, "AUTO_MIN_IMAGE_SIZE", 16)
+    worth, why = runtimes.worth_converting(extractor, 10**12)  # the measured speed-up, 1.0: nothing to gain
+    assert not worth and "LiteRT ran no faster than Keras" in why
+    monkeypatch.setattr(runtimes, "AUTO_EXPECTED_SPEEDUP", 1.4)
     worth, why = runtimes.worth_converting(extractor, 40)  # 40 images through a small network: microseconds
     assert not worth and "less than converting the backbone takes" in why
     worth, why = runtimes.worth_converting(extractor, 10**12)
