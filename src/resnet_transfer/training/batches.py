@@ -129,9 +129,9 @@ def fits_in_memory(*arrays) -> tuple:
 
 class TensorBatches:
     """``ArrayBatches``' batches (the same rows in the same order, epoch by epoch) from arrays
-    copied into memory as tensors and served by tf.data, with no Python per batch: Keras's
-    own speed for in-memory arrays (``ArrayBatches`` calls Python for every batch, which
-    took up to 1.9x as long per head epoch; benchmarks/README.md).
+    copied into memory as tensors and served by tf.data, with no Python per batch (``ArrayBatches``
+    calls Python for every batch), as Keras's own ``fit(x, y)`` serves in-memory arrays
+    (benchmarks/README.md: "Head training on stored features").
 
     ``dataset`` is what ``fit`` takes; ``EpochOrder`` sets every epoch's order, read
     once per epoch when Keras starts going through ``dataset``. TensorFlow backend only

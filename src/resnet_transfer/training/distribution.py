@@ -337,8 +337,8 @@ def predicts_locally() -> bool:
     tf.function, and TensorFlow then at times runs the step's ops on a thread of its own
     intra-op pool, where oneDNN (TensorFlow's ``MklDnnThreadPool::get_in_parallel``) sees a
     nested parallel region and runs every convolution on that one thread: half the speed
-    on 2 cores, in about 3 of 7 ``predict`` calls measured here (benchmarks/README.md).
-    Called with a tensor from the caller's thread, the ops use every core (20 of 20 calls).
+    on 2 cores, in 5 of 8 ``predict`` calls of one process measured here (benchmarks/README.md).
+    Called with a tensor from the caller's thread, the ops used every core in 8 of 8.
     """
     if worker_role() is not None:
         return True

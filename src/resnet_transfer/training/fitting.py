@@ -168,8 +168,8 @@ def _local_batches(inputs, labels, validation, *, config: RunConfig, phase: Phas
                    transform) -> tuple:
     """One process's input: its arrays held in memory and served by tf.data when they fit
     (``batches.fits_in_memory``), else read batch by batch; the same batches either way."""
-    labels, validation = _loss_labels(labels, config, num_classes), (
-        validation[0], _loss_labels(validation[1], config, num_classes))
+    labels = _loss_labels(labels, config, num_classes)
+    validation = (validation[0], _loss_labels(validation[1], config, num_classes))
     in_memory, why = (False, "augmented batch by batch") if transform else fits_in_memory(inputs, labels, *validation)
     logger.info("%s phase inputs: %s", phase.name, why)
     if in_memory:
