@@ -25,12 +25,15 @@ def test_the_cached_path_is_taken_only_for_a_frozen_backbone():
     assert not use_cache and "trainable" in reason
 
 
-def test_features_held_in_memory_and_memory_mapped_give_the_same_history(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("settings", [{}, {"label_smoothing": 0.1}, {"class_weight": "balanced"}])
+def test_features_held_in_memory_and_memory_mapped_give_the_same_history(tmp_path, monkeypatch, caplog, settings):
     rng = np.random.default_rng(0)
     features, labels = rng.standard_normal((150, 12)).astype(np.float32), rng.integers(0, 3, 150)
     np.save(tmp_path / "features.npy", features)
     mapped = np.load(tmp_path / "features.npy", mmap_mode="r")
-    config = RunConfig.from_dict({"train": {"batch_size": 16, "steps_per_execution": 4}})
+    config = RunConfig.from_dict({"train": {"batch_size": 16, "steps_per_execution": 4,
+                                            "label_smoothing": settings.get("label_smoothing", 0.0)}})
+    class_weight = balanced_class_weight(labels, 3) if settings.get("class_weight") else None
     histories = []
     caplog.set_level("INFO", logger="resnet_transfer.training.fitting")
     for share in (0.5, 0.0):  # in memory (tf.data), then read batch by batch from the memory map
@@ -38,9 +41,11 @@ def test_features_held_in_memory_and_memory_mapped_give_the_same_history(tmp_pat
         keras.utils.set_random_seed(0)
         head = keras.Sequential([keras.Input((12,)), keras.layers.Dense(8, activation="relu"),
                                  keras.layers.Dense(3, activation="softmax")])
-        compile_model(head, learning_rate=1e-2, steps_per_execution=4, jit_compile=False)
+        compile_model(head, learning_rate=1e-2, steps_per_execution=4, jit_compile=False,
+                      label_smoothing=config.train.label_smoothing)
         histories.append(fit(head, mapped, labels, (mapped[:40], labels[:40]), config=config,
-                             phase=Phase("head", epochs=3, first_epoch=0, learning_rate=1e-2), callbacks=[]))
+                             phase=Phase("head", epochs=3, first_epoch=0, learning_rate=1e-2), callbacks=[],
+                             class_weight=class_weight))
     said = [record.getMessage() for record in caplog.records if "phase inputs" in record.getMessage()]
     assert "held in memory" in said[0] and "batch by batch" in said[1]
     assert histories[0]["loss"][0] != histories[0]["loss"][2]

@@ -9,7 +9,7 @@ Example:
 
 import math
 import os
-from typing import Optional
+from typing import Optional, Union
 
 import keras
 import numpy as np
@@ -96,19 +96,29 @@ class ArrayBatches(keras.utils.PyDataset):
 
 
 def available_memory() -> Optional[int]:
-    """Bytes of memory new allocations can take (Linux's MemAvailable, else the free pages);
-    None where the system does not say."""
+    """Bytes of memory new allocations can take: Linux's MemAvailable (else the free pages),
+    or less where a cgroup (v2) limits this process's memory; None where the system does not say."""
+    available = None
     try:
         with open("/proc/meminfo") as lines:
             for line in lines:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
+            ceiling = limit.read().strip()
+            if ceiling != "max":
+                available = min(available, max(0, int(ceiling) - int(used.read())))
+    except (OSError, ValueError):
+        pass
+    return available
 
 
 def fits_in_memory(*arrays) -> tuple:
@@ -151,7 +161,9 @@ class TensorBatches:
             raise ValueError(f"inputs and labels differ in length: {len(inputs)} != {len(labels)}")
         self.count, self.batch_size, self.shuffle, self.seed = len(labels), batch_size, shuffle, seed
         self.set_epoch(first_epoch)
-        inputs, labels = tf.constant(np.asarray(inputs)), tf.constant(np.asarray(labels))
+        # A memory map is read into memory here (TensorFlow could otherwise keep reading the file).
+        inputs = np.array(inputs) if isinstance(inputs, np.memmap) else np.asarray(inputs)
+        inputs, labels = tf.constant(inputs), tf.constant(np.asarray(labels))
 
         def batch(rows):
             rows = tf.sort(rows)  # ascending, as ArrayBatches reads them
@@ -178,7 +190,7 @@ class EpochOrder(keras.callbacks.Callback):
     also calls it once before the first epoch, and not at all for batches it reads
     through tf.data, as a cluster's workers do.)"""
 
-    def __init__(self, batches):
+    def __init__(self, batches: Union[ArrayBatches, TensorBatches]):
         super().__init__()
         self.batches = batches
 

@@ -34,6 +34,7 @@ import logging
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from typing import Optional
 
@@ -326,6 +327,8 @@ def distributed_batches(batches: keras.utils.PyDataset):
     return strategy.distribute_datasets_from_function(lambda context: dataset)
 
 
+# model -> its traced inference call (``local_predict``), dropped with the model.
+_LOCAL_CALLS = weakref.WeakKeyDictionary()
 
 
 def predicts_locally() -> bool:
@@ -346,15 +349,17 @@ def predicts_locally() -> bool:
 
 
 def local_predict(model: keras.Model, inputs, *, batch_size: int) -> np.ndarray:
-    """``model``'s outputs for ``inputs``, computed by this process alone (under a
-    multi-worker strategy, ``predict`` would split the rows among the workers and wait
-    for all of them)."""
+    """``model``'s outputs for ``inputs`` in inference mode, computed by this process alone,
+    ``batch_size`` rows a call from the caller's thread (``predicts_locally`` says when and
+    why; under a multi-worker strategy, ``predict`` would split the rows among the workers
+    and wait for all of them). Traced once per model, for any number of rows."""
     import tensorflow as tf
 
-    call = getattr(model, "_resnet_transfer_local_call", None)
-    if call is None:  # traced once per model (the extraction calls it once per chunk), and freed with it
-        call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-        object.__setattr__(model, "_resnet_transfer_local_call", call)
+    if model not in _LOCAL_CALLS:  # the extraction calls it once per chunk
+        reference = weakref.ref(model)  # the call does not keep the model alive; the model keeps its call
+        _LOCAL_CALLS[model] = tf.function(lambda batch: reference()(batch, training=False), input_signature=[
+            tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)])
+    call = _LOCAL_CALLS[model]
     outputs = [keras.ops.convert_to_numpy(call(np.asarray(inputs[start : start + batch_size], dtype="float32")))
                for start in range(0, len(inputs), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, *model.output_shape[1:]), "float32")

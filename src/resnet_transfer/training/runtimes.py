@@ -375,14 +375,16 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
             return _keras(extractor, f"auto: {problem}")
     elif problem is not None:
         raise ConfigError(f"--extract-runtime {setting}: {problem}; or choose --extract-runtime keras")
+    if setting == "auto":
+        # Asked first, also where a converted backbone is stored: one kept from a release whose check timed Keras's
+        # predict at its half speed would otherwise still be taken.
+        worth, why = worth_converting(extractor, sum(len(images) for images in pending))
+        if not worth:
+            return _keras(extractor, f"auto: {why}")
     conversion = conversion_key(key, runtime)
     folder = os.path.join(cache.directory, _digest(conversion))
     record, seconds = _read_conversion(folder, conversion, runtime), 0.0
     if record is None:
-        if setting == "auto":
-            worth, why = worth_converting(extractor, sum(len(images) for images in pending))
-            if not worth:
-                return _keras(extractor, f"auto: {why}")
         started = time.perf_counter()
         try:
             record = convert_and_check(runtime, extractor, conversion=conversion, cache=cache,
