@@ -337,10 +337,10 @@ def predicts_locally() -> bool:
     the workers), and with TensorFlow on a CPU outside a strategy with several replicas.
 
     Why not ``predict`` on a CPU (the cause as read in TensorFlow's source, not traced): it
-    reads its batches through an iterator inside its tf.function, and TensorFlow then at times runs the step's ops on a thread of its own
-    intra-op pool, where oneDNN (TensorFlow's ``MklDnnThreadPool::get_in_parallel``) sees a
-    nested parallel region and runs every convolution on that one thread: half the speed
-    on 2 cores, in 5 of 8 ``predict`` calls of one process measured here (benchmarks/README.md).
+    reads its batches through an iterator inside its tf.function, and TensorFlow then at
+    times runs the step's ops on a thread of its own intra-op pool, where oneDNN
+    (TensorFlow's ``MklDnnThreadPool::get_in_parallel``) sees a nested parallel region and
+    runs every convolution on that one thread: half the speed on 2 cores, in 5 of 8 ``predict`` calls of one process measured here (benchmarks/README.md).
     Called with a tensor from the caller's thread, the ops used every core in 8 of 8.
     """
     if worker_role() is not None:
