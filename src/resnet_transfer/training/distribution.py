@@ -340,8 +340,9 @@ def predicts_locally() -> bool:
     reads its batches through an iterator inside its tf.function, and TensorFlow then at
     times runs the step's ops on a thread of its own intra-op pool, where oneDNN
     (TensorFlow's ``MklDnnThreadPool::get_in_parallel``) sees a nested parallel region and
-    runs every convolution on that one thread: half the speed on 2 cores, in 5 of 8 ``predict`` calls of one process measured here (benchmarks/README.md).
-    Called with a tensor from the caller's thread, the ops used every core in 8 of 8.
+    runs every convolution on that one thread: half the speed on 2 cores, in 5 of 8
+    ``predict`` calls of one process measured here (benchmarks/README.md). Called with a
+    tensor from the caller's thread, the ops used every core in 8 of 8.
     """
     if worker_role() is not None:
         return True
