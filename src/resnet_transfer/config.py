@@ -313,11 +313,10 @@ class TrainConfig:
         cache_dtype: "float32" or "float16" for stored features.
         mixed_precision: Keras's mixed dtype policy (``model.precision``): "mixed_float16" on
             a GPU, "mixed_bfloat16" on a CPU with bfloat16 instructions; refused elsewhere.
-        extract_runtime: what runs the frozen backbone's pass over the images: "auto" (LiteRT
-            for images of 96 px and more where the pass is long enough for converting the
-            backbone to pay off, its features are within 1e-5 of Keras's and it runs faster;
-            else Keras), "keras", "tflite" (LiteRT) or "onnx" (ONNX Runtime)
-            (``training.runtimes``).
+        extract_runtime: what runs the frozen backbone's pass over the images: "auto" (Keras,
+            unless converting is expected to pay off, which on our machine it is not, and the
+            converted backbone's features are within 1e-5 of Keras's and it runs faster),
+            "keras", "tflite" (LiteRT) or "onnx" (ONNX Runtime) (``training.runtimes``).
         steps_per_execution: optimizer steps per compiled call (8 measured fastest).
         class_weight: None, or "balanced" to weight the loss by inverse class frequency.
     """
@@ -333,9 +332,9 @@ class TrainConfig:
     mixed_precision: bool = option(False, "compute in 16 bits, variables and the output layer in float32: "
                                    "mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bfloat16 instructions "
                                    "(refused elsewhere)", const=True)
-    extract_runtime: str = option("auto", "what runs the frozen backbone's pass: auto (LiteRT for images of 96 px and "
-                                  "more when the pass is long enough to pay for converting the backbone, checked within "
-                                  "1e-5 of Keras and faster; else Keras), keras, tflite (LiteRT) or onnx (ONNX Runtime)")
+    extract_runtime: str = option("auto", "what runs the frozen backbone's pass: auto (Keras, unless converting the "
+                                  "backbone is expected to pay off and it checks within 1e-5 of Keras and faster), "
+                                  "keras, tflite (LiteRT) or onnx (ONNX Runtime)")
     steps_per_execution: int = option(8, "optimizer steps per compiled call")
     class_weight: Optional[str] = option(None, "balanced: weight the loss by inverse class frequency")
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy (0: none)")

@@ -269,13 +269,13 @@ def predict_in_batches(extractor, chunk: np.ndarray, batch_size: int) -> np.ndar
     images a call, or a converted backbone's (``runtimes.choose_runtime``)."""
     if not isinstance(extractor, keras.Model):
         return extractor.predict_chunk(chunk)
+    if predicts_locally():  # on a CPU, and on a cluster's worker, which extracts its own chunks
+        return local_predict(extractor, chunk, batch_size=batch_size)  # traced once for any number of rows
     # A last, smaller batch would make Keras compile the backbone again for its shape
     # (seconds for a ResNet152); padding it to a full batch costs less than that.
     chunk = np.asarray(chunk, dtype="float32")
     padding = -len(chunk) % batch_size
     padded = np.concatenate([chunk, np.zeros((padding, *chunk.shape[1:]), chunk.dtype)]) if padding else chunk
-    if predicts_locally():  # on a CPU, and on a cluster's worker, which extracts its own chunks
-        return local_predict(extractor, padded, batch_size=batch_size)[: len(chunk)]
     return extractor.predict(padded, batch_size=batch_size, verbose=0)[: len(chunk)]
 
 
