@@ -49,6 +49,9 @@ def main():
                         help="where the batches come from: ArrayBatches over the memory map or an in-memory array, "
                              "or TensorBatches (a run's choice when the features fit, see batches.fits_in_memory)")
     parser.add_argument("--xla", nargs="+", default=["off", "on"], choices=["off", "on"])
+    parser.add_argument("--train-function", nargs="+", default=["local", "keras"], choices=["local", "keras"],
+                        help="whose train function runs the steps with --storage tensors: "
+                             "TensorBatches.train_function (a run's choice for the head on a CPU) or Keras's own")
     parser.add_argument("--timed-epochs", type=int, default=1)
     parser.add_argument("--keras-fit", action="store_true",
                         help="also time Keras's own fit(x, y) on the in-memory array (XLA, the largest "
@@ -68,10 +71,10 @@ def main():
     labels = np.random.default_rng(1).integers(0, 10, arguments.features)
     in_memory = np.array(features)
     xla = [setting == "on" for setting in arguments.xla]
-    for storage, jit_compile, steps, workers in itertools.product(arguments.storage, xla,
-                                                                  arguments.steps_per_execution, (1, 2)):
-        if storage == "tensors" and workers == 2:
-            continue  # tf.data has no batch workers to set
+    for storage, jit_compile, steps, workers, function in itertools.product(
+            arguments.storage, xla, arguments.steps_per_execution, (1, 2), arguments.train_function):
+        if storage == "tensors" and workers == 2 or storage != "tensors" and function == "local":
+            continue  # tf.data has no batch workers to set; ArrayBatches are read by Keras's train function
         keras.utils.set_random_seed(0)
         head = build_head((1, 1, 2048), units=1000, num_classes=10)
         head.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
@@ -79,6 +82,8 @@ def main():
         if storage == "tensors":
             batches = TensorBatches(features, labels, batch_size=64, shuffle=True)
             data = batches.dataset
+            if function == "local":
+                head.train_function, data = batches.train_function(head), batches.step_counter
         else:
             batches = ArrayBatches(in_memory if storage == "memory" else features, labels, batch_size=64, shuffle=True,
                                    workers=workers)
@@ -86,6 +91,7 @@ def main():
         seconds = epoch_seconds(head, data, 1 + arguments.timed_epochs, callbacks=[EpochOrder(batches)])[1:]
         print(json.dumps({"backend": keras.backend.backend(), "storage": storage, "jit_compile": jit_compile,
                           "steps_per_execution": steps, "workers": None if storage == "tensors" else workers,
+                          "train_function": function if storage == "tensors" else "keras",
                           "seconds_per_epoch": [round(value, 2) for value in seconds],
                           "steps_per_second": round(len(batches) / min(seconds))}), flush=True)
     if arguments.keras_fit:

@@ -32,11 +32,12 @@ from resnet_transfer.model.augmentation import augmenter
 from resnet_transfer.model.heads import classifier_on_features
 from resnet_transfer.model.weights import weights_identity
 from resnet_transfer.training.batches import (
-    INFERENCE_BATCH_SIZE, ArrayBatches, EpochOrder, TensorBatches, fits_in_memory, predict_probabilities,
+    INFERENCE_BATCH_SIZE, ArrayBatches, EpochOrder, TensorBatches, class_weight_to_sample_weight, fits_in_memory,
+    predict_probabilities,
 )
 from resnet_transfer.training.checkpoints import Checkpoint, restore_optimizer
 from resnet_transfer.training.distribution import (
-    barrier, distributed_batches, fit_under_multi_worker, replicas_in_scope, worker_role,
+    barrier, distributed_batches, fit_under_multi_worker, predicts_locally, replicas_in_scope, worker_role,
 )
 from resnet_transfer.training.features import FeatureCache, FeatureKey, cached_features
 from resnet_transfer.training.runtimes import choose_runtime, keyed
@@ -127,12 +128,14 @@ def _loss_labels(labels: np.ndarray, config: RunConfig, num_classes: int) -> np.
 
 
 def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, callbacks: list,
-        class_weight: Optional[dict] = None) -> dict:
+        class_weight: Optional[dict] = None, small_model: bool = False) -> dict:
     """Fits ``model`` for ``phase``'s epochs with the run's batch size and seeded order.
 
     ``validation`` is ``(inputs, labels)`` in the same space as ``inputs`` (images for
     the full model, features for the head). Epochs are numbered on from the phases
-    before. Returns Keras's history dict ({} for 0 epochs).
+    before. ``small_model`` (a head on stored features): on a CPU, with its inputs in
+    memory, its steps run through ``TensorBatches.train_function``. Returns Keras's history
+    dict ({} for 0 epochs).
     """
     if phase.epochs == 0:
         return {}
@@ -144,11 +147,19 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
         batches, validation_batches, order = _cluster_batches(model, inputs, labels, validation, config=config,
                                                               phase=phase, class_weight=class_weight, transform=augment,
                                                               role=role)
-        class_weight = None  # in the batches, as sample weights
+        data, class_weight = batches, None  # class weights in the batches, as sample weights
     else:
         batches, validation_batches = _local_batches(inputs, labels, validation, config=config, phase=phase,
-                                                     num_classes=num_classes, transform=augment)
-        order = EpochOrder(batches)
+                                                     num_classes=num_classes, transform=augment,
+                                                     class_weight=class_weight)
+        order, data = EpochOrder(batches), batches
+        if isinstance(batches, TensorBatches):
+            class_weight = None  # in the batches, as sample weights
+            data = batches.dataset
+            if small_model and predicts_locally() and not model.run_eagerly:
+                model.train_function, data = batches.train_function(model), batches.step_counter
+                logger.info("%s phase steps: %d batches a call, gathered in this thread (TensorBatches.train_function)",
+                            phase.name, model.steps_per_execution)
     callbacks = [order, *callbacks]
     for callback in callbacks:
         if isinstance(callback, EpochTimer):
@@ -157,7 +168,7 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
     # Python's global random state, so an epoch's order would depend on the epochs run before it in the process,
     # and a resumed run would see other batch orders than the run it continues.
     history = model.fit(
-        batches.dataset if isinstance(batches, TensorBatches) else batches, validation_data=validation_batches,
+        data, validation_data=validation_batches,
         initial_epoch=phase.first_epoch, epochs=phase.first_epoch + phase.epochs, callbacks=callbacks,
         class_weight=class_weight, verbose="auto", shuffle=False,
     )
@@ -165,16 +176,18 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
 
 
 def _local_batches(inputs, labels, validation, *, config: RunConfig, phase: Phase, num_classes: int,
-                   transform) -> tuple:
-    """One process's input: its arrays held in memory and served by tf.data when they fit
-    (``batches.fits_in_memory``), else read batch by batch; the same batches either way."""
+                   transform, class_weight: Optional[dict]) -> tuple:
+    """One process's input: its arrays held in memory when they fit (``batches.fits_in_memory``;
+    ``class_weight`` then goes into the batches, as sample weights), else read batch by batch;
+    the same batches either way."""
+    weights = class_weight_to_sample_weight(labels, class_weight) if class_weight else None
     labels = _loss_labels(labels, config, num_classes)
     validation = (validation[0], _loss_labels(validation[1], config, num_classes))
     in_memory, why = (False, "augmented batch by batch") if transform else fits_in_memory(inputs, labels, *validation)
     logger.info("%s phase inputs: %s", phase.name, why)
     if in_memory:
         return (TensorBatches(inputs, labels, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed,
-                              first_epoch=phase.first_epoch),
+                              first_epoch=phase.first_epoch, sample_weight=weights),
                 TensorBatches(*validation, batch_size=INFERENCE_BATCH_SIZE).dataset)
     # Worker threads prepare the next batches while the model runs (same order); with
     # augmentation one thread, so that the seeded random changes come in a fixed order.
@@ -194,9 +207,7 @@ def _cluster_batches(model, inputs, labels, validation, *, config: RunConfig, ph
     num_classes = model.output_shape[-1]
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     local = replicas // role.count  # replicas of this worker (the same on every worker)
-    weights = None
-    if class_weight:
-        weights = np.array([class_weight.get(int(label), 1.0) for label in labels], dtype="float32")
+    weights = class_weight_to_sample_weight(labels, class_weight) if class_weight else None
     batches = ArrayBatches(inputs, _loss_labels(labels, config, num_classes), batch_size=config.train.batch_size,
                            shuffle=True, seed=config.train.seed, first_epoch=phase.first_epoch, transform=transform,
                            pieces=replicas, mine=range(role.index * local, (role.index + 1) * local),
@@ -380,7 +391,7 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
         restore_optimizer(trainer.optimizer, trainer.trainable_variables, checkpoint)
     started = time.perf_counter()
     history = fit(trainer, splits["train"], dataset.y_train, (splits["val"], dataset.y_val),
-                  config=config, phase=phase, callbacks=callbacks, class_weight=class_weight)
+                  config=config, phase=phase, callbacks=callbacks, class_weight=class_weight, small_model=True)
     train_seconds = time.perf_counter() - started
     probabilities = predict_probabilities(trainer, splits["test"]) if predict_test else None
     _adopt_optimizer(model, trainer, config)
