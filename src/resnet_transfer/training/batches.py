@@ -7,6 +7,7 @@ Example:
     >>> probabilities = predict_probabilities(model, features)
 """
 
+import functools
 import itertools
 import math
 import os
@@ -127,9 +128,9 @@ def available_memory() -> Optional[int]:
 def fits_in_memory(*arrays) -> tuple:
     """Whether ``arrays`` (read-only arrays or memory maps) can be held in memory as tensors
     for ``TensorBatches``: at most ``MEMORY_SHARE`` of the memory available, with the
-    TensorFlow backend (tf.data serves them). Returns (bool, why, for the log)."""
+    TensorFlow backend (``TensorBatches`` uses TensorFlow). Returns (bool, why, for the log)."""
     if keras.backend.backend() != "tensorflow":
-        return False, f"read batch by batch: tf.data serves in-memory batches, and the backend is {keras.backend.backend()}"
+        return False, f"read batch by batch: in-memory batches are TensorFlow's, and the backend is {keras.backend.backend()}"
     needed = sum(np.asarray(array).nbytes for array in arrays)
     available = available_memory()
     if available is None:
@@ -137,7 +138,7 @@ def fits_in_memory(*arrays) -> tuple:
     figures = f"{needed / 2**20:,.0f} MiB; {available / 2**20:,.0f} MiB available, share {MEMORY_SHARE:g}"
     if needed > MEMORY_SHARE * available:
         return False, f"read batch by batch from the arrays or memory maps: too large to copy into memory ({figures})"
-    return True, f"held in memory, batches served by tf.data ({figures})"
+    return True, f"held in memory ({figures})"
 
 
 class TensorBatches:
@@ -150,7 +151,7 @@ class TensorBatches:
     ``train_function(model)``, Keras's train function for a small model on a CPU, which
     gathers every batch in the caller's thread (why: its docstring), with ``step_counter``
     for ``fit`` to count the steps by. ``EpochOrder`` sets every epoch's order as the epoch
-    begins. TensorFlow backend only (``fits_in_memory``);
+    begins (and ``train_function`` needs it: without it a second epoch has no batches). TensorFlow backend only (``fits_in_memory``);
     no augmentation, no cluster (``ArrayBatches`` does those).
 
     Args:
@@ -159,10 +160,14 @@ class TensorBatches:
         batch_size, shuffle, seed, first_epoch: as for ``ArrayBatches``.
         sample_weight: a weight per row, given as a third element of every batch (class
             weights: ``class_weight_to_sample_weight``).
+        prefetch: whether ``dataset`` prepares batches ahead in tf.data's threads; without,
+            it runs no thread of its own (validation batches: Keras opens the next pass's
+            iterator as soon as one ends, so a prefetching one would run beside the
+            training steps, which slows them, see ``train_function``).
     """
 
     def __init__(self, inputs, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 first_epoch: int = 0, sample_weight: Optional[np.ndarray] = None):
+                 first_epoch: int = 0, sample_weight: Optional[np.ndarray] = None, prefetch: bool = True):
         import tensorflow as tf
 
         if len(inputs) != len(labels):
@@ -182,15 +187,23 @@ class TensorBatches:
         # gives that epoch's whole order.
         orders = tf.data.Dataset.from_generator(lambda: iter([self.order]),
                                                 output_signature=tf.TensorSpec([self.count], tf.int64))
-        self.dataset = (orders.unbatch().batch(batch_size).map(batch, num_parallel_calls=tf.data.AUTOTUNE)
-                        .apply(tf.data.experimental.assert_cardinality(len(self))).prefetch(tf.data.AUTOTUNE))
-        # The first batch, once per step: what fit reads (its structure, its number of steps)
-        # when the batches come from train_function; no tf.data pipeline runs beside the steps.
-        self.step_counter = tf.data.Dataset.from_tensors(self._gather(np.arange(min(batch_size, self.count)))).repeat(
-            len(self))
+        batches = orders.unbatch().batch(batch_size)
+        batches = batches.map(batch, num_parallel_calls=tf.data.AUTOTUNE) if prefetch else batches.map(batch)
+        self.dataset = batches.apply(tf.data.experimental.assert_cardinality(len(self)))
+        if prefetch:
+            self.dataset = self.dataset.prefetch(tf.data.AUTOTUNE)
 
     def __len__(self) -> int:
         return math.ceil(self.count / self.batch_size)
+
+    @functools.cached_property
+    def step_counter(self):
+        """What ``fit`` reads when the batches come from ``train_function``: the first rows'
+        batch once per step, for the batches' structure and their number; no tf.data
+        pipeline runs beside the steps."""
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensors(self._gather(np.arange(min(self.batch_size, self.count)))).repeat(len(self))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -205,19 +218,20 @@ class TensorBatches:
         return (tf.cast(inputs, tf.float32), *rest)
 
     def train_function(self, model: keras.Model):
-        """Keras's train function for ``model.fit`` on ``dataset`` (``fit`` keeps one that is
-        set before it is called): every call gathers the epoch's next ``steps_per_execution``
-        batches in the caller's thread and runs their steps as one traced function, compiled
-        by XLA as one program when ``model.jit_compile`` is True. Keras's own ``train_step``
-        runs every step (losses, metrics, sample weights, the optimizer). Give ``fit``
-        ``step_counter``: its iterator is never read past the first batch.
+        """A train function for ``model.fit`` (``fit`` keeps one that is set before it is
+        called; ``compile`` clears it): every call gathers the epoch's next
+        ``steps_per_execution`` batches in the caller's thread and runs their steps as one
+        traced function, compiled by XLA as one program when ``model.jit_compile`` is True.
+        Keras's own ``train_step`` runs every step (losses, metrics, sample weights, the
+        optimizer). Give ``fit`` ``step_counter``, not ``dataset``; outside any
+        tf.distribute strategy only (the steps do not go through ``strategy.run``).
 
         Why: on a CPU, epochs whose batches came through a tf.data iterator (Keras's own
         train function, or this one reading the iterator) ran at two speeds, a whole epoch at
         a time: the head on 58,000 stored features, 9.4-10.7 s with about one core busy, or
         5.3-7 s with 1.8, about half and half in a process; with ``dataset``'s pipeline merely
         open beside the steps, 9.5-10.6 s in every epoch. With the batches gathered here and
-        ``step_counter`` given to ``fit``, every epoch ran at 5.0-6.5 s with 1.8 cores busy
+        ``step_counter`` given to ``fit``: 5.4-7.2 s in 14 of 14 epochs of two processes
         (benchmarks/README.md). The steps are unrolled in the traced function, which suits
         a head, not a ResNet (whose step would be traced once per step of a call).
         """

@@ -156,7 +156,7 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
         if isinstance(batches, TensorBatches):
             class_weight = None  # in the batches, as sample weights
             data = batches.dataset
-            if small_model and predicts_locally() and not model.run_eagerly:
+            if small_model and predicts_locally() and not model.run_eagerly and not _in_strategy():
                 model.train_function, data = batches.train_function(model), batches.step_counter
                 logger.info("%s phase steps: %d batches a call, gathered in this thread (TensorBatches.train_function)",
                             phase.name, model.steps_per_execution)
@@ -167,12 +167,21 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
     # shuffle=False: the batches' order is theirs alone. Keras's own shuffle of a PyDataset's batches draws from
     # Python's global random state, so an epoch's order would depend on the epochs run before it in the process,
     # and a resumed run would see other batch orders than the run it continues.
-    history = model.fit(
-        data, validation_data=validation_batches,
-        initial_epoch=phase.first_epoch, epochs=phase.first_epoch + phase.epochs, callbacks=callbacks,
-        class_weight=class_weight, verbose="auto", shuffle=False,
-    )
+    try:
+        history = model.fit(
+            data, validation_data=validation_batches,
+            initial_epoch=phase.first_epoch, epochs=phase.first_epoch + phase.epochs, callbacks=callbacks,
+            class_weight=class_weight, verbose="auto", shuffle=False,
+        )
+    finally:
+        model.train_function = None  # TensorBatches.train_function holds the batches' tensors
     return history.history
+
+
+def _in_strategy() -> bool:
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
 
 
 def _local_batches(inputs, labels, validation, *, config: RunConfig, phase: Phase, num_classes: int,
@@ -188,7 +197,7 @@ def _local_batches(inputs, labels, validation, *, config: RunConfig, phase: Phas
     if in_memory:
         return (TensorBatches(inputs, labels, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed,
                               first_epoch=phase.first_epoch, sample_weight=weights),
-                TensorBatches(*validation, batch_size=INFERENCE_BATCH_SIZE).dataset)
+                TensorBatches(*validation, batch_size=INFERENCE_BATCH_SIZE, prefetch=False).dataset)
     # Worker threads prepare the next batches while the model runs (same order); with
     # augmentation one thread, so that the seeded random changes come in a fixed order.
     return (ArrayBatches(inputs, labels, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed,
