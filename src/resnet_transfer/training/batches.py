@@ -151,8 +151,9 @@ class TensorBatches:
     ``train_function(model)``, Keras's train function for a small model on a CPU, which
     gathers every batch in the caller's thread (why: its docstring), with ``step_counter``
     for ``fit`` to count the steps by. ``EpochOrder`` sets every epoch's order as the epoch
-    begins (and ``train_function`` needs it: without it a second epoch has no batches). TensorFlow backend only (``fits_in_memory``);
-    no augmentation, no cluster (``ArrayBatches`` does those).
+    begins (``train_function`` needs it: without it a second epoch has no batches).
+    TensorFlow backend only (``fits_in_memory``); no augmentation, no cluster
+    (``ArrayBatches`` does those).
 
     Args:
         inputs: images or features, N x ...; cast to float32 batch by batch.
