@@ -224,8 +224,8 @@ class TensorBatches:
         ``steps_per_execution`` batches in the caller's thread and runs their steps as one
         traced function, compiled by XLA as one program when ``model.jit_compile`` is True.
         Keras's own ``train_step`` runs every step (losses, metrics, sample weights, the
-        optimizer). Give ``fit`` ``step_counter``, not ``dataset``; outside any
-        tf.distribute strategy only (the steps do not go through ``strategy.run``).
+        optimizer). Give ``fit`` ``step_counter``, not ``dataset``; only where
+        ``distribution.trains_locally`` (the steps do not go through ``strategy.run``).
 
         Why: on a CPU, epochs whose batches came through a tf.data iterator (Keras's own
         train function, or this one reading the iterator) ran at two speeds, a whole epoch at

@@ -48,7 +48,7 @@ from resnet_transfer.startup import unfiltered
 
 __all__ = [
     "STRATEGIES", "WorkerRole", "barrier", "check_same_on_every_worker", "choose_strategy", "cluster_role", "distributed_batches", "local_predict", "predicts_locally",
-    "replicas", "replicas_in_scope", "strategy_name", "strategy_scope", "worker_role", "worker_scratch",
+    "replicas", "replicas_in_scope", "strategy_name", "strategy_scope", "trains_locally", "worker_role", "worker_scratch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -347,6 +347,19 @@ def predicts_locally() -> bool:
     if worker_role() is not None:
         return True
     return keras.backend.backend() == "tensorflow" and not visible_gpus() and replicas_in_scope() <= 1
+
+
+def trains_locally() -> bool:
+    """Whether a small model's training steps may take their batches from the caller's
+    thread (``batches.TensorBatches.train_function``; why: its docstring): with TensorFlow
+    on a CPU, in one process, outside any tf.distribute strategy, even one of one replica
+    (those steps do not go through ``strategy.run``, and Keras's metric variables under a
+    strategy refuse updates made outside it)."""
+    if keras.backend.backend() != "tensorflow" or visible_gpus() or worker_role() is not None:
+        return False
+    import tensorflow as tf
+
+    return not tf.distribute.has_strategy()
 
 
 def local_predict(model: keras.Model, inputs, *, batch_size: int) -> np.ndarray:

@@ -37,7 +37,7 @@ from resnet_transfer.training.batches import (
 )
 from resnet_transfer.training.checkpoints import Checkpoint, restore_optimizer
 from resnet_transfer.training.distribution import (
-    barrier, distributed_batches, fit_under_multi_worker, predicts_locally, replicas_in_scope, worker_role,
+    barrier, distributed_batches, fit_under_multi_worker, replicas_in_scope, trains_locally, worker_role,
 )
 from resnet_transfer.training.features import FeatureCache, FeatureKey, cached_features
 from resnet_transfer.training.runtimes import choose_runtime, keyed
@@ -133,8 +133,8 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
 
     ``validation`` is ``(inputs, labels)`` in the same space as ``inputs`` (images for
     the full model, features for the head). Epochs are numbered on from the phases
-    before. ``small_model`` (a head on stored features): on a CPU, with its inputs in
-    memory, its steps run through ``TensorBatches.train_function``. Returns Keras's history
+    before. ``small_model`` (a head on stored features): with its inputs in memory, and
+    where ``distribution.trains_locally``, its steps run through ``TensorBatches.train_function``. Returns Keras's history
     dict ({} for 0 epochs).
     """
     if phase.epochs == 0:
@@ -156,7 +156,7 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
         if isinstance(batches, TensorBatches):
             class_weight = None  # in the batches, as sample weights
             data = batches.dataset
-            if small_model and predicts_locally() and not model.run_eagerly and not _in_strategy():
+            if small_model and not model.run_eagerly and trains_locally():
                 model.train_function, data = batches.train_function(model), batches.step_counter
                 logger.info("%s phase steps: %d batches a call, gathered in this thread (TensorBatches.train_function)",
                             phase.name, model.steps_per_execution)
@@ -176,12 +176,6 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
     finally:
         model.train_function = None  # TensorBatches.train_function holds the batches' tensors
     return history.history
-
-
-def _in_strategy() -> bool:
-    import tensorflow as tf
-
-    return tf.distribute.has_strategy()
 
 
 def _local_batches(inputs, labels, validation, *, config: RunConfig, phase: Phase, num_classes: int,
