@@ -1,8 +1,9 @@
 """Seconds per epoch of the head's training on stored features, by Keras's per-step knobs.
 
 Trains the seed recipe's head (Flatten -> Dense(1000) -> Dense(10), Adam, batch 64) for
-one warm-up and one or more timed epochs on N synthetic 1x1x2048 feature vectors, with
-several values of ``steps_per_execution``, with and without XLA (``jit_compile``), read
+one warm-up epoch (its seconds, tracing and compiling included, printed apart) and one or
+more timed epochs on N synthetic 1x1x2048 feature vectors, with several values of
+``steps_per_execution``, with and without XLA (``jit_compile``), read
 through ``ArrayBatches`` from a memory map or an in-memory array (one or two
 batch-preparing worker threads), or served by tf.data from tensors (``TensorBatches``,
 what a cached run uses when the features fit in memory).
@@ -88,10 +89,11 @@ def main():
             batches = ArrayBatches(in_memory if storage == "memory" else features, labels, batch_size=64, shuffle=True,
                                    workers=workers)
             data = batches
-        seconds = epoch_seconds(head, data, 1 + arguments.timed_epochs, callbacks=[EpochOrder(batches)])[1:]
+        first, *seconds = epoch_seconds(head, data, 1 + arguments.timed_epochs, callbacks=[EpochOrder(batches)])
         print(json.dumps({"backend": keras.backend.backend(), "storage": storage, "jit_compile": jit_compile,
                           "steps_per_execution": steps, "workers": None if storage == "tensors" else workers,
                           "train_function": function if storage == "tensors" else "keras",
+                          "first_epoch_seconds": round(first, 2),
                           "seconds_per_epoch": [round(value, 2) for value in seconds],
                           "steps_per_second": round(len(batches) / min(seconds))}), flush=True)
     if arguments.keras_fit:
@@ -99,9 +101,10 @@ def main():
         head = build_head((1, 1, 2048), units=1000, num_classes=10)
         head.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                      steps_per_execution=max(arguments.steps_per_execution), jit_compile=True)
-        seconds = epoch_seconds(head, in_memory, 1 + arguments.timed_epochs, labels=labels)[1:]
+        first, *seconds = epoch_seconds(head, in_memory, 1 + arguments.timed_epochs, labels=labels)
         print(json.dumps({"backend": keras.backend.backend(), "keras_fit_x_y": True, "jit_compile": True,
                           "steps_per_execution": max(arguments.steps_per_execution),
+                          "first_epoch_seconds": round(first, 2),
                           "seconds_per_epoch": [round(value, 2) for value in seconds]}), flush=True)
     os.remove(path)
 

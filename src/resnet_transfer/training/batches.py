@@ -209,8 +209,8 @@ class TensorBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.order = epoch_order(self.count, shuffle=self.shuffle, seed=self.seed, epoch=epoch).astype(np.int64)
-        self._epoch_batches = (self._gather(np.sort(self.order[start : start + self.batch_size]))
-                               for start in range(0, self.count, self.batch_size))
+        self._epoch_rows = (np.sort(self.order[start : start + self.batch_size])
+                            for start in range(0, self.count, self.batch_size))
 
     def _gather(self, rows) -> tuple:
         import tensorflow as tf
@@ -221,11 +221,13 @@ class TensorBatches:
     def train_function(self, model: keras.Model):
         """A train function for ``model.fit`` (``fit`` keeps one that is set before it is
         called; ``compile`` clears it): every call gathers the epoch's next
-        ``steps_per_execution`` batches in the caller's thread and runs their steps as one
-        traced function, compiled by XLA as one program when ``model.jit_compile`` is True.
-        Keras's own ``train_step`` runs every step (losses, metrics, sample weights, the
-        optimizer). Give ``fit`` ``step_counter``, not ``dataset``; only where
-        ``distribution.trains_locally`` (the steps do not go through ``strategy.run``).
+        ``steps_per_execution`` batches in the caller's thread (as one tensor per input,
+        stacked) and runs their steps in a ``tf.while_loop`` of one traced function,
+        compiled by XLA as one program when ``model.jit_compile`` is True. Keras's own
+        ``train_step`` runs every step (losses, metrics, sample weights, the optimizer); the
+        logs are the metrics' results after the last step, as ``train_step`` returns them.
+        Give ``fit`` ``step_counter``, not ``dataset``; only where ``distribution.trains_locally``
+        (the steps do not go through ``strategy.run``).
 
         Why: on a CPU, epochs whose batches came through a tf.data iterator (Keras's own
         train function, or this one reading the iterator) ran at two speeds, a whole epoch at
@@ -233,27 +235,34 @@ class TensorBatches:
         5.3-7 s with 1.8, about half and half in a process; with ``dataset``'s pipeline merely
         open beside the steps, 9.5-10.6 s in every epoch. With the batches gathered here and
         ``step_counter`` given to ``fit``: 5.4-7.2 s in 14 of 14 epochs of two processes
-        (benchmarks/README.md). The steps are unrolled in the traced function, which suits
-        a head, not a ResNet (whose step would be traced once per step of a call).
+        (benchmarks/README.md). The step is traced once, not once per step of a call: a
+        call of 8 unrolled steps took seconds more to trace and compile, as long again as
+        the whole of a small run's training (benchmarks/README.md).
         """
         import tensorflow as tf
 
         reference = weakref.ref(model)  # the function does not keep the model alive
 
         def steps(batches):
-            logs = None
-            for batch in batches:
-                logs = reference().train_step(batch)
-            return logs
+            model = reference()
+
+            def step(index):
+                model.train_step(tuple(tensor[index] for tensor in batches))
+                return (index + 1,)
+
+            tf.while_loop(lambda index: index < tf.shape(batches[0])[0], step, (tf.constant(0),))
+            return model.get_metrics_result()  # what train_step returns, after the last step
 
         traced = tf.function(steps, jit_compile=model.jit_compile is True, reduce_retracing=True, autograph=False)
         count = model.steps_per_execution
 
         def train_function(iterator):
-            batches = tuple(itertools.islice(self._epoch_batches, count))
-            if not batches:
+            rows = list(itertools.islice(self._epoch_rows, count))
+            if not rows:
                 raise StopIteration
-            return traced(batches)
+            for _, same_size in itertools.groupby(rows, len):  # the epoch's last batch may be smaller
+                logs = traced(self._gather(np.stack(list(same_size))))
+            return logs
 
         return train_function
 
