@@ -235,9 +235,9 @@ class TensorBatches:
         5.3-7 s with 1.8, about half and half in a process; with ``dataset``'s pipeline merely
         open beside the steps, 9.5-10.6 s in every epoch. With the batches gathered here and
         ``step_counter`` given to ``fit``: 5.4-7.2 s in 14 of 14 epochs of two processes
-        (benchmarks/README.md). The step is traced once, not once per step of a call: a
-        call of 8 unrolled steps took seconds more to trace and compile, as long again as
-        the whole of a small run's training (benchmarks/README.md).
+        (benchmarks/README.md). The step is traced once, not once per step of a call: with
+        8 steps unrolled, tracing and compiling took about 3 s more in the seed recipe's
+        head and 2 s more in a small run, at the same speed once compiled (benchmarks/README.md).
         """
         import tensorflow as tf
 
