@@ -355,7 +355,7 @@ def trains_locally() -> bool:
     on a CPU, in one process, outside any tf.distribute strategy, even one of one replica
     (those steps do not go through ``strategy.run``, and Keras's metric variables under a
     strategy refuse updates made outside it)."""
-    if keras.backend.backend() != "tensorflow" or visible_gpus() or worker_role() is not None:
+    if not predicts_locally() or worker_role() is not None:
         return False
     import tensorflow as tf
 

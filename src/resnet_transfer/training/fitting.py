@@ -134,8 +134,8 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
     ``validation`` is ``(inputs, labels)`` in the same space as ``inputs`` (images for
     the full model, features for the head). Epochs are numbered on from the phases
     before. ``small_model`` (a head on stored features): with its inputs in memory, and
-    where ``distribution.trains_locally``, its steps run through ``TensorBatches.train_function``. Returns Keras's history
-    dict ({} for 0 epochs).
+    where ``distribution.trains_locally``, its steps run through
+    ``TensorBatches.train_function``. Returns Keras's history dict ({} for 0 epochs).
     """
     if phase.epochs == 0:
         return {}
