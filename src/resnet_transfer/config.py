@@ -62,7 +62,7 @@ AUGMENT_PHASES = ("fine-tune", "both")
 PHASES = ("head", "fine-tune")
 # tf.distribute strategies (training.distribution)
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
-EXTRACT_RUNTIMES = ("auto", "keras", "tflite", "onnx")
+EXTRACT_RUNTIMES = ("auto", "keras", "openvino", "tflite", "onnx")
 # Where features are taken: the end of a residual stage (fastai's "cut"); conv5 is the backbone's output.
 FEATURE_LAYERS = ("conv2", "conv3", "conv4", "conv5")
 
@@ -313,10 +313,10 @@ class TrainConfig:
         cache_dtype: "float32" or "float16" for stored features.
         mixed_precision: Keras's mixed dtype policy (``model.precision``): "mixed_float16" on
             a GPU, "mixed_bfloat16" on a CPU with bfloat16 instructions; refused elsewhere.
-        extract_runtime: what runs the frozen backbone's pass over the images: "auto" (Keras,
-            unless converting is expected to pay off, which on our machine it is not, and the
-            converted backbone's features are within 1e-5 of Keras's and it runs faster),
-            "keras", "tflite" (LiteRT) or "onnx" (ONNX Runtime) (``training.runtimes``).
+        extract_runtime: what runs the frozen backbone's pass over the images: "auto" (OpenVINO
+            where converting the backbone is expected to pay off and the converted backbone's
+            features are within 1e-5 of Keras's and it runs faster; else Keras), "keras",
+            "openvino", "tflite" (LiteRT) or "onnx" (ONNX Runtime) (``training.runtimes``).
         steps_per_execution: optimizer steps per compiled call (8 measured fastest).
         class_weight: None, or "balanced" to weight the loss by inverse class frequency.
     """
@@ -332,9 +332,9 @@ class TrainConfig:
     mixed_precision: bool = option(False, "compute in 16 bits, variables and the output layer in float32: "
                                    "mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bfloat16 instructions "
                                    "(refused elsewhere)", const=True)
-    extract_runtime: str = option("auto", "what runs the frozen backbone's pass: auto (Keras, unless converting the "
-                                  "backbone is expected to pay off and it checks within 1e-5 of Keras and faster), "
-                                  "keras, tflite (LiteRT) or onnx (ONNX Runtime)")
+    extract_runtime: str = option("auto", "what runs the frozen backbone's pass: auto (OpenVINO where converting the "
+                                  "backbone is expected to pay off and it checks within 1e-5 of Keras and faster, "
+                                  "else Keras), keras, openvino, tflite (LiteRT) or onnx (ONNX Runtime)")
     steps_per_execution: int = option(8, "optimizer steps per compiled call")
     class_weight: Optional[str] = option(None, "balanced: weight the loss by inverse class frequency")
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy (0: none)")
@@ -384,7 +384,7 @@ class TrainConfig:
         _require_choice("extract_runtime", self.extract_runtime, EXTRACT_RUNTIMES)
         if not isinstance(self.mixed_precision, bool):
             raise ConfigError(f"mixed_precision must be true or false. Received: mixed_precision={self.mixed_precision!r}")
-        if self.mixed_precision and self.extract_runtime in ("tflite", "onnx"):
+        if self.mixed_precision and self.extract_runtime not in ("auto", "keras"):
             raise ConfigError(f"--extract-runtime {self.extract_runtime} converts a float32 backbone, and "
                               "--mixed-precision computes it in 16 bits: give one of them")
         _require_choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)

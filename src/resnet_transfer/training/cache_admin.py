@@ -2,7 +2,8 @@
 
 A cache folder (``features.FeatureCache``) holds complete entries ``<digest>/``
 (``features.npy`` and ``entry.json``; or, for a backbone converted for another runtime
-(``runtimes``), ``backbone.tflite`` or ``backbone.onnx`` and ``entry.json``), the finished
+(``runtimes``), ``backbone.tflite``, ``backbone.onnx`` or OpenVINO's ``backbone.xml`` and
+``backbone.bin``, and ``entry.json``), the finished
 chunks of extractions under way or killed (``.<digest>.chunks/``, which the next extraction
 goes on from), and may hold what killed runs left: partial entries
 ``.<digest>.partial-<pid>@<host>-*`` being assembled, and ``*.discarded-*`` folders whose
@@ -30,15 +31,25 @@ import numpy as np
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import hash_file
 
-__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard", "writer_tag", "default_cache_dir", "remove_folder"]
+__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard", "writer_tag", "default_cache_dir", "remove_folder",
+           "CONVERTED_FILES", "converted_digest"]
 
 # Only these names are the cache's: anything else in the folder is left alone.
 _ENTRY = re.compile(r"^[0-9a-f]{32}$")
 _PARTIAL = re.compile(r"^\.[0-9a-f]{32}\.partial-(?:(\d+)(?:@([A-Za-z0-9]+))?-)?")
 _CHUNKS = re.compile(r"^\.[0-9a-f]{32}\.chunks$")
 _DISCARDED = re.compile(r"^\.?[0-9a-f]{32}.*\.discarded-\d+-\d+$")
+# A converted backbone's files, by the name of the one a runtime opens (entry.json's "file").
+CONVERTED_FILES = {"backbone.tflite": ("backbone.tflite",), "backbone.onnx": ("backbone.onnx",),
+                   "backbone.xml": ("backbone.xml", "backbone.bin")}
 # What a complete entry holds: features, or a converted backbone.
-_CONTENTS = ({"entry.json", "features.npy"}, {"entry.json", "backbone.tflite"}, {"entry.json", "backbone.onnx"})
+_CONTENTS = ({"entry.json", "features.npy"}, *({"entry.json", *files} for files in CONVERTED_FILES.values()))
+
+
+def converted_digest(folder: str, file: str) -> str:
+    """The SHA-256 of a converted backbone whose runtime opens ``file``: its one file's, or
+    its files' joined by "+" (OpenVINO's model and weights)."""
+    return "+".join(hash_file(os.path.join(folder, name)) for name in CONVERTED_FILES[file])
 
 
 def default_cache_dir() -> str:
@@ -159,8 +170,8 @@ def verify_entry(entry: CacheEntry) -> Optional[str]:
     try:
         with open(os.path.join(entry.path, "entry.json"), encoding="utf-8") as handle:
             record = json.load(handle)
-        if record.get("file") in ("backbone.tflite", "backbone.onnx"):
-            if hash_file(os.path.join(entry.path, record["file"])) != record.get("sha256"):
+        if record.get("file") in CONVERTED_FILES:
+            if converted_digest(entry.path, record["file"]) != record.get("sha256"):
                 return "its converted backbone does not match its recorded SHA-256"
             return None
         path = os.path.join(entry.path, "features.npy")

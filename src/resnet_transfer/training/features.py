@@ -80,7 +80,7 @@ class FeatureKey:
         keras_backend: the backend that computed them (numerics differ slightly).
         feature_layer: the stage whose end the features come from ("conv2" to "conv5").
         runtime: what ran the backbone: "keras", or a converted backbone's runtime,
-            "tflite" or "onnx" (``runtimes``; within 1e-5 of Keras's features).
+            "openvino", "tflite" or "onnx" (``runtimes``; within 1e-5 of Keras's features).
         precision: the dtype the backbone computed in ("float32"; "bfloat16" or "float16"
             under ``--mixed-precision``).
     """

@@ -253,7 +253,7 @@ class BackbonePass:
 
     Attributes:
         seconds: the pass itself (0 when every split was in the cache).
-        runtime: what ran it ("keras", "tflite", "onnx"; ``runtimes.choose_runtime``); None
+        runtime: what ran it ("keras", "openvino", "tflite", "onnx"; ``runtimes.choose_runtime``); None
             when every split was in the cache.
         conversion_seconds: converting the backbone and checking it in this process (0: a
             converted backbone was reused; None: none was converted).
@@ -301,7 +301,7 @@ def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple
 def _stored_entry(cache: FeatureCache, key: FeatureKey, setting: str):
     """A split's complete cache entry that ``--extract-runtime setting`` may use: its own
     runtime's, and for "auto" also a converted backbone's or Keras's (all within 1e-5)."""
-    runtimes = ("tflite", "onnx", "keras") if setting == "auto" else (setting,)
+    runtimes = ("openvino", "tflite", "onnx", "keras") if setting == "auto" else (setting,)
     for runtime in runtimes:
         features = cache.load(keyed(key, runtime))
         if features is not None:

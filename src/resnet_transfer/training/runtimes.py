@@ -1,35 +1,34 @@
-"""Runtimes for the frozen backbone's pass: Keras, LiteRT or ONNX Runtime.
+"""Runtimes for the frozen backbone's pass: Keras, OpenVINO, LiteRT or ONNX Runtime.
 
-On images of 224 px the backbone's one pass over every image is the longest stage of a
-cached run. On this project's 2-core machine, LiteRT (XNNPACK) and ONNX Runtime ran it 1.4x
-(ResNet-152) to 1.9x (ResNet-50) as fast as Keras's ``predict`` where ``predict`` ran at half
-speed, and 0.93 to 1.0x as fast as Keras called batch by batch, which is how the cache runs
-Keras on a CPU (``distribution.predicts_locally``; benchmarks/README.md). ``choose_runtime``
-picks one per pass:
+The backbone's one pass over every image is the longest stage of a cached run at 224 px,
+and about half of the seed recipe's. On this project's 2-core machine OpenVINO ran it 1.2 to
+1.6x as fast as Keras called batch by batch (which is how the cache runs Keras on a CPU,
+``distribution.predicts_locally``), at 32 px as at 224, and converted a ResNet in 4 to 14 s;
+LiteRT (XNNPACK) and ONNX Runtime ran 0.93 to 1.0x Keras at 224 px and took 30 to 100 s to
+convert (benchmarks/README.md). ``choose_runtime`` picks one per pass:
 
 - "keras": Keras (``features.predict_in_batches``), bit for bit what the model computes end to end;
-- "tflite" (LiteRT, the ``ai-edge-litert`` interpreter) and "onnx" (ONNX Runtime): the
-  feature extractor converted once with ``keras.Model.export`` (TensorFlow's LiteRT
-  converter; tf2onnx), kept in the feature cache as an entry of its own, keyed like the
+- "openvino" (OpenVINO's CPU plugin, in float32), "tflite" (LiteRT, the ``ai-edge-litert``
+  interpreter) and "onnx" (ONNX Runtime): the feature extractor converted once with
+  ``keras.Model.export``, kept in the feature cache as an entry of its own, keyed like the
   features, and checked against Keras's outputs on a few of the images: the largest
   difference must stay within 1e-5 of the largest output (relative to the scale, as
   ReLU features hold many zeros), else no feature it computes is stored;
-- "auto": Keras where converting cannot pay off (images under 96 px; an expected speed-up
-  of 1.0, as measured on our machine, ``AUTO_EXPECTED_SPEEDUP``; a pass whose expected saving,
-  estimated from the backbone's multiply-adds, is smaller than the conversion's estimated
-  seconds; a GPU; a cluster of TF_CONFIG; mixed precision; a Keras backend other than
-  TensorFlow); else LiteRT when its check passes and it ran faster than Keras on the
-  checked images, else Keras, saying why. The verdict is kept with the converted model,
-  so a later run decides without converting.
+- "auto": Keras where converting cannot pay off (a pass whose expected saving at the
+  measured speed-up, ``AUTO_EXPECTED_SPEEDUP``, estimated from the backbone's multiply-adds,
+  is smaller than converting and checking are estimated to take; a GPU; a cluster of
+  TF_CONFIG; mixed precision; a Keras backend other than TensorFlow); else OpenVINO when its
+  check passes and it ran faster than Keras on the checked images, else Keras, saying why.
+  The verdict is kept with the converted model, so a later run decides without converting.
 
 Features are keyed by the runtime that computed them (``FeatureKey.runtime``); "auto" also
 takes Keras's own features where the cache holds them.
 
 Example:
-    >>> choice = choose_runtime("auto", extractor, cache=cache, key=key, pending=[x_train])
-    >>> choice.runtime
+    >>> choice = choose_runtime("auto", extractor, cache=cache, key=key, pending=[x_train[:100]])
+    >>> choice.runtime  # 100 images: converting would take longer than it saves
     'keras'
-    >>> choice = choose_runtime("tflite", extractor, cache=cache, key=key, pending=[x_train])  # converted and checked
+    >>> choice = choose_runtime("openvino", extractor, cache=cache, key=key, pending=[x_train])  # converted and checked
     >>> features = predict_in_batches(choice.runner, x_train, 256)
 """
 
@@ -49,8 +48,8 @@ import numpy as np
 from resnet_transfer.config import EXTRACT_RUNTIMES
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.model.precision import visible_gpus
-from resnet_transfer.files import first_line, hash_file, write_json_atomic
-from resnet_transfer.training.cache_admin import remove_folder
+from resnet_transfer.files import first_line, write_json_atomic
+from resnet_transfer.training.cache_admin import converted_digest, remove_folder
 from resnet_transfer.training.distribution import worker_role
 from resnet_transfer.training.features import FeatureCache, FeatureKey, predict_in_batches
 
@@ -61,27 +60,27 @@ __all__ = ["EXTRACT_RUNTIMES", "TOLERANCE", "RuntimeChoice", "choose_runtime", "
 logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-5
-# What "auto" weighs, measured on this project's 2-core machine (benchmarks/README.md): LiteRT ran 1.40x (ResNet-152)
-# to 1.95x (ResNet-50) Keras's predict at 224 px, but only where predict ran at half speed (a call whose step runs on
-# one core, see distribution.predicts_locally); against Keras called batch by batch, as the cache now runs it, LiteRT
-# ran 0.93 to 1.0x (ResNet-50 and ResNet-152 at 224 px), and 0.95 to 1.55x of predict at 32 px. So the speed-up
-# "auto" expects is 1.0: it converts nothing on a machine like ours; converting and checking took 1.2 to 1.3 s per
-# million parameters.
-AUTO_MIN_IMAGE_SIZE = 96
-AUTO_EXPECTED_SPEEDUP = 1.0
-CONVERSION_SECONDS_PER_MILLION_PARAMETERS = 1.3
-# tf2onnx took 1.3 to 1.9x as long to convert, and ONNX Runtime, 1.0 to 1.4x faster per image, is an optional extra
-AUTO_RUNTIME = "tflite"
+# What "auto" weighs, measured on this project's 2-core machine (benchmarks/README.md): against Keras called batch by
+# batch, as the cache runs it, OpenVINO ran 1.2 to 1.6x (ResNet-50 at 224 px, ResNet-152 at 32 px); converting the
+# feature extractor (keras.Model.export) and checking it, Keras's tracing included, took 26 s for ResNet-152's 58.4 M
+# parameters. LiteRT ran 0.93 to 1.0x and took 1.2 to 1.3 s per million parameters, tf2onnx longer still. "auto"
+# expects the low end of OpenVINO's speed-up.
+AUTO_RUNTIME = "openvino"
+AUTO_EXPECTED_SPEEDUP = 1.2
+CONVERSION_SECONDS_PER_MILLION_PARAMETERS = 0.45
 # Measured with predict on 2 cores (AVX-512): ResNet-50 at 224 px 23.5e9, at 32 px 31e9; ResNet-152 at 32 px 23e9.
 KERAS_MULTIPLY_ADDS_PER_CORE_SECOND = 25e9
 CHECK_IMAGES = 64
 CHECK_BATCH = 32
-_NAMES = {"keras": "Keras", "tflite": "LiteRT", "onnx": "ONNX Runtime"}
-_FILES = {"tflite": "backbone.tflite", "onnx": "backbone.onnx"}
+_NAMES = {"keras": "Keras", "openvino": "OpenVINO", "tflite": "LiteRT", "onnx": "ONNX Runtime"}
+# The file each runtime opens (cache_admin.CONVERTED_FILES: OpenVINO's weights lie beside it) and Keras's export format.
+_FILES = {"openvino": "backbone.xml", "tflite": "backbone.tflite", "onnx": "backbone.onnx"}
+_FORMATS = {"openvino": "openvino", "tflite": "litert", "onnx": "onnx"}
 
 
 class ConversionFailed(Exception):
-    """The converter could not convert the extractor (not kept: the next run tries again)."""
+    """The converter could not convert the extractor, or its runtime could not load or run the
+    converted one (not kept: the next run tries again)."""
 
 
 @dataclass
@@ -89,7 +88,7 @@ class RuntimeChoice:
     """The runtime of a pass and why.
 
     Attributes:
-        runtime: "keras", "tflite" or "onnx".
+        runtime: "keras", "openvino", "tflite" or "onnx".
         reason: for the log.
         runner: what computes the features: the Keras extractor, or a converted backbone's runner.
         conversion_seconds: converting and checking in this process (0: reused from the cache;
@@ -123,16 +122,54 @@ class _ConvertedRunner:
     def __init__(self, output_shape: tuple, batch_size: int):
         self.output_shape, self.batch_size = output_shape, batch_size
 
-    def predict_chunk(self, chunk: np.ndarray) -> np.ndarray:
+    def _batches(self, chunk: np.ndarray):
+        """(batch, rows to keep) over ``chunk`` as float32, in batches of ``batch_size``, the last padded."""
         chunk = np.asarray(chunk, dtype="float32")
-        outputs = []
         for start in range(0, len(chunk), self.batch_size):
             batch = chunk[start : start + self.batch_size]
-            padding = self.batch_size - len(batch)
-            if padding:
-                batch = np.concatenate([batch, np.zeros((padding, *batch.shape[1:]), batch.dtype)])
-            outputs.append(self._run(np.ascontiguousarray(batch))[: len(batch) - padding])
+            rows = len(batch)
+            if rows < self.batch_size:
+                batch = np.concatenate([batch, np.zeros((self.batch_size - rows, *batch.shape[1:]), batch.dtype)])
+            yield np.ascontiguousarray(batch), rows
+
+    def _joined(self, outputs: list) -> np.ndarray:
         return np.concatenate(outputs) if outputs else np.zeros((0, *self.output_shape[1:]), "float32")
+
+    def predict_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        return self._joined([self._run(batch)[:rows] for batch, rows in self._batches(chunk)])
+
+
+class _OpenVINORunner(_ConvertedRunner):
+    """OpenVINO's CPU plugin in float32 (its default is bfloat16 on CPUs that have it) and in
+    its throughput mode: a queue of requests, one batch in flight per stream of cores."""
+
+    def __init__(self, path: str, output_shape: tuple, batch_size: int):
+        super().__init__(output_shape, batch_size)
+        import openvino
+
+        core = openvino.Core()
+        model = core.read_model(path)
+        shape = model.input().get_partial_shape()
+        shape[0] = batch_size
+        model.reshape(shape)
+        self._compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                           "PERFORMANCE_HINT": "THROUGHPUT",
+                                                           "INFERENCE_NUM_THREADS": _cores()})
+        self._queue = openvino.AsyncInferQueue(self._compiled)
+
+    def predict_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        outputs, kept = [], []
+
+        def finished(request, index):
+            outputs[index] = request.get_output_tensor(0).data[: kept[index]].copy()
+
+        self._queue.set_callback(finished)
+        for batch, rows in self._batches(chunk):
+            outputs.append(None)
+            kept.append(rows)
+            self._queue.start_async({0: batch}, len(outputs) - 1)
+        self._queue.wait_all()
+        return self._joined(outputs)
 
 
 class _LiteRTRunner(_ConvertedRunner):
@@ -166,12 +203,23 @@ class _OnnxRunner(_ConvertedRunner):
         return self._session.run(None, {self._input: batch})[0]
 
 
-_RUNNERS = {"tflite": _LiteRTRunner, "onnx": _OnnxRunner}
+_RUNNERS = {"openvino": _OpenVINORunner, "tflite": _LiteRTRunner, "onnx": _OnnxRunner}
+
+
+def _load(runtime: str, path: str, output_shape: tuple, batch_size: int) -> _ConvertedRunner:
+    """The runner of a converted backbone; ConversionFailed where its runtime cannot load it."""
+    try:
+        return _RUNNERS[runtime](path, output_shape, batch_size)
+    except (OSError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # the runtime's own (OpenVINO: RuntimeError; a CPU it does not support, ...)
+        raise ConversionFailed(f"{_NAMES[runtime]} could not load the converted backbone "
+                               f"({type(error).__name__}: {first_line(error)})") from error
 
 
 def _missing_package(runtime: str) -> Optional[str]:
     """What to install for ``runtime``, or None when it is there."""
-    modules = {"tflite": ("ai_edge_litert", "pip install ai-edge-litert"),
+    modules = {"openvino": ("openvino", "pip install openvino"), "tflite": ("ai_edge_litert", "pip install ai-edge-litert"),
                "onnx": ("onnxruntime", "pip install 'resnet-transfer[export]'")}
     needed = [modules[runtime]] + ([("tf2onnx", "pip install 'resnet-transfer[export]'")] if runtime == "onnx" else [])
     for module, command in needed:
@@ -203,7 +251,7 @@ def _read_conversion(folder: str, key: dict, runtime: str) -> Optional[dict]:
         with open(os.path.join(folder, "entry.json"), encoding="utf-8") as handle:
             record = json.load(handle)
         if (isinstance(record, dict) and record.get("key") == json.loads(json.dumps(key)) and isinstance(record.get("check"), dict)
-                and hash_file(os.path.join(folder, _FILES[runtime])) == record.get("sha256")):
+                and converted_digest(folder, _FILES[runtime]) == record.get("sha256")):
             try:
                 os.utime(folder)  # its last use, for `resnet-transfer cache prune`
             except OSError:
@@ -253,7 +301,8 @@ def convert_and_check(runtime: str, extractor: keras.Model, *, conversion: dict,
         The entry's record (its entry.json).
 
     Raises:
-        ConversionFailed: the converter could not convert the extractor.
+        ConversionFailed: the converter could not convert the extractor, or the runtime could not
+            load or run it.
     """
     def fill(partial: str) -> None:
         nonlocal record
@@ -261,7 +310,7 @@ def convert_and_check(runtime: str, extractor: keras.Model, *, conversion: dict,
         path = os.path.join(partial, _FILES[runtime])
         try:
             with _quiet_converter():
-                extractor.export(path, format="litert" if runtime == "tflite" else "onnx", verbose=False)
+                extractor.export(path, format=_FORMATS[runtime], verbose=False)
         except (OSError, KeyboardInterrupt):
             raise  # a full or read-only disk, Ctrl-C: the run's own handling
         except Exception as error:  # the converter's own failure (an operation it cannot convert, ...)
@@ -270,14 +319,21 @@ def convert_and_check(runtime: str, extractor: keras.Model, *, conversion: dict,
         converted_seconds = time.perf_counter() - started
         sample = np.asarray(images[:CHECK_IMAGES], dtype="float32")
         reference, keras_rate = _time(lambda batch: predict_in_batches(extractor, batch, CHECK_BATCH), sample)
-        runner = _RUNNERS[runtime](path, tuple(extractor.output_shape), CHECK_BATCH)
-        outputs, runtime_rate = _time(runner.predict_chunk, sample)
+        runner = _load(runtime, path, tuple(extractor.output_shape), CHECK_BATCH)
+        try:
+            outputs, runtime_rate = _time(runner.predict_chunk, sample)
+        except (OSError, KeyboardInterrupt):
+            raise
+        except Exception as error:  # the runtime's own failure on this machine
+            raise ConversionFailed(f"{_NAMES[runtime]} could not run the converted backbone "
+                                   f"({type(error).__name__}: {first_line(error)})") from error
         difference = relative_difference(outputs, reference)
         check = {"images": len(sample), "max_relative_difference": difference, "tolerance": TOLERANCE,
                  "keras_images_per_second": keras_rate, "runtime_images_per_second": runtime_rate,
                  "passed": bool(difference <= TOLERANCE), "convert_seconds": converted_seconds,
                  "check_seconds": time.perf_counter() - started - converted_seconds, "cores": _cores()}
-        record = {"key": conversion, "file": _FILES[runtime], "sha256": hash_file(path), "check": check,
+        record = {"key": conversion, "file": _FILES[runtime], "sha256": converted_digest(partial, _FILES[runtime]),
+                  "check": check,
                   "created": time.time()}
         write_json_atomic(os.path.join(partial, "entry.json"), record)
 
@@ -315,24 +371,21 @@ def projected_seconds(extractor: keras.Model, count: int) -> float:
 
 
 def worth_converting(extractor: keras.Model, count: int) -> tuple:
-    """Whether converting the extractor for LiteRT is expected to pay off over a pass of
-    ``count`` images, and why: inputs of at least 96 px (below, LiteRT was not reliably faster),
-    an expected speed-up over 1 (``AUTO_EXPECTED_SPEEDUP``, 1.0 as measured here), and the pass's
-    expected saving larger than the conversion's estimated seconds."""
-    size = min(int(side) for side in extractor.input_shape[1:3])
-    if size < AUTO_MIN_IMAGE_SIZE:
-        return False, (f"at {size} px LiteRT was not reliably faster than Keras's predict (measured from "
-                       f"{AUTO_MIN_IMAGE_SIZE} px on; benchmarks/README.md)")
+    """Whether converting the extractor for OpenVINO is expected to pay off over a pass of
+    ``count`` images, and why: an expected speed-up over 1 (``AUTO_EXPECTED_SPEEDUP``), and the
+    pass's expected saving larger than converting (estimated from the parameters) and checking
+    (the check's images through Keras and OpenVINO) are estimated to take."""
+    name = _NAMES[AUTO_RUNTIME]
     if AUTO_EXPECTED_SPEEDUP <= 1:
-        return False, ("LiteRT ran no faster than Keras called batch by batch where it was measured (0.93 to 1.0x at "
-                       "224 px; benchmarks/README.md); --extract-runtime tflite or onnx converts all the same")
+        return False, f"{name} ran no faster than Keras where it was measured; --extract-runtime {AUTO_RUNTIME} converts all the same"
     projected = projected_seconds(extractor, count)
     saving = projected * (1 - 1 / AUTO_EXPECTED_SPEEDUP)
-    conversion = CONVERSION_SECONDS_PER_MILLION_PARAMETERS * extractor.count_params() / 1e6
+    checking = projected_seconds(extractor, CHECK_IMAGES + CHECK_BATCH) * (1 + 1 / AUTO_EXPECTED_SPEEDUP)
+    conversion = CONVERSION_SECONDS_PER_MILLION_PARAMETERS * extractor.count_params() / 1e6 + checking
     if saving <= conversion:
-        return False, (f"the pass is estimated at {projected:.0f} s in Keras; LiteRT would save about {saving:.0f} s of "
-                       f"it, less than converting the backbone takes (about {conversion:.0f} s)")
-    return True, f"the pass is estimated at {projected:.0f} s in Keras; LiteRT would save about {saving:.0f} s"
+        return False, (f"the pass is estimated at {projected:.0f} s in Keras; {name} would save about {saving:.0f} s of "
+                       f"it, less than converting and checking the backbone take (about {conversion:.0f} s)")
+    return True, f"the pass is estimated at {projected:.0f} s in Keras; {name} would save about {saving:.0f} s"
 
 
 def _keras(extractor: keras.Model, reason: str, **values) -> RuntimeChoice:
@@ -344,12 +397,12 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
     """The runtime for the backbone's pass over ``pending`` (arrays of images to compute).
 
     Args:
-        setting: "auto", "keras", "tflite" or "onnx" (``--extract-runtime``).
+        setting: "auto", "keras", "openvino", "tflite" or "onnx" (``--extract-runtime``).
         key: a feature key of the pass (its runtime field is ignored).
         batch_size: images per call of a converted backbone.
 
     Raises:
-        ConfigError: an explicit "tflite" or "onnx" that cannot be used here (a package missing,
+        ConfigError: an explicit "openvino", "tflite" or "onnx" that cannot be used here (a package missing,
             a Keras backend other than TensorFlow), or whose check failed.
     """
     if setting not in EXTRACT_RUNTIMES:
@@ -406,7 +459,13 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
     if setting == "auto" and check["runtime_images_per_second"] <= check["keras_images_per_second"]:
         return _keras(extractor, f"auto: {_describe(runtime, check)}: Keras is as fast", conversion_seconds=seconds,
                       check=check)
-    runner = _RUNNERS[runtime](os.path.join(folder, _FILES[runtime]), tuple(extractor.output_shape), batch_size)
+    try:
+        runner = _load(runtime, os.path.join(folder, _FILES[runtime]), tuple(extractor.output_shape), batch_size)
+    except ConversionFailed as error:
+        if setting != "auto":
+            raise ConfigError(f"--extract-runtime {setting}: {error}; use --extract-runtime keras") from error
+        logger.warning("auto: %s: Keras computes the features", error)
+        return _keras(extractor, f"auto: {error}", conversion_seconds=seconds, check=check)
     reason = ("reused from the cache: " if seconds == 0 else "") + _describe(runtime, check)
     return RuntimeChoice(runtime, f"{setting}: {reason}", runner, conversion_seconds=seconds, check=check)
 
