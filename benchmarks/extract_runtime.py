@@ -1,10 +1,10 @@
 """The frozen backbone's pass in each runtime of ``--extract-runtime``: images per second in
-Keras's ``predict`` (as the feature cache runs it), LiteRT and ONNX Runtime, the seconds
-of converting and checking each, and the largest difference from Keras's features.
-Prints the figures.
+Keras (called batch by batch, as the feature cache runs it on a CPU), in Keras's own
+``predict`` ("predict"), OpenVINO, LiteRT and ONNX Runtime, the seconds of converting and
+checking each, and the largest difference from Keras's features. Prints the figures.
 
     python benchmarks/extract_runtime.py [--backbone resnet50] [--image-size 224] [--images 256]
-                                         [--runtimes keras tflite onnx] [--batch-size 32]
+                                         [--runtimes keras predict openvino tflite onnx] [--batch-size 32]
     python benchmarks/extract_runtime.py --runtimes keras --mixed-precision   # Keras in bfloat16 vs float32
 
 Random weights (speed does not depend on their values), random pixels, avg pooling at 64 px
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--runtimes", nargs="+", default=["keras", "tflite", "onnx"])
+    parser.add_argument("--runtimes", nargs="+", default=["keras", "predict", "openvino", "tflite", "onnx"])
     parser.add_argument("--batch-size", type=int, default=32, help="images per call of a converted backbone")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="build the backbone under the mixed policy (Keras only; features compared with float32's)")
@@ -67,6 +67,9 @@ def main() -> None:
                 run = lambda chunk: predict_in_batches(network, chunk, INFERENCE_BATCH_SIZE)  # noqa: E731
                 warm = images[:INFERENCE_BATCH_SIZE]
                 converted = "-"
+            elif runtime == "predict":  # Keras's own predict, the issue's yardstick (batches of 32, its default)
+                run = lambda chunk: extractor.predict(chunk.astype("float32"), batch_size=32, verbose=0)  # noqa: E731
+                warm, converted = images[:32], "-"
             else:
                 started = time.perf_counter()
                 choice = choose_runtime(runtime, extractor, cache=FeatureCache(folder), key=key, pending=[images],
@@ -82,7 +85,8 @@ def main() -> None:
                 exact = runtime == "keras" and not arguments.mixed_precision
                 reference = features if exact else predict_in_batches(extractor, images, INFERENCE_BATCH_SIZE)
             difference = relative_difference(features, reference)
-            speed = f", {rates[runtime] / rates['keras']:.2f}x Keras" if "keras" in rates and runtime != "keras" else ""
+            speed = "".join(f", {rates[runtime] / rates[other]:.2f}x {other}" for other in ("keras", "predict")
+                            if other in rates and runtime != other)
             print(f"{runtime:<7} {rates[runtime]:7.1f} images/s{speed}; converting and checking {converted}; "
                   f"largest difference from Keras {difference:.1e} of the scale", flush=True)
     finally:
