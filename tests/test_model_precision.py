@@ -30,8 +30,10 @@ def test_mixed_precision_uses_float16_where_a_gpu_is_visible_and_restores_the_po
 
 
 def test_mixed_precision_and_a_converted_runtime_are_refused_together():
-    with pytest.raises(ConfigError, match="--extract-runtime tflite converts a float32 backbone"):
-        RunConfig.from_dict({"train": {"mixed_precision": True, "extract_runtime": "tflite"}})
+    for runtime in ("openvino", "tflite", "onnx"):
+        with pytest.raises(ConfigError, match=f"--extract-runtime {runtime} converts a float32 backbone"):
+            RunConfig.from_dict({"train": {"mixed_precision": True, "extract_runtime": runtime}})
+    assert RunConfig.from_dict({"train": {"mixed_precision": True, "extract_runtime": "auto"}}).train.mixed_precision
     with pytest.raises(ConfigError, match="mixed_precision must be true or false"):
         RunConfig.from_dict({"train": {"mixed_precision": "yes"}})
 
