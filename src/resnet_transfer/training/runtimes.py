@@ -1,11 +1,11 @@
 """Runtimes for the frozen backbone's pass: Keras, OpenVINO, LiteRT or ONNX Runtime.
 
 The backbone's one pass over every image is the longest stage of a cached run at 224 px,
-and about half of the seed recipe's. On this project's 2-core machine OpenVINO ran it 1.2 to
-1.6x as fast as Keras called batch by batch (which is how the cache runs Keras on a CPU,
-``distribution.predicts_locally``), at 32 px as at 224, and converted a ResNet in 4 to 14 s;
-LiteRT (XNNPACK) and ONNX Runtime ran 0.93 to 1.0x Keras at 224 px and took 30 to 100 s to
-convert (benchmarks/README.md). ``choose_runtime`` picks one per pass:
+and about half of the seed recipe's. On this project's 2-core machine OpenVINO ran it 1.14 to
+1.17x as fast as Keras called batch by batch (which is how the cache runs Keras on a CPU,
+``distribution.predicts_locally``) at 224 and 32 px (1.48 to 1.87x Keras's ``predict``), and
+converting and checking a ResNet took 17 to 43 s; LiteRT (XNNPACK) and ONNX Runtime ran 0.93 to 1.0x Keras at
+224 px and took 30 to 100 s to convert (benchmarks/README.md). ``choose_runtime`` picks one per pass:
 
 - "keras": Keras (``features.predict_in_batches``), bit for bit what the model computes end to end;
 - "openvino" (OpenVINO's CPU plugin, in float32), "tflite" (LiteRT, the ``ai-edge-litert``
@@ -61,9 +61,9 @@ logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-5
 # What "auto" weighs, measured on this project's 2-core machine (benchmarks/README.md): against Keras called batch by
-# batch, as the cache runs it, OpenVINO ran 1.2 to 1.6x (ResNet-50 at 224 px, ResNet-152 at 32 px); converting the
-# feature extractor (keras.Model.export) and checking it, Keras's tracing included, took 26 s for ResNet-152's 58.4 M
-# parameters. LiteRT ran 0.93 to 1.0x and took 1.2 to 1.3 s per million parameters, tf2onnx longer still. "auto"
+# batch, as the cache runs it, OpenVINO ran 1.14 to 1.17x at 224 and 32 px (up to 1.45x in drafts at 32 px);
+# converting the feature extractor (keras.Model.export) and checking it, Keras's tracing included, took 17 to 35 s
+# for ResNet-152's 58.4 M parameters at 32 px and 18 s for ResNet-50's 23.6 M at 224 px. LiteRT ran 0.93 to 1.0x and took 1.2 to 1.3 s per million parameters, tf2onnx longer still. "auto"
 # expects the low end of OpenVINO's speed-up.
 AUTO_RUNTIME = "openvino"
 AUTO_EXPECTED_SPEEDUP = 1.15
