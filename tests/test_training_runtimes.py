@@ -40,7 +40,7 @@ def test_a_converted_backbone_gives_kerass_features_within_the_tolerance_and_is_
     cache = FeatureCache(str(tmp_path))
     choice = choose_runtime(runtime, extractor, cache=cache, key=make_key(images), pending=[images], batch_size=16)
     assert choice.runtime == runtime and choice.conversion_seconds > 0 and choice.check["passed"]
-    features = choice.runner.predict_chunk(images)  # 40 images in batches of 16: the last one padded
+    features = choice.runner.predict_chunk(images)  # 40 images in batches of 16: the last one short
     reference = extractor.predict(images.astype("float32"), verbose=0)
     assert features.shape == reference.shape
     assert relative_difference(features, reference) <= runtimes.TOLERANCE
@@ -95,8 +95,8 @@ def test_a_runtime_that_cannot_load_the_converted_backbone_leaves_auto_on_keras_
     choice = choose_runtime("auto", extractor, cache=cache, key=make_key(images), pending=[images])
     assert choice.runtime == "keras" and choice.runner is extractor
     assert "OpenVINO could not load the converted backbone (RuntimeError: Exception from" in choice.reason
-    with pytest.raises(ConfigError, match=r"^--extract-runtime openvino: OpenVINO could not load the converted backbone "
-                                          r"\(RuntimeError: .*core\.cpp:112:\); use --extract-runtime keras$"):
+    with pytest.raises(ConfigError, match=r"^--extract-runtime openvino: OpenVINO could not load the converted "
+                                          r"backbone \(RuntimeError: .*core\.cpp:112:\); use --extract-runtime keras$"):
         choose_runtime("openvino", extractor, cache=cache, key=make_key(images), pending=[images])
     assert list_entries(str(tmp_path)) == []
 
@@ -117,7 +117,8 @@ def test_auto_converts_only_where_it_is_expected_to_pay_off(extractor, images, t
 
 
 @pytest.mark.parametrize("runtime, damaged", [("tflite", "backbone.tflite"), ("openvino", "backbone.bin")])
-def test_a_damaged_converted_backbone_is_discarded_and_converted_again(runtime, damaged, extractor, images, tmp_path, caplog):
+def test_a_damaged_converted_backbone_is_discarded_and_converted_again(runtime, damaged, extractor, images, tmp_path,
+                                                                       caplog):
     cache = FeatureCache(str(tmp_path))
     choose_runtime(runtime, extractor, cache=cache, key=make_key(images), pending=[images])
     (entry,) = list_entries(str(tmp_path))

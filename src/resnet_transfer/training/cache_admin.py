@@ -31,8 +31,8 @@ import numpy as np
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import hash_file
 
-__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard", "writer_tag", "default_cache_dir", "remove_folder",
-           "CONVERTED_FILES", "converted_digest"]
+__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard", "writer_tag", "default_cache_dir",
+           "remove_folder", "CONVERTED_FILES", "converted_digest"]
 
 # Only these names are the cache's: anything else in the folder is left alone.
 _ENTRY = re.compile(r"^[0-9a-f]{32}$")

@@ -4,8 +4,9 @@ The backbone's one pass over every image is the longest stage of a cached run at
 and about half of the seed recipe's. On this project's 2-core machine OpenVINO ran it 1.14 to
 1.17x as fast as Keras called batch by batch (which is how the cache runs Keras on a CPU,
 ``distribution.predicts_locally``) at 224 and 32 px (1.48 to 1.87x Keras's ``predict``), and
-converting and checking a ResNet took 17 to 43 s; LiteRT (XNNPACK) and ONNX Runtime ran 0.93 to 1.0x Keras at
-224 px and took 30 to 100 s to convert (benchmarks/README.md). ``choose_runtime`` picks one per pass:
+converting and checking a ResNet took 17 to 43 s; LiteRT (XNNPACK) and ONNX Runtime ran 0.93
+to 1.0x Keras at 224 px and took 30 to 100 s to convert (benchmarks/README.md).
+``choose_runtime`` picks one per pass:
 
 - "keras": Keras (``features.predict_in_batches``), bit for bit what the model computes end to end;
 - "openvino" (OpenVINO's CPU plugin, in float32), "tflite" (LiteRT, the ``ai-edge-litert``
@@ -63,8 +64,8 @@ TOLERANCE = 1e-5
 # What "auto" weighs, measured on this project's 2-core machine (benchmarks/README.md): against Keras called batch by
 # batch, as the cache runs it, OpenVINO ran 1.14 to 1.17x at 224 and 32 px (up to 1.45x in drafts at 32 px);
 # converting the feature extractor (keras.Model.export) and checking it, Keras's tracing included, took 17 to 35 s
-# for ResNet-152's 58.4 M parameters at 32 px and 18 s for ResNet-50's 23.6 M at 224 px. LiteRT ran 0.93 to 1.0x and took 1.2 to 1.3 s per million parameters, tf2onnx longer still. "auto"
-# expects the low end of OpenVINO's speed-up.
+# for ResNet-152's 58.4 M parameters at 32 px and 18 s for ResNet-50's 23.6 M at 224 px. LiteRT ran 0.93 to 1.0x
+# and took 1.2 to 1.3 s per million parameters, tf2onnx longer still. "auto" expects the low end of OpenVINO's speed-up.
 AUTO_RUNTIME = "openvino"
 AUTO_EXPECTED_SPEEDUP = 1.15
 CONVERSION_SECONDS_PER_MILLION_PARAMETERS = 0.45
@@ -213,7 +214,8 @@ def _load(runtime: str, path: str, output_shape: tuple, batch_size: int) -> _Con
 
 def _missing_package(runtime: str) -> Optional[str]:
     """What to install for ``runtime``, or None when it is there."""
-    modules = {"openvino": ("openvino", "pip install openvino"), "tflite": ("ai_edge_litert", "pip install ai-edge-litert"),
+    modules = {"openvino": ("openvino", "pip install openvino"),
+               "tflite": ("ai_edge_litert", "pip install ai-edge-litert"),
                "onnx": ("onnxruntime", "pip install 'resnet-transfer[export]'")}
     needed = [modules[runtime]] + ([("tf2onnx", "pip install 'resnet-transfer[export]'")] if runtime == "onnx" else [])
     for module, command in needed:
@@ -327,8 +329,7 @@ def convert_and_check(runtime: str, extractor: keras.Model, *, conversion: dict,
                  "passed": bool(difference <= TOLERANCE), "convert_seconds": converted_seconds,
                  "check_seconds": time.perf_counter() - started - converted_seconds, "cores": _cores()}
         record = {"key": conversion, "file": _FILES[runtime], "sha256": converted_digest(partial, _FILES[runtime]),
-                  "check": check,
-                  "created": time.time()}
+                  "check": check, "created": time.time()}
         write_json_atomic(os.path.join(partial, "entry.json"), record)
 
     record = None
@@ -371,14 +372,15 @@ def worth_converting(extractor: keras.Model, count: int) -> tuple:
     (the check's images through Keras and OpenVINO) are estimated to take."""
     name = _NAMES[AUTO_RUNTIME]
     if AUTO_EXPECTED_SPEEDUP <= 1:
-        return False, f"{name} ran no faster than Keras where it was measured; --extract-runtime {AUTO_RUNTIME} converts all the same"
+        return False, (f"{name} ran no faster than Keras where it was measured; --extract-runtime {AUTO_RUNTIME} "
+                       "converts all the same")
     projected = projected_seconds(extractor, count)
     saving = projected * (1 - 1 / AUTO_EXPECTED_SPEEDUP)
     checking = projected_seconds(extractor, CHECK_IMAGES + CHECK_BATCH) * (1 + 1 / AUTO_EXPECTED_SPEEDUP)
     conversion = CONVERSION_SECONDS_PER_MILLION_PARAMETERS * extractor.count_params() / 1e6 + checking
     if saving <= conversion:
-        return False, (f"the pass is estimated at {projected:.0f} s in Keras; {name} would save about {saving:.0f} s of "
-                       f"it, less than converting and checking the backbone take (about {conversion:.0f} s)")
+        return False, (f"the pass is estimated at {projected:.0f} s in Keras; {name} would save about {saving:.0f} s "
+                       f"of it, less than converting and checking the backbone take (about {conversion:.0f} s)")
     return True, f"the pass is estimated at {projected:.0f} s in Keras; {name} would save about {saving:.0f} s"
 
 
