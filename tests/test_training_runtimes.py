@@ -1,11 +1,13 @@
 import json
 import os
+import re
 
 import keras
 import numpy as np
 import pytest
 from conftest import requires_mnist
 
+from resnet_transfer.cli import main
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.training import runtimes
 from resnet_transfer.training.cache_admin import list_entries, verify_entry
@@ -36,7 +38,7 @@ def make_key(images):
 
 @pytest.mark.parametrize("runtime", ["openvino", "tflite", "onnx"])
 def test_a_converted_backbone_gives_kerass_features_within_the_tolerance_and_is_converted_once(
-        runtime, extractor, images, tmp_path):
+        runtime, extractor, images, tmp_path, capsys):
     cache = FeatureCache(str(tmp_path))
     choice = choose_runtime(runtime, extractor, cache=cache, key=make_key(images), pending=[images], batch_size=16)
     assert choice.runtime == runtime and choice.conversion_seconds > 0 and choice.check["passed"]
@@ -50,6 +52,8 @@ def test_a_converted_backbone_gives_kerass_features_within_the_tolerance_and_is_
     assert again.conversion_seconds == 0.0 and "reused from the cache" in again.reason
     entries = list_entries(str(tmp_path))
     assert [entry.state for entry in entries] == ["complete"] and verify_entry(entries[0]) is None
+    assert main(["cache", "list", "--cache-dir", str(tmp_path)]) == 0
+    assert re.search(rf" {runtime} +converted model ", capsys.readouterr().out)  # its own column, also "openvino"
 
 
 def test_auto_falls_back_to_keras_with_the_reason_when_the_check_fails_and_remembers_the_verdict(
