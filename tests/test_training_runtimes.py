@@ -91,16 +91,18 @@ def test_a_runtime_that_cannot_load_the_converted_backbone_leaves_auto_on_keras_
         extractor, images, tmp_path, monkeypatch):
     class Unloadable:  # what OpenVINO raises on a CPU or file it cannot take
         def __init__(self, *args):
-            raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:112:\nmore lines")
+            raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:112:\n"
+                               "Exception from src/plugins/intel_cpu/src/plugin.cpp:30:\n[ CPU ] needs SSE4.2\n")
 
     monkeypatch.setitem(runtimes._RUNNERS, "openvino", Unloadable)
     monkeypatch.setattr(runtimes, "worth_converting", lambda extractor, count: (True, "forced"))
     cache = FeatureCache(str(tmp_path))
     choice = choose_runtime("auto", extractor, cache=cache, key=make_key(images), pending=[images])
     assert choice.runtime == "keras" and choice.runner is extractor
-    assert "OpenVINO could not load the converted backbone (RuntimeError: Exception from" in choice.reason
-    with pytest.raises(ConfigError, match=r"^--extract-runtime openvino: OpenVINO could not load the converted "
-                                          r"backbone \(RuntimeError: .*core\.cpp:112:\); use --extract-runtime keras$"):
+    assert "OpenVINO could not load the converted backbone (RuntimeError: [ CPU ] needs SSE4.2)" in choice.reason
+    expected = (r"^--extract-runtime openvino: OpenVINO could not load the converted backbone "
+                r"\(RuntimeError: \[ CPU \] needs SSE4\.2\); use --extract-runtime keras$")
+    with pytest.raises(ConfigError, match=expected):
         choose_runtime("openvino", extractor, cache=cache, key=make_key(images), pending=[images])
     assert list_entries(str(tmp_path)) == []
 
@@ -112,6 +114,11 @@ def test_auto_converts_only_where_it_is_expected_to_pay_off(extractor, images, t
     assert choice.conversion_seconds is None
     worth, why = runtimes.worth_converting(extractor, 10**12)
     assert worth and "OpenVINO would save about" in why
+    # Once a converted backbone is stored (here by an explicit run), auto takes its verdict at no cost.
+    cache = FeatureCache(str(tmp_path / "stored"))
+    choose_runtime("openvino", extractor, cache=cache, key=make_key(images), pending=[images])
+    stored = choose_runtime("auto", extractor, cache=cache, key=make_key(images), pending=[images])
+    assert stored.conversion_seconds == 0.0 and "less than converting" not in stored.reason
     monkeypatch.setattr(runtimes, "AUTO_EXPECTED_SPEEDUP", 1.0)  # a machine where it was measured no faster
     worth, why = runtimes.worth_converting(extractor, 10**12)
     assert not worth and "OpenVINO ran no faster than Keras" in why
@@ -133,6 +140,16 @@ def test_a_damaged_converted_backbone_is_discarded_and_converted_again(runtime, 
     choice = choose_runtime(runtime, extractor, cache=cache, key=make_key(images), pending=[images])
     assert choice.conversion_seconds > 0 and "discarded and converted again" in caplog.text
     assert verify_entry(list_entries(str(tmp_path))[0]) is None
+
+
+def test_openvinos_pass_batch_holds_about_256_images_of_32_px_and_the_others_keep_32(extractor):
+    def sized(side):
+        inputs = keras.Input((side, side, 3))
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+
+    assert [runtimes.pass_batch_size("openvino", sized(side)) for side in (32, 64, 224, 512)] == [256, 64, 8, 8]
+    assert runtimes.pass_batch_size("openvino", extractor) == 256  # 16 px: no more than 256
+    assert runtimes.pass_batch_size("tflite", sized(224)) == runtimes.pass_batch_size("onnx", sized(32)) == 32
 
 
 def test_multiply_adds_count_every_convolution_and_dense_layer():

@@ -170,7 +170,9 @@ def verify_entry(entry: CacheEntry) -> Optional[str]:
     try:
         with open(os.path.join(entry.path, "entry.json"), encoding="utf-8") as handle:
             record = json.load(handle)
-        if record.get("file") in CONVERTED_FILES:
+        if not isinstance(record, dict):
+            return "its entry.json is not an object"
+        if isinstance(record.get("file"), str) and record["file"] in CONVERTED_FILES:
             if converted_digest(entry.path, record["file"]) != record.get("sha256"):
                 return "its converted backbone does not match its recorded SHA-256"
             return None

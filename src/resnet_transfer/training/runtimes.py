@@ -81,7 +81,8 @@ _FORMATS = {"openvino": "openvino", "tflite": "litert", "onnx": "onnx"}
 
 class ConversionFailed(Exception):
     """The converter could not convert the extractor, or its runtime could not load or run the
-    converted one (not kept: the next run tries again)."""
+    converted one (a conversion that fails is not kept: the next run tries again; a stored one
+    that its runtime cannot load stays, and each run says so)."""
 
 
 @dataclass
@@ -201,6 +202,14 @@ class _OnnxRunner(_ConvertedRunner):
 _RUNNERS = {"openvino": _OpenVINORunner, "tflite": _LiteRTRunner, "onnx": _OnnxRunner}
 
 
+def _cause(error: BaseException) -> str:
+    """A runtime's error in one line: OpenVINO's begin with "Exception from <source>:<line>:"
+    lines, and the cause is the last line after them."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    causes = [line for line in lines if not line.startswith("Exception from ")]
+    return f"{type(error).__name__}: {causes[-1] if causes else first_line(error)}"
+
+
 def _load(runtime: str, path: str, output_shape: tuple, batch_size: int) -> _ConvertedRunner:
     """The runner of a converted backbone; ConversionFailed where its runtime cannot load it."""
     try:
@@ -208,8 +217,7 @@ def _load(runtime: str, path: str, output_shape: tuple, batch_size: int) -> _Con
     except (OSError, KeyboardInterrupt):
         raise
     except Exception as error:  # the runtime's own (OpenVINO: RuntimeError; a CPU it does not support, ...)
-        raise ConversionFailed(f"{_NAMES[runtime]} could not load the converted backbone "
-                               f"({type(error).__name__}: {first_line(error)})") from error
+        raise ConversionFailed(f"{_NAMES[runtime]} could not load the converted backbone ({_cause(error)})") from error
 
 
 def _missing_package(runtime: str) -> Optional[str]:
@@ -324,7 +332,7 @@ def convert_and_check(runtime: str, extractor: keras.Model, *, conversion: dict,
             raise
         except Exception as error:  # the runtime's own failure on this machine
             raise ConversionFailed(f"{_NAMES[runtime]} could not run the converted backbone "
-                                   f"({type(error).__name__}: {first_line(error)})") from error
+                                   f"({_cause(error)})") from error
         difference = relative_difference(outputs, reference)
         check = {"images": len(sample), "max_relative_difference": difference, "tolerance": TOLERANCE,
                  "keras_images_per_second": keras_rate, "runtime_images_per_second": runtime_rate,
@@ -436,15 +444,13 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
             return _keras(extractor, f"auto: {problem}")
     elif problem is not None:
         raise ConfigError(f"--extract-runtime {setting}: {problem}; or choose --extract-runtime keras")
-    if setting == "auto":
-        # Asked first, also where a converted backbone is stored: one kept from a release whose check timed Keras's
-        # predict at its half speed would otherwise still be taken.
-        worth, why = worth_converting(extractor, sum(len(images) for images in pending))
-        if not worth:
-            return _keras(extractor, f"auto: {why}")
     conversion = conversion_key(key, runtime)
     folder = os.path.join(cache.directory, _digest(conversion))
     record, seconds = _read_conversion(folder, conversion, runtime), 0.0
+    if setting == "auto" and record is None:  # a stored one costs nothing more: its verdict decides
+        worth, why = worth_converting(extractor, sum(len(images) for images in pending))
+        if not worth:
+            return _keras(extractor, f"auto: {why}")
     if record is None:
         started = time.perf_counter()
         try:
