@@ -56,6 +56,20 @@ def test_a_converted_backbone_gives_kerass_features_within_the_tolerance_and_is_
     assert re.search(rf" {runtime} +converted model ", capsys.readouterr().out)  # its own column, also "openvino"
 
 
+def test_openvino_leaves_the_main_threads_signal_stack_as_it_found_it(extractor, images, tmp_path):
+    # OpenVINO replaces it with a smaller stack of its own; Python's SIGINT handler runs there, and a later
+    # Ctrl-C in the same process (the Ctrl-C tests of test_training_resume.py) crashed it.
+    def stack():
+        current = runtimes._signal_stack()
+        return current.ss_sp, current.ss_size, current.ss_flags
+
+    before = stack()
+    choice = choose_runtime("openvino", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images),
+                            pending=[images])
+    choice.runner.predict_chunk(images)
+    assert stack() == before
+
+
 def test_auto_falls_back_to_keras_with_the_reason_when_the_check_fails_and_remembers_the_verdict(
         extractor, images, tmp_path, monkeypatch, caplog):
     cache = FeatureCache(str(tmp_path))
