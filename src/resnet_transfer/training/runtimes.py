@@ -35,6 +35,7 @@ Example:
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -147,9 +148,15 @@ class _SignalStack(ctypes.Structure):
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 
 
+@functools.cache
+def _sigaltstack():
+    """libc's sigaltstack, or None (looked up once: the guard runs around every batch)."""
+    return getattr(ctypes.CDLL(None), "sigaltstack", None)
+
+
 def _signal_stack(new: Optional[_SignalStack] = None) -> Optional[_SignalStack]:
     """This thread's alternate signal stack (and sets ``new`` if given); None where libc has no sigaltstack."""
-    sigaltstack = getattr(ctypes.CDLL(None), "sigaltstack", None)
+    sigaltstack = _sigaltstack()
     if sigaltstack is None:
         return None
     current = _SignalStack()
