@@ -91,16 +91,21 @@ def fit_images(images: np.ndarray, *, size: int, resize: str) -> np.ndarray:
 def _open(path: str) -> Image.Image:
     if os.path.getsize(path) == 0:
         raise ImageReadError(path, "empty file")
-    # Pillow only warns between its limit and twice the limit; over the limit is refused here.
+    # Pillow only warns between its limit and twice the limit; over the limit is refused here, by the size
+    # itself: a warnings filter is the process's, and images are decoded in threads that would undo each other's.
+    limit = Image.MAX_IMAGE_PIXELS
+    message = (f"over Pillow's safety limit of {limit} pixels (PIL.Image.MAX_IMAGE_PIXELS); "
+               "raise that limit if you trust the file")
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            return Image.open(path)
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
-            raise ImageReadError(
-                path, f"over Pillow's safety limit of {Image.MAX_IMAGE_PIXELS} pixels (PIL.Image.MAX_IMAGE_PIXELS); "
-                "raise that limit if you trust the file"
-            ) from error
+            image = Image.open(path)
+        except Image.DecompressionBombError as error:
+            raise ImageReadError(path, message) from error
+    if limit and image.width * image.height > limit:
+        image.close()
+        raise ImageReadError(path, message)
+    return image
 
 
 def read_image(path: str, *, size: int, resize: str) -> np.ndarray:
