@@ -103,7 +103,7 @@ def _nonnegative_float(text: str) -> float:
 
 # pretrain trains every layer end to end in one phase: no recipe, cut, fine-tune phase or feature cache
 PRETRAIN_SKIPS = ("recipe", "feature_layer", "fine_tune_epochs", "unfreeze", "fine_tune_lr", "augment_phase",
-                  "feature_cache", "cache_dir", "cache_dtype")
+                  "feature_cache", "cache_dir", "cache_dtype", "bn_recalibrate", "train_bn")
 
 
 def _add_train_parsers(commands) -> None:

@@ -250,6 +250,10 @@ class ModelConfig:
         dropout: the mlp head's dropout rate.
         feature_layer: where the head takes the features: the end of stage "conv2", "conv3",
             "conv4" or "conv5" (the backbone's output); the backbone is cut there.
+        bn_recalibrate: before the head phase, set every BatchNormalization layer's moving
+            statistics to those of the training images (AdaBN; ``model.batch_norm``).
+        bn_images: how many training images (a seeded sample) those statistics are computed
+            over, for ``bn_recalibrate`` and at the end of ``pretrain``.
     """
 
     backbone: str = option("resnet152", ", ".join(BACKBONES))
@@ -261,9 +265,17 @@ class ModelConfig:
     dropout: float = option(0.2, "dropout rate of the mlp head")
     feature_layer: str = option("conv5", "take the features at the end of stage conv2, conv3, conv4 or conv5 (the "
                                 "backbone's output); earlier stages transfer better from a distant source task")
+    bn_recalibrate: bool = option(False, "before the head phase, re-estimate the backbone's BatchNormalization "
+                                  "statistics on (a sample of) the training images (AdaBN), for a backbone from "
+                                  "another domain", const=True)
+    bn_images: int = option(4096, "training images (a seeded sample; all if fewer) over which BatchNormalization "
+                            "statistics are recomputed (--bn-recalibrate, and the end of pretrain)")
 
     def __post_init__(self):
         _require_choice("backbone", self.backbone, tuple(BACKBONES))
+        if not isinstance(self.bn_recalibrate, bool):
+            raise ConfigError(f"bn_recalibrate must be true or false. Received: bn_recalibrate={self.bn_recalibrate!r}")
+        _require_int("bn_images", self.bn_images, 1)
         _require_choice("feature_layer", self.feature_layer, FEATURE_LAYERS)
         _require_choice("preprocess", self.preprocess, PREPROCESS_MODES)
         _require_choice("pooling", self.pooling, POOLINGS)
@@ -300,6 +312,9 @@ class TrainConfig:
         augment: "none", "light" or "strong" random translation, rotation, zoom and contrast.
         augment_phase: "fine-tune" (the head phase keeps its cached features) or "both".
         flip: also flip images horizontally when augmenting (not for digits or text).
+        train_bn: the fine-tune phase also trains every unfrozen stage's BatchNormalization
+            scale and offset (fastai's default); the layers stay in inference mode, their
+            moving statistics frozen.
         jit_compile: XLA: "auto" (where it was measured faster on CPU: the head on stored
             features and the fine-tune phase, with TensorFlow or JAX), "on" or "off".
         run_eagerly: Keras's ``run_eagerly`` (XLA is then off): no graph is traced.
@@ -345,6 +360,8 @@ class TrainConfig:
     augment: str = option("none", "none, light or strong random translation, rotation, zoom and contrast")
     augment_phase: str = option("fine-tune", "fine-tune (keeps the head phase on cached features) or both")
     flip: bool = option(False, "also flip images horizontally when augmenting (never for digits or text)", const=True)
+    train_bn: bool = option(False, "in the fine-tune phase, also train the BatchNormalization layers' scale and "
+                            "offset (their moving statistics stay frozen, in inference mode)", const=True)
     jit_compile: str = option("auto", "XLA: auto (where measured faster: head on features, fine-tuning), on or off")
     run_eagerly: bool = option(False, "Keras's run_eagerly: no graph is traced (for debugging, or a few steps of a "
                                "trainable ResNet, whose tracing takes about a minute on a CPU)", const=True)
@@ -372,6 +389,11 @@ class TrainConfig:
                 f"augment={self.augment!r} applies in the fine-tune phase (augment_phase='fine-tune'), and there is none "
                 "(fine_tune_epochs=0): add --fine-tune-epochs N, or --augment-phase both to augment the head phase"
             )
+        if not isinstance(self.train_bn, bool):
+            raise ConfigError(f"train_bn must be true or false. Received: train_bn={self.train_bn!r}")
+        if self.train_bn and self.fine_tune_epochs == 0:
+            raise ConfigError("train_bn trains BatchNormalization's scale and offset in the fine-tune phase, and there is "
+                              "none (fine_tune_epochs=0): add --fine-tune-epochs N, or leave out --train-bn")
         if self.flip and self.augment == "none":
             raise ConfigError("flip is part of augmentation, and augment='none': add --augment light or --augment strong")
         _require_int("batch_size", self.batch_size, 1)

@@ -27,7 +27,8 @@ from resnet_transfer.files import first_line, hash_file
 from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights, read_sidecar
 
-__all__ = ["create_backbone", "check_input_size", "check_weights_file", "stage_end", "cut_backbone"]
+__all__ = ["create_backbone", "check_input_size", "check_weights_file", "batch_norm_warning", "MAX_MODE_GAP",
+           "stage_end", "cut_backbone"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def cut_backbone(backbone: keras.Model, stage: str) -> keras.Model:
 
 
 def create_backbone(name: str, *, weights: str, input_shape: tuple, weights_path: Optional[str] = None,
-                    feature_layer: str = "conv5") -> keras.Model:
+                    feature_layer: str = "conv5", bn_recalibrate: bool = False) -> keras.Model:
     """Builds a frozen, headless backbone, cut at the end of ``feature_layer``.
 
     Args:
@@ -73,6 +74,8 @@ def create_backbone(name: str, *, weights: str, input_shape: tuple, weights_path
         input_shape: (height, width, 3).
         weights_path: for "imagenet", the already fetched file (skips a second lookup).
         feature_layer: "conv2", "conv3", "conv4" or "conv5" (the whole backbone).
+        bn_recalibrate: the caller recomputes the BatchNormalization statistics (AdaBN), so
+            a weights file whose own may be stale needs no warning.
 
     Returns:
         The Keras model with every layer frozen.
@@ -92,7 +95,7 @@ def create_backbone(name: str, *, weights: str, input_shape: tuple, weights_path
         backbone = builder(include_top=False, weights=None, input_shape=input_shape)
     else:
         logger.info("weights of %s from %s", name, weights)
-        check_weights_file(name, weights)
+        check_weights_file(name, weights, bn_recalibrate=bn_recalibrate)
         backbone = builder(include_top=False, weights=None, input_shape=input_shape)
         _load_weights_file(backbone, name, weights)
     backbone = cut_backbone(backbone, feature_layer)
@@ -100,9 +103,11 @@ def create_backbone(name: str, *, weights: str, input_shape: tuple, weights_path
     return backbone
 
 
-def check_weights_file(name: str, path: str) -> None:
+def check_weights_file(name: str, path: str, *, bn_recalibrate: bool = False) -> None:
     """Raises ``WeightsError`` when the sidecar of ``path`` (``pretrain``'s) says it holds
-    another backbone's weights, or describes another file (a plain weights file passes)."""
+    another backbone's weights, or describes another file (a plain weights file passes).
+    Warns when the sidecar says its BatchNormalization statistics may not fit its weights
+    (``batch_norm_warning``), unless ``bn_recalibrate`` is to recompute them."""
     sidecar = read_sidecar(path)
     if sidecar is not None and sidecar.get("backbone") != name:
         raise WeightsError(
@@ -119,6 +124,34 @@ def check_weights_file(name: str, path: str) -> None:
         logger.info("pretrained by resnet-transfer on %s (classes %s, %d epoch%s); its test accuracy there: %s",
                     sidecar["source"].get("name"), ",".join(map(str, sidecar["classes"])), sidecar["epochs"],
                     "" if sidecar["epochs"] == 1 else "s", "unknown" if accuracy is None else f"{accuracy:.4f}")
+        problem = batch_norm_warning(sidecar)
+        if problem and bn_recalibrate:
+            logger.info("%s: %s; --bn-recalibrate recomputes them on these training images", path, problem)
+        elif problem:
+            logger.warning("weights file %s: %s. Pass --bn-recalibrate to recompute them on these training images, or "
+                           "pretrain again with this version (it recomputes them at the end)", path, problem)
+
+
+# Points of validation accuracy by which a pretrained backbone may score lower in inference mode than in training
+# mode (its sidecar's record) before its BatchNormalization statistics are called stale.
+MAX_MODE_GAP = 5.0
+
+
+def batch_norm_warning(sidecar: dict) -> Optional[str]:
+    """Why the BatchNormalization statistics of a pretrained weights file may not fit its
+    weights (so that the backbone works in training mode but not in inference mode), from
+    its sidecar; None when its record says they do."""
+    record = sidecar.get("bn_recalibration")
+    if record is None:
+        return ("its sidecar has no record of recomputed BatchNormalization statistics (pretrained by an earlier "
+                "version of resnet-transfer), so after a short pretraining they are stale")
+    after = record.get("after") or {}
+    training, inference = after.get("training_mode"), after.get("inference_mode")
+    if isinstance(training, (int, float)) and isinstance(inference, (int, float)) and \
+            100 * (training - inference) > MAX_MODE_GAP:
+        return (f"its sidecar records a validation accuracy of {training:.1%} in training mode but {inference:.1%} in "
+                "inference mode after its BatchNormalization statistics were recomputed")
+    return None
 
 
 def _load_weights_file(backbone: keras.Model, name: str, path: str) -> None:

@@ -31,6 +31,7 @@ from resnet_transfer.model.assembly import backbone_of, compile_model, feature_e
 from resnet_transfer.model.augmentation import augmenter
 from resnet_transfer.model.heads import classifier_on_features
 from resnet_transfer.model.weights import weights_identity
+from resnet_transfer.training.adaptation import adapted_weights_identity
 from resnet_transfer.training.batches import (
     INFERENCE_BATCH_SIZE, ArrayBatches, EpochOrder, TensorBatches, class_weight_to_sample_weight, fits_in_memory,
     predict_probabilities,
@@ -91,6 +92,8 @@ class Phase:
         learning_rate: its optimizer's learning rate.
         augmentation: the augmentation layers it trains behind (None: none).
         unfreeze: for "fine-tune", what of the backbone it trains (``phases.unfreeze``).
+        train_bn: for "fine-tune", whether the unfrozen BatchNormalization layers' scale and
+            offset train too (their moving statistics never do).
     """
 
     name: str
@@ -99,6 +102,7 @@ class Phase:
     learning_rate: float
     augmentation: Optional[keras.Sequential] = None
     unfreeze: Optional[str] = None
+    train_bn: bool = False
 
 
 @dataclass
@@ -314,7 +318,8 @@ def _stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tupl
     pooling = _pooling_of(model)
     cache = FeatureCache(config.train.cache_dir)
     extractor = feature_extractor(model)
-    identity = weights_identity(config.model.backbone, config.model.weights, config.train.seed)
+    identity = adapted_weights_identity(weights_identity(config.model.backbone, config.model.weights, config.train.seed),
+                                        dataset.x_train, config.model, seed=config.train.seed)
     keys, stored = {}, {}
     for split in splits:
         keys[split] = FeatureKey.create(

@@ -162,7 +162,7 @@ def _sweep_for(config: RunConfig, phase: str, *, start_lr: float, end_lr: float,
         features, _, _ = stored_features(model, dataset, config, splits=("train",))
         trainer, inputs = classifier_on_features(head_of(model)), features["train"]
     else:
-        unfreeze(backbone_of(model), config.train.unfreeze)
+        unfreeze(backbone_of(model), config.train.unfreeze, train_bn=config.train.train_bn)
         trainer, inputs = model, dataset.x_train
     labels = keras.utils.to_categorical(dataset.y_train, dataset.num_classes) if config.train.label_smoothing else dataset.y_train
     compile_model(trainer, learning_rate=start_lr, weight_decay=config.train.weight_decay,

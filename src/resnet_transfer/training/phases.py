@@ -72,16 +72,21 @@ def plan_phases(config: RunConfig) -> list:
                     augmentation=augmentation if train.augment_phase == "both" else None)]
     if train.fine_tune_epochs:
         phases.append(Phase("fine-tune", train.fine_tune_epochs, train.epochs, train.fine_tune_lr,
-                            augmentation=augmentation, unfreeze=train.unfreeze))
+                            augmentation=augmentation, unfreeze=train.unfreeze, train_bn=train.train_bn))
     return phases
 
 
-def unfreeze(backbone: keras.Model, point: str) -> list:
+def unfreeze(backbone: keras.Model, point: str, *, train_bn: bool = False) -> list:
     """Makes ``point`` ("all", or "convK": that stage and the stages above it) trainable
     and freezes the rest; returns the names of the trainable layers.
 
     BatchNormalization layers stay frozen everywhere (``trainable=False``, which Keras 3
-    runs in inference mode), so their moving statistics never change.
+    runs in inference mode), so their moving statistics never change. With ``train_bn``
+    the unfrozen stages' BatchNormalization scale (gamma) and offset (beta) variables are
+    marked trainable (``keras.Variable.trainable``) while their layers stay frozen: the
+    optimizer trains them (``Model.trainable_variables`` gathers variables by their own
+    flag) and the layers still normalise with their moving statistics
+    (keras-team/keras#20285).
 
     Raises:
         ConfigError: an unknown point.
@@ -93,7 +98,12 @@ def unfreeze(backbone: keras.Model, point: str) -> list:
     for layer in backbone.layers:
         stage = _STAGE.match(layer.name)
         in_stage = point == "all" or layer.name.startswith("post_") or bool(stage and int(stage[1]) >= first_stage)
-        layer.trainable = in_stage and not isinstance(layer, keras.layers.BatchNormalization)
+        batch_norm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = in_stage and not batch_norm
+        if batch_norm and in_stage and train_bn:
+            for variable in (layer.gamma if layer.scale else None, layer.beta if layer.center else None):
+                if variable is not None:
+                    variable.trainable = True
     return [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
 
 
@@ -160,10 +170,11 @@ def _prepare(model: keras.Model, phase: Phase) -> FrozenWeights:
     if phase.unfreeze is None:
         backbone_of(model).trainable = False
     else:
-        unfrozen = unfreeze(backbone_of(model), phase.unfreeze)
+        unfrozen = unfreeze(backbone_of(model), phase.unfreeze, train_bn=phase.train_bn)
         logger.info("fine-tune: %d backbone layers with weights train (%s); every BatchNormalization layer stays "
-                    "frozen, in inference mode",
-                    len(unfrozen), "all" if phase.unfreeze == "all" else f"{phase.unfreeze} and above")
+                    "in inference mode, its moving statistics frozen%s",
+                    len(unfrozen), "all" if phase.unfreeze == "all" else f"{phase.unfreeze} and above",
+                    " (its scale and offset train: --train-bn)" if phase.train_bn else "")
     return FrozenWeights.of(model)
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import keras
+import numpy as np
 
 from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.config import FEATURE_LAYERS, RunConfig
@@ -40,18 +41,21 @@ from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import atomic_path, first_line, hash_file, write_json_atomic
 from resnet_transfer.model.assembly import backbone_of
 from resnet_transfer.model.augmentation import build_augmentation
+from resnet_transfer.model.backbone import MAX_MODE_GAP
+from resnet_transfer.model.batch_norm import recalibrate, sample_indices, training_mode_probabilities
 from resnet_transfer.model.weights import SIDECAR_FORMAT, sidecar_path
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, default_run_dir
 from resnet_transfer.training.distribution import (
     choose_strategy, cluster_role, replicas, strategy_name, strategy_scope, worker_role, worker_scratch,
 )
+from resnet_transfer.training.batches import predict_probabilities
 from resnet_transfer.training.fitting import EpochTimer, Phase, balanced_class_weight, fit_end_to_end
 from resnet_transfer.training.interrupts import StopOnInterrupt, watching_interrupts
 from resnet_transfer.training.phases import trainable_count
 from resnet_transfer.training.train import check_before_run, config_record, prepare, tensorboard_callbacks
 
-__all__ = ["PretrainResult", "pretrain", "check_weights_out"]
+__all__ = ["PretrainResult", "pretrain", "check_weights_out", "precise_batch_norm"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +93,9 @@ def _check_settings(config: RunConfig) -> None:
     if config.train.fine_tune_epochs:
         raise ConfigError("pretrain trains the whole backbone in one phase; remove fine_tune_epochs from the config "
                           f"file. Received: fine_tune_epochs={config.train.fine_tune_epochs}")
+    if config.model.bn_recalibrate or config.train.train_bn:
+        raise ConfigError("pretrain trains every BatchNormalization layer in training mode and recomputes its statistics "
+                          "at the end (--bn-images); remove bn_recalibrate and train_bn from the config file")
     if config.model.feature_layer != FEATURE_LAYERS[-1]:
         raise ConfigError("pretrain trains the whole backbone, so its weights file holds every stage; remove "
                           "feature_layer from the config file and give --feature-layer to train instead. "
@@ -150,20 +157,23 @@ def _pretrain_in_scope(config: RunConfig, out: str, callbacks: Optional[list], i
                       augmentation=build_augmentation(config.train.augment, flip=config.train.flip, seed=config.train.seed))
         fitted = fit_end_to_end(model, dataset, config, phase=phase, class_weight=class_weight,
                                 callbacks=[timer, StopOnInterrupt(interrupts)] + tensorboard_callbacks(config, run.path)
-                                + list(callbacks or []))
+                                + list(callbacks or []), predict_test=False)
         history = {**fitted.history, "phase": ["pretrain"] * len(timer.seconds)}
         run.write_history(history, timer.seconds)
         plot_curves(history, run.file("curves.png"))
+        recalibration = precise_batch_norm(model, dataset, config)
+        test_probabilities = predict_probabilities(model, dataset.x_test)
         run.save_model(model)
         metrics = {
-            **compute_test_metrics(fitted.test_probabilities, dataset.y_test),
+            **compute_test_metrics(test_probabilities, dataset.y_test),
             "n_train": int(len(dataset.y_train)), "n_val": int(len(dataset.y_val)),
             "n_skipped": len(dataset.skipped), "epochs": config.train.epochs, "backbone": config.model.backbone,
             "weights": config.model.weights, "train_seconds": fitted.train_seconds,
             "seconds_per_epoch": fitted.train_seconds / config.train.epochs, "weights_file": os.path.abspath(out),
+            "bn_recalibration": recalibration,
         }
         run.write_metrics(metrics)
-        write_report(run.path, probabilities=fitted.test_probabilities, labels=dataset.y_test,
+        write_report(run.path, probabilities=test_probabilities, labels=dataset.y_test,
                      images=dataset.x_test, class_names=dataset.class_names, metrics=metrics, settings=record)
         sidecar = _save_backbone(backbone_of(model), out, config, dataset, history, metrics, run_dir)
         try:
@@ -179,6 +189,46 @@ def _pretrain_in_scope(config: RunConfig, out: str, callbacks: Optional[list], i
     logger.info("backbone weights in %s (sidecar %s); test accuracy on the source data %.4f; run folder %s",
                 out, sidecar_path(out), metrics["test_accuracy"], run.path)
     return PretrainResult(weights_file=out, sidecar=sidecar, run_dir=run.path, metrics=metrics)
+
+
+def _accuracies(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy with BatchNormalization in training mode (each batch's statistics) and in
+    inference mode (the moving statistics), as fractions; None for both without images."""
+    if len(images) == 0:
+        return {"training_mode": None, "inference_mode": None}
+    inference = predict_probabilities(model, images)
+    training = training_mode_probabilities(model, images)
+    return {"training_mode": float(np.mean(training.argmax(axis=1) == labels)),
+            "inference_mode": float(np.mean(inference.argmax(axis=1) == labels))}
+
+
+def precise_batch_norm(model: keras.Model, dataset, config: RunConfig) -> dict:
+    """PreciseBN: the backbone's BatchNormalization statistics recomputed with the final
+    weights over a seeded sample of ``config.model.bn_images`` training images; returns the
+    record for the sidecar, with the validation split's training-mode and inference-mode
+    accuracies before and after. Warns when they still differ by more than
+    ``MAX_MODE_GAP`` points after."""
+    started = time.perf_counter()
+    before = _accuracies(model, dataset.x_val, dataset.y_val)
+    sample = dataset.x_train[sample_indices(len(dataset.x_train), config.model.bn_images, seed=config.train.seed)]
+    done = recalibrate(backbone_of(model), sample, preprocess=model.get_layer("preprocessing"))
+    after = _accuracies(model, dataset.x_val, dataset.y_val)
+    record = {"method": "PreciseBN", **done.to_dict(), "split": "val", "before": before, "after": after,
+              "seconds": time.perf_counter() - started}
+    if after["inference_mode"] is None:
+        logger.info("BatchNormalization statistics recomputed over %d training images; no validation images to "
+                    "compare the two modes on", done.images)
+        return record
+    logger.info("BatchNormalization statistics recomputed over %d training images: validation accuracy in training "
+                "mode / inference mode %.4f / %.4f before, %.4f / %.4f after", done.images, before["training_mode"],
+                before["inference_mode"], after["training_mode"], after["inference_mode"])
+    gap = 100 * (after["training_mode"] - after["inference_mode"])
+    if gap > MAX_MODE_GAP:
+        logger.warning("the backbone still scores %.1f points lower in inference mode than in training mode after "
+                       "recomputing its BatchNormalization statistics: most likely too few --bn-images (%d) or too "
+                       "short a pretraining for its weights to settle; pretrain longer, or pass --bn-recalibrate "
+                       "to train", gap, done.images)
+    return record
 
 
 def _save_backbone(backbone: keras.Model, out: str, config: RunConfig, dataset, history: dict, metrics: dict,
@@ -201,6 +251,7 @@ def _save_backbone(backbone: keras.Model, out: str, config: RunConfig, dataset, 
         "n_train": metrics["n_train"],
         "final": {name: float(history[name][-1]) for name in ("accuracy", "val_accuracy") if history.get(name)},
         "test_accuracy": metrics["test_accuracy"],
+        "bn_recalibration": metrics["bn_recalibration"],
         "run_dir": os.path.abspath(run_dir),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -43,6 +43,7 @@ from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights, read_sidecar, weights_identity
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
+from resnet_transfer.training.adaptation import adapt_batch_norm, adaptation_record
 from resnet_transfer.training.checkpoints import CHECKPOINTS, Checkpoint, EpochCheckpoint, clear_partial, read_checkpoint
 from resnet_transfer.training.distribution import (
     check_same_on_every_worker, choose_strategy, cluster_role, replicas, strategy_name, strategy_scope, worker_role,
@@ -235,6 +236,8 @@ def prepare(config: RunConfig, *, splits: tuple = ("train", "val", "test"), froz
     weights_path = fetch_weights(config.model.backbone) if config.model.weights == "imagenet" else None
     model = build_model(config.model, image_shape=dataset.image_shape, num_classes=dataset.num_classes,
                         weights_path=weights_path, frozen_backbone=frozen_backbone)
+    if config.model.bn_recalibrate and frozen_backbone:
+        adapt_batch_norm(model, dataset.x_train, config.model, seed=config.train.seed)
     return dataset, model, weights_path
 
 
@@ -324,5 +327,6 @@ def config_record(config: RunConfig, run_dir: str, dataset: Dataset, model, weig
             "identity": weights_identity(config.model.backbone, config.model.weights, config.train.seed),
             "path": weights_path or (None if config.model.weights == "none" else os.path.abspath(config.model.weights)),
             "pretrained": None if config.model.weights in ("none", "imagenet") else read_sidecar(config.model.weights),
+            "bn_recalibration": adaptation_record(dataset.x_train, config.model, seed=config.train.seed),
         },
     }
