@@ -11,7 +11,7 @@ from resnet_transfer.model.assembly import backbone_of, build_model
 from resnet_transfer.model.augmentation import augmenter, build_augmentation
 from resnet_transfer.training.fitting import carry_optimizer_state
 from resnet_transfer.training.frozen import FrozenWeights
-from resnet_transfer.training.phases import plan_phases, unfreeze
+from resnet_transfer.training.phases import freeze, plan_phases, unfreeze
 from resnet_transfer.training.train import train
 
 
@@ -29,6 +29,34 @@ def test_unfreezing_a_stage_changes_exactly_its_layers_and_keeps_batchnorm_in_in
     everything = set(unfreeze(backbone_of(model), "all"))
     assert "conv1_conv" in everything and everything >= trainable
     assert not any(layer.trainable for layer in layers if is_norm(layer))
+
+
+def test_train_bn_trains_scale_and_offset_while_the_layers_stay_in_inference_mode_and_watched():
+    model = build_model(ModelConfig(backbone="resnet50", weights="none"), image_shape=(32, 32, 3), num_classes=2)
+    backbone = backbone_of(model)
+    unfreeze(backbone, "conv5", train_bn=True)
+    late, early = backbone.get_layer("conv5_block3_3_bn"), backbone.get_layer("conv4_block6_3_bn")
+    trainable = {variable.path for variable in model.trainable_variables}
+    assert {late.gamma.path, late.beta.path} <= trainable and early.gamma.path not in trainable
+    assert not late.trainable  # the layer itself stays frozen: Keras 3 runs it in inference mode
+    frozen = FrozenWeights.of(model)
+    watched = {variable.path for variable in frozen.variables}
+    assert {late.moving_mean.path, late.moving_variance.path, early.gamma.path} <= watched
+    assert late.gamma.path not in watched
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", run_eagerly=True)
+    gamma, beta = np.array(late.gamma), np.array(late.beta)
+    images = np.random.default_rng(0).uniform(0, 255, size=(8, 32, 32, 3)).astype("float32")
+    model.fit(images, np.arange(8) % 2, epochs=1, batch_size=8, verbose=0)
+    assert frozen.changed() == []  # moving statistics (and every frozen stage) bit-identical
+    assert not np.array_equal(np.array(late.gamma), gamma) and not np.array_equal(np.array(late.beta), beta)
+
+    unfreeze(backbone, "conv5")  # without train_bn: scale and offset frozen again
+    assert late.gamma.path not in {variable.path for variable in model.trainable_variables}
+    unfreeze(backbone, "all", train_bn=True)
+    freeze(backbone)  # the head phase's: nothing of the backbone trains
+    assert {variable.path for variable in model.trainable_variables} == {variable.path for variable in
+                                                                        model.get_layer("head").trainable_variables}
 
 
 @pytest.mark.parametrize("leaking", [False, True])

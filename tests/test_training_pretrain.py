@@ -54,8 +54,56 @@ def test_pretrain_writes_weights_a_sidecar_and_a_run_folder(pretrained):
     assert len(fresh.weights) == len(trained.weights) == 318
     for expected, loaded in zip(trained.weights, fresh.weights):
         np.testing.assert_array_equal(np.asarray(expected), np.asarray(loaded), err_msg=expected.path)
-    # Pretraining trained BatchNormalization in training mode: its moving statistics moved.
+    # Pretraining trained BatchNormalization in training mode, then recomputed its statistics over the
+    # training images (PreciseBN): the sidecar says over how many, and what both modes scored before and after.
     assert not np.allclose(np.asarray(trained.get_layer("conv1_bn").moving_mean), 0)
+    record = sidecar["bn_recalibration"]
+    assert (record["method"], record["layers"], record["images"], record["split"]) == ("PreciseBN", 53, 48, "val")
+    for when in ("before", "after"):
+        assert set(record[when]) == {"training_mode", "inference_mode"}
+        assert all(0 <= value <= 1 for value in record[when].values())
+    assert json.loads(open(folder / "run" / "metrics.json").read())["bn_recalibration"] == record
+
+
+@requires_mnist
+@pytest.mark.parametrize("change, warned", [
+    ({"bn_recalibration": None}, "no record of recomputed BatchNormalization statistics"),
+    ({"bn_recalibration": {"after": {"training_mode": 0.98, "inference_mode": 0.5}}}, "98.0% in training mode but 50.0%"),
+    ({}, None),
+])
+def test_a_weights_file_whose_statistics_may_be_stale_is_named_with_what_to_do(pretrained, tmp_path, caplog, change,
+                                                                              warned):
+    _, out = pretrained
+    copy = str(tmp_path / "copy.weights.h5")
+    shutil.copyfile(out, copy)
+    sidecar = {**json.loads(open(sidecar_path(out)).read()), **change}
+    if change.get("bn_recalibration", 0) is None:
+        del sidecar["bn_recalibration"]  # as pretrain wrote it before PreciseBN
+    (tmp_path / "copy.weights.json").write_text(json.dumps(sidecar))
+    with caplog.at_level("INFO", logger="resnet_transfer"):
+        create_backbone("resnet50", weights=copy, input_shape=(32, 32, 3))
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    if warned is None:
+        assert warnings == []
+        return
+    assert len(warnings) == 1 and warned in warnings[0] and copy in warnings[0]
+    assert "--bn-recalibrate" in warnings[0] and "pretrain again" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="resnet_transfer"):  # AdaBN will recompute them: no warning, a note
+        create_backbone("resnet50", weights=copy, input_shape=(32, 32, 3), bn_recalibrate=True)
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+    assert any(warned in record.getMessage() for record in caplog.records)
+
+
+@requires_mnist
+def test_a_sidecar_whose_recalibration_record_is_not_an_object_is_refused(pretrained, tmp_path):
+    _, out = pretrained
+    copy = str(tmp_path / "copy.weights.h5")
+    shutil.copyfile(out, copy)
+    (tmp_path / "copy.weights.json").write_text(json.dumps({**json.loads(open(sidecar_path(out)).read()),
+                                                            "bn_recalibration": "yes"}))
+    with pytest.raises(WeightsError, match="bn_recalibration='yes', not an object"):
+        create_backbone("resnet50", weights=copy, input_shape=(32, 32, 3))
 
 
 @requires_mnist
@@ -106,6 +154,8 @@ def test_a_pretrained_file_is_refused_for_another_backbone_or_when_replaced(pret
     (["--out", "{folder}/new.weights.h5", "--config", "{configs}/fine-tune.json"], "remove fine_tune_epochs from the config"),
     (["--out", "{folder}/new.weights.h5", "--config", "{configs}/cut.json"], "remove feature_layer from the config"),
     (["--out", "{folder}/new.weights.h5", "--fine-tune-epochs", "1"], "unrecognized arguments: --fine-tune-epochs 1"),
+    (["--out", "{folder}/new.weights.h5", "--bn-recalibrate"], "unrecognized arguments: --bn-recalibrate"),
+    (["--out", "{folder}/new.weights.h5", "--config", "{configs}/adabn.json"], "remove bn_recalibrate and train_bn"),
     (["--out", "{folder}/new.weights.h5", "--classes", "0,ten"], "'ten' is not a class of this data"),
     (["--out", "{folder}/no/such/new.weights.h5"], "cannot write into the folder of --out"),
 ])
@@ -114,6 +164,7 @@ def test_pretrain_refuses_bad_input_with_one_line_and_writes_nothing(pretrained,
     folder, out = pretrained
     (tmp_path / "fine-tune.json").write_text('{"train": {"fine_tune_epochs": 1}}')
     (tmp_path / "cut.json").write_text('{"model": {"feature_layer": "conv3"}}')
+    (tmp_path / "adabn.json").write_text('{"model": {"bn_recalibrate": true}}')
     before = sorted(os.listdir(folder))
     arguments = [argument.format(folder=folder, out=out, configs=tmp_path) for argument in arguments]
     try:

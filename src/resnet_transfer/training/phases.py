@@ -43,7 +43,7 @@ from resnet_transfer.training.fitting import (
 )
 from resnet_transfer.training.frozen import FrozenWeights
 
-__all__ = ["PHASES", "PhasesOutcome", "plan_phases", "unfreeze", "trainable_count", "run_phases"]
+__all__ = ["PHASES", "PhasesOutcome", "plan_phases", "unfreeze", "freeze", "trainable_count", "run_phases"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +100,18 @@ def unfreeze(backbone: keras.Model, point: str, *, train_bn: bool = False) -> li
         in_stage = point == "all" or layer.name.startswith("post_") or bool(stage and int(stage[1]) >= first_stage)
         batch_norm = isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = in_stage and not batch_norm
-        if batch_norm and in_stage and train_bn:
+        if batch_norm:  # each time: setting a layer's trainable to the value it has leaves its variables' flags
             for variable in (layer.gamma if layer.scale else None, layer.beta if layer.center else None):
                 if variable is not None:
-                    variable.trainable = True
+                    variable.trainable = in_stage and train_bn
     return [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
+
+
+def freeze(backbone: keras.Model) -> None:
+    """Freezes every layer and variable of ``backbone`` (undoing ``unfreeze``, ``train_bn`` included)."""
+    backbone.trainable = False
+    for variable in backbone.weights:
+        variable.trainable = False
 
 
 def trainable_count(model: keras.Model) -> int:
@@ -168,7 +175,7 @@ def run_phases(model: keras.Model, dataset: Dataset, config: RunConfig, *, callb
 def _prepare(model: keras.Model, phase: Phase) -> FrozenWeights:
     """Sets the trainable flags of ``phase`` and takes the digests of what must stay frozen."""
     if phase.unfreeze is None:
-        backbone_of(model).trainable = False
+        freeze(backbone_of(model))
     else:
         unfrozen = unfreeze(backbone_of(model), phase.unfreeze, train_bn=phase.train_bn)
         logger.info("fine-tune: %d backbone layers with weights train (%s); every BatchNormalization layer stays "
