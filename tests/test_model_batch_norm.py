@@ -52,6 +52,60 @@ def test_moving_statistics_become_the_samples_and_nothing_else_changes():
                                training_mode_probabilities(backbone, images, batch_size=64), atol=1e-4)
 
 
+def test_the_first_layers_statistics_are_the_samples_whatever_the_batches():
+    backbone = tiny_backbone()
+    images = np.random.default_rng(0).normal(2.0, 3.0, size=(24, 8, 8, 3)).astype("float32")
+    recalibrate(backbone, images, batch_size=8)  # three batches
+    first = np.asarray(keras.Model(backbone.input, backbone.get_layer("conv_a").output)(images), dtype=np.float64)
+    np.testing.assert_allclose(np.asarray(backbone.get_layer("norm_a").moving_variance), first.var(axis=(0, 1, 2)),
+                               rtol=1e-5)
+
+
+def test_class_ordered_images_are_recalibrated_as_well_as_shuffled_ones():
+    # Two classes far apart, in the order a folder of class folders gives: the deeper layer's statistics must be
+    # those it sees in inference mode, not those of batches of one class each.
+    inputs = keras.Input((1, 1, 3))
+    hidden = keras.layers.BatchNormalization(name="norm_a")(inputs)
+    hidden = keras.layers.Conv2D(3, 1, name="mix", kernel_initializer=keras.initializers.GlorotUniform(seed=0))(hidden)
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="norm_b")(hidden))
+    rng = np.random.default_rng(1)
+    images = np.concatenate([rng.normal(-2, 0.5, size=(64, 1, 1, 3)), rng.normal(2, 0.5, size=(64, 1, 1, 3))])
+    recalibrate(model, images.astype("float32"), batch_size=32)
+    seen = np.asarray(keras.Model(inputs, model.get_layer("mix").output)(images, training=False), dtype=np.float64)
+    np.testing.assert_allclose(np.asarray(model.get_layer("norm_b").moving_variance), seen.var(axis=(0, 1, 2)),
+                               rtol=0.1)
+    # The training-mode outputs come back in the images' order.
+    training = training_mode_probabilities(model, images.astype("float32"), batch_size=32)
+    # (each batch normalised by its own statistics: close to inference mode, and in order: correlated image by image)
+    assert np.corrcoef(training.ravel(), np.asarray(model(images, training=False)).ravel())[0, 1] > 0.95
+
+
+def test_training_mode_outputs_leave_the_moving_statistics_and_the_flags_as_they_were():
+    from resnet_transfer.config import ModelConfig
+    from resnet_transfer.model.assembly import backbone_of, build_model
+    from resnet_transfer.training.phases import unfreeze
+
+    model = build_model(ModelConfig(backbone="resnet50", weights="none", head="mlp"), image_shape=(32, 32, 3),
+                        num_classes=3)
+    backbone = backbone_of(model)
+    unfreeze(backbone, "conv5", train_bn=True)  # a mixed state: frozen layers, trainable scale and offset
+    flags = [(variable.path, variable.trainable) for variable in model.weights]
+    layer_flags = [(layer.name, layer.trainable) for layer in backbone.layers]
+    statistics = {variable.path: np.array(variable) for variable in model.weights if "moving" in variable.path}
+    images = np.random.default_rng(3).uniform(0, 255, size=(8, 32, 32, 3)).astype("float32")
+    head = model.get_layer("head")
+    first = training_mode_probabilities(backbone, images, preprocess=model.get_layer("preprocessing"), head=head)
+    again = training_mode_probabilities(backbone, images, preprocess=model.get_layer("preprocessing"), head=head)
+    np.testing.assert_array_equal(first, again)  # the head's dropout stays off
+    for variable in model.weights:
+        if "moving" in variable.path:
+            np.testing.assert_array_equal(np.array(variable), statistics[variable.path], err_msg=variable.path)
+    assert [(variable.path, variable.trainable) for variable in model.weights] == flags
+    recalibrate(backbone, images, preprocess=model.get_layer("preprocessing"))
+    assert [(variable.path, variable.trainable) for variable in model.weights] == flags
+    assert [(layer.name, layer.trainable) for layer in backbone.layers] == layer_flags
+
+
 def test_statistics_over_several_batches_are_the_population_statistics_not_the_batches_average():
     inputs = keras.Input((4, 4, 2))
     norm = keras.layers.BatchNormalization(name="norm")
@@ -87,5 +141,5 @@ def test_recalibration_refuses_an_empty_sample_or_a_model_without_batch_norm():
     with pytest.raises(ValueError, match="at least one image"):
         recalibrate(tiny_backbone(), np.zeros((0, 8, 8, 3), "float32"))
     inputs = keras.Input((3,))
-    with pytest.raises(ValueError, match="no BatchNormalization layer"):
+    with pytest.raises(ValueError, match="no BatchNormalization layer of its own"):
         recalibrate(keras.Model(inputs, keras.layers.Dense(2)(inputs)), np.zeros((2, 3), "float32"))

@@ -69,7 +69,7 @@ def test_pretrain_writes_weights_a_sidecar_and_a_run_folder(pretrained):
 @pytest.mark.parametrize("change, warned", [
     ({"bn_recalibration": None}, "no record of recomputed BatchNormalization statistics"),
     ({"bn_recalibration": {"after": {"training_mode": 0.98, "inference_mode": 0.5}}}, "98.0% in training mode but 50.0%"),
-    ({}, None),
+    ({"bn_recalibration": {"after": {"training_mode": 0.9, "inference_mode": 0.88}}}, None),
 ])
 def test_a_weights_file_whose_statistics_may_be_stale_is_named_with_what_to_do(pretrained, tmp_path, caplog, change,
                                                                               warned):

@@ -169,6 +169,15 @@ def test_a_resumed_run_may_change_where_and_how_it_computes_but_not_what():
                                                  "train.learning_rate (was 0.001, now 0.01)"]
 
 
+def test_a_run_recorded_before_a_setting_existed_resumes_with_its_default_and_not_another_value():
+    recorded = RunConfig.from_dict({"train": {"epochs": 3, "fine_tune_epochs": 1}}).to_dict()
+    del recorded["model"]["bn_recalibrate"], recorded["train"]["train_bn"]  # as an earlier version wrote it
+    given = RunConfig.from_dict({"train": {"epochs": 3, "fine_tune_epochs": 1}}).to_dict()
+    assert changed_settings(recorded, given) == []
+    given["train"]["train_bn"] = True
+    assert changed_settings(recorded, given) == ["train.train_bn (was False, now True)"]
+
+
 def _latest(run_dir, **changes) -> str:
     """A checkpoint as a head epoch leaves it (two epochs done), with ``changes``; returns its folder."""
     folder = run_dir / "checkpoints" / "epoch-0002"

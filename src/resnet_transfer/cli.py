@@ -101,7 +101,8 @@ def _nonnegative_float(text: str) -> float:
     return _finite_float(text, zero=True)
 
 
-# pretrain trains every layer end to end in one phase: no recipe, cut, fine-tune phase or feature cache
+# pretrain trains every layer end to end in one phase, BatchNormalization in training mode (its statistics are
+# recomputed at the end): no recipe, cut, fine-tune phase, feature cache, AdaBN or --train-bn
 PRETRAIN_SKIPS = ("recipe", "feature_layer", "fine_tune_epochs", "unfreeze", "fine_tune_lr", "augment_phase",
                   "feature_cache", "cache_dir", "cache_dtype", "bn_recalibrate", "train_bn")
 

@@ -46,6 +46,7 @@ from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYER
 from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.report import pyplot, save_figure
 from resnet_transfer.runs import Run, check_run_dir_free, environment_versions
+from resnet_transfer.training.adaptation import adapt_batch_norm, check_adaptation_settings
 from resnet_transfer.training.features import FeatureCache
 from resnet_transfer.training.fitting import stored_features
 from resnet_transfer.training.interrupts import watching_interrupts
@@ -68,6 +69,7 @@ class ProbeResult:
     run_dir: str
     n_train: int
     n_val: int
+    bn_recalibrate: bool = False
 
 
 def _check_choices(backbones: tuple, feature_layers: tuple, weights: tuple) -> None:
@@ -102,12 +104,13 @@ def probe(config: RunConfig, *, backbones: tuple = DEFAULT_PROBE_BACKBONES,
         ConfigError, DataError, WeightsError, RunDirectoryError: bad input; nothing is written.
     """
     _check_choices(tuple(backbones), tuple(feature_layers), tuple(weights))
+    check_adaptation_settings(config.model)
     weights = tuple(weights) * len(backbones) if len(weights) == 1 else tuple(weights)
     settings = [config.updated({"model": {"backbone": name, "weights": setting, "head": "linear"}})
                 for name, setting in zip(backbones, weights)]
     for entry in settings:
         if entry.model.weights not in ("imagenet", "none"):
-            check_weights_file(entry.model.backbone, entry.model.weights)
+            check_weights_file(entry.model.backbone, entry.model.weights, bn_recalibrate=entry.model.bn_recalibrate)
     check_run_dir_free(run_dir)
     FeatureCache(config.train.cache_dir).check_writable()
     dataset = load_dataset(config.data, seed=config.train.seed, default_image_size=get_backbone_spec(backbones[0]).default_input_size,
@@ -127,7 +130,8 @@ def probe(config: RunConfig, *, backbones: tuple = DEFAULT_PROBE_BACKBONES,
             if interrupts and not isinstance(error, KeyboardInterrupt):
                 raise KeyboardInterrupt from error
             raise
-    return ProbeResult(rows=rows, best=best, run_dir=run.path, n_train=len(dataset.y_train), n_val=len(dataset.y_val))
+    return ProbeResult(rows=rows, best=best, run_dir=run.path, n_train=len(dataset.y_train), n_val=len(dataset.y_val),
+                       bn_recalibrate=config.model.bn_recalibrate)
 
 
 class _RetracingNotice(logging.Filter):
@@ -151,6 +155,8 @@ def _probe_one(config: RunConfig, dataset, weights_paths: dict) -> dict:
     started = time.perf_counter()
     model = build_model(config.model, image_shape=dataset.image_shape, num_classes=dataset.num_classes,
                         weights_path=weights_paths[config.model.backbone])
+    if config.model.bn_recalibrate:  # (the features' cache key says so: they must be the recalibrated backbone's)
+        adapt_batch_norm(model, dataset.x_train, config.model, seed=config.train.seed)
     features, status, _ = stored_features(model, dataset, config, splits=("train", "val"))
     train = np.asarray(features["train"], dtype="float32")
     val = np.asarray(features["val"], dtype="float32")
@@ -223,6 +229,7 @@ def format_probe(result: ProbeResult) -> str:
         lines.append(f"{row['backbone']:<13} {row['feature_layer']:<6} {row['linear_accuracy']:>7.4f} "
                      f"{row['knn_accuracy']:>7.4f} {row['seconds']:>8.1f} {row['feature_size']:>9}{mark}")
     best = result.best
-    lines.append(f"best: --backbone {best['backbone']} --feature-layer {best['feature_layer']}; table in "
+    adapted = " --bn-recalibrate" if result.bn_recalibrate else ""
+    lines.append(f"best: --backbone {best['backbone']} --feature-layer {best['feature_layer']}{adapted}; table in "
                  f"{os.path.join(result.run_dir, 'probe.csv')}, plot in {os.path.join(result.run_dir, 'probe.png')}")
     return "\n".join(lines) + "\n"

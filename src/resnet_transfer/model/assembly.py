@@ -47,7 +47,8 @@ def build_model(
     pixels = build_preprocessing(config.backbone, config.preprocess, name="preprocessing")(inputs)
     backbone = create_backbone(
         config.backbone, weights=config.weights, input_shape=tuple(image_shape), weights_path=weights_path,
-        feature_layer=config.feature_layer, bn_recalibrate=config.bn_recalibrate,
+        feature_layer=config.feature_layer,
+        bn_recalibrate=config.bn_recalibrate or not frozen_backbone,  # (pretrain recomputes them at its end)
     )
     if frozen_backbone:
         features = backbone(pixels, training=False)

@@ -115,9 +115,13 @@ def statistics_kept(layers: list):
 
 
 def _batches(count: int, batch_size: int) -> list:
-    """``range(count)`` in near-equal batches of at most ``batch_size`` (no small last batch,
-    whose statistics would be noisy)."""
-    return np.array_split(np.arange(count), max(1, math.ceil(count / batch_size)))
+    """``range(count)`` shuffled (with a fixed seed), in near-equal batches of at most
+    ``batch_size`` (no small last batch, whose statistics would be noisy). Shuffled because
+    a split keeps its source's order, which for a folder of class folders is class by class:
+    a batch of one class would normalise the layers below the one measured by that class's
+    statistics alone."""
+    order = np.random.default_rng(0).permutation(count)
+    return np.array_split(order, max(1, math.ceil(count / batch_size)))
 
 
 def _moments_model(backbone: keras.Model, layers: list) -> keras.Model:
@@ -141,8 +145,9 @@ def recalibrate(backbone: keras.Model, images: np.ndarray, *, preprocess: Option
     population statistics of its inputs over ``images``.
 
     Args:
-        backbone: a functional Keras model (a ResNet, whole or cut); its trainable flags are
-            left as they are.
+        backbone: a functional Keras model whose BatchNormalization layers are its own layers
+            (a ResNet, whole or cut, not a model around one); its trainable flags are left as
+            they are.
         images: the sample, as the model takes it (``preprocess`` is applied first).
         preprocess: what turns ``images`` into the backbone's input (the run's
             preprocessing layer); None: ``images`` are the backbone's input.
@@ -156,9 +161,9 @@ def recalibrate(backbone: keras.Model, images: np.ndarray, *, preprocess: Option
     """
     if len(images) == 0:
         raise ValueError("recalibrate needs at least one image. Received: 0 images")
-    layers = batch_norm_layers(backbone)
+    layers = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not layers:
-        raise ValueError(f"{backbone.name} has no BatchNormalization layer to recalibrate")
+        raise ValueError(f"{backbone.name} has no BatchNormalization layer of its own to recalibrate")
     moments = _moments_model(backbone, layers)
     channels = [int(layer.moving_mean.shape[0]) for layer in layers]
     sum_of_means = [np.zeros(count) for count in channels]
@@ -184,14 +189,21 @@ def recalibrate(backbone: keras.Model, images: np.ndarray, *, preprocess: Option
     return Recalibration(layers=len(layers), images=count, batch_size=len(batches[0]))
 
 
-def training_mode_probabilities(model: keras.Model, images: np.ndarray, *,
+def training_mode_probabilities(backbone: keras.Model, images: np.ndarray, *, preprocess: Optional[Callable] = None,
+                                head: Optional[Callable] = None,
                                 batch_size: int = RECALIBRATION_BATCH_SIZE) -> np.ndarray:
-    """``model``'s outputs with every BatchNormalization layer in training mode (normalising
-    with each batch's statistics), in batches of about ``batch_size``; the moving
-    statistics are left as they were."""
-    layers = batch_norm_layers(model)
-    outputs = []
+    """``head(backbone(preprocess(images)))`` with the backbone's BatchNormalization layers in
+    training mode (each batch normalised with its own statistics; the batches are shuffled
+    as ``recalibrate``'s are) and the head in inference mode (no dropout), in the images'
+    order; the moving statistics are left as they were."""
+    layers = batch_norm_layers(backbone)
+    outputs, order = [], []
     with statistics_kept(layers), _in_training_mode(layers):
         for batch in _batches(len(images), batch_size):
-            outputs.append(keras.ops.convert_to_numpy(model(images[batch], training=True)))
-    return np.concatenate(outputs)
+            pixels = images[batch] if preprocess is None else preprocess(images[batch])
+            features = backbone(pixels, training=True)
+            outputs.append(keras.ops.convert_to_numpy(features if head is None else head(features, training=False)))
+            order.append(batch)
+    probabilities = np.empty_like(np.concatenate(outputs))
+    probabilities[np.concatenate(order)] = np.concatenate(outputs)
+    return probabilities

@@ -170,10 +170,14 @@ def read_sidecar(weights_file: str):
     if sidecar["format"] != SIDECAR_FORMAT:
         raise WeightsError(f"the sidecar {path!r} has format {sidecar['format']!r}; this version reads format "
                            f"{SIDECAR_FORMAT}. Upgrade resnet-transfer, or remove the sidecar to load the file as plain weights")
-    if not isinstance(sidecar.get("bn_recalibration", {}), dict):
+    record = sidecar.get("bn_recalibration", {})
+    modes = [record.get(when, {}) for when in ("before", "after")] if isinstance(record, dict) else []
+    if not isinstance(record, dict) or not all(
+            isinstance(mode, dict) and all(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+                                           for value in mode.values()) for mode in modes):
         raise WeightsError(f"the sidecar {path!r} of weights file {weights_file!r} has bn_recalibration="
-                           f"{sidecar['bn_recalibration']!r}, not an object; restore it from where the weights came "
-                           "from, or remove it")
+                           f"{record!r}, not an object with accuracies before and after; restore it from where the "
+                           "weights came from, or remove it")
     for name, kinds in _SIDECAR_TYPES.items():
         value = sidecar.get(name)
         if isinstance(value, bool) or not isinstance(value, kinds):

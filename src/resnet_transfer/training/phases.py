@@ -213,6 +213,10 @@ def _fit_phase(model, dataset: Dataset, config: RunConfig, phase: Phase, callbac
     optimizer = None
     if phase.name == "fine-tune":
         optimizer = make_optimizer(learning_rate=phase.learning_rate, weight_decay=config.train.weight_decay)
+        if phase.train_bn and config.train.weight_decay > 0:  # fastai's bn_wd=False: no decay towards scale 0
+            optimizer.exclude_from_weight_decay(var_list=[
+                variable for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)
+                for variable in layer.weights if variable.trainable])
         optimizer.build(model.trainable_variables)
         if getattr(model, "optimizer", None) is not None and model.optimizer.built:
             carry_optimizer_state(model.optimizer, optimizer, learning_rate=False)

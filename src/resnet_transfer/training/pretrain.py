@@ -4,12 +4,18 @@ A ResNet from ``--backbone`` (random, or from ``--weights``) trains with a tempo
 classification head (by default average pooling and one softmax layer, the shape of
 the ImageNet classifier) on any data ``train`` accepts, end to end, every layer
 trainable and every BatchNormalization layer in training mode, as when a network is
-trained from scratch. Then:
+trained from scratch. Then every BatchNormalization layer's moving mean and variance are
+recomputed with the final weights over a seeded sample of ``bn_images`` training images
+(PreciseBN, ``model.batch_norm``): after a short pretraining the moving averages lag far
+behind the weights, and every later use of the backbone (feature extraction, fine-tuning)
+runs BatchNormalization in inference mode. The test metrics are taken after that, and:
 
 - the backbone's weights go to ``out`` (Keras's ``save_weights``, a ``.weights.h5``
   file that ``create_backbone`` loads, and with it ``train --weights FILE``);
 - a sidecar ``x.weights.json`` beside it records the backbone, the source data, the
-  classes, the epochs, the final accuracies and the weights file's SHA-256;
+  classes, the epochs, the final accuracies, the weights file's SHA-256 and the
+  recalibration (``bn_recalibration``: images, and the validation accuracy in training
+  and in inference mode before and after);
 - a run folder records the run as ``train`` does (config, history, curves, model,
   metrics, report).
 
@@ -39,7 +45,7 @@ from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.config import FEATURE_LAYERS, RunConfig
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import atomic_path, first_line, hash_file, write_json_atomic
-from resnet_transfer.model.assembly import backbone_of
+from resnet_transfer.model.assembly import backbone_of, head_of
 from resnet_transfer.model.augmentation import build_augmentation
 from resnet_transfer.model.backbone import MAX_MODE_GAP
 from resnet_transfer.model.batch_norm import recalibrate, sample_indices, training_mode_probabilities
@@ -93,9 +99,11 @@ def _check_settings(config: RunConfig) -> None:
     if config.train.fine_tune_epochs:
         raise ConfigError("pretrain trains the whole backbone in one phase; remove fine_tune_epochs from the config "
                           f"file. Received: fine_tune_epochs={config.train.fine_tune_epochs}")
-    if config.model.bn_recalibrate or config.train.train_bn:
-        raise ConfigError("pretrain trains every BatchNormalization layer in training mode and recomputes its statistics "
-                          "at the end (--bn-images); remove bn_recalibrate and train_bn from the config file")
+    for name, value in (("bn_recalibrate", config.model.bn_recalibrate), ("train_bn", config.train.train_bn)):
+        if value:
+            raise ConfigError(f"pretrain trains every BatchNormalization layer in training mode and recomputes its "
+                              f"statistics at the end (--bn-images); remove {name} from the config file. Received: "
+                              f"{name}={value!r}")
     if config.model.feature_layer != FEATURE_LAYERS[-1]:
         raise ConfigError("pretrain trains the whole backbone, so its weights file holds every stage; remove "
                           "feature_layer from the config file and give --feature-layer to train instead. "
@@ -197,7 +205,8 @@ def _accuracies(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> d
     if len(images) == 0:
         return {"training_mode": None, "inference_mode": None}
     inference = predict_probabilities(model, images)
-    training = training_mode_probabilities(model, images)
+    training = training_mode_probabilities(backbone_of(model), images, preprocess=model.get_layer("preprocessing"),
+                                           head=head_of(model))
     return {"training_mode": float(np.mean(training.argmax(axis=1) == labels)),
             "inference_mode": float(np.mean(inference.argmax(axis=1) == labels))}
 

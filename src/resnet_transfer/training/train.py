@@ -43,7 +43,7 @@ from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights, read_sidecar, weights_identity
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
-from resnet_transfer.training.adaptation import adapt_batch_norm, adaptation_record
+from resnet_transfer.training.adaptation import adapt_batch_norm, adaptation_record, check_adaptation_settings
 from resnet_transfer.training.checkpoints import CHECKPOINTS, Checkpoint, EpochCheckpoint, clear_partial, read_checkpoint
 from resnet_transfer.training.distribution import (
     check_same_on_every_worker, choose_strategy, cluster_role, replicas, strategy_name, strategy_scope, worker_role,
@@ -172,6 +172,9 @@ def changed_settings(recorded: dict, given: dict) -> list:
     but for ``HOW_SETTINGS`` (a resumed run may, say, name its folder another way or run on
     more GPUs)."""
     recorded, given = flat_settings(recorded), flat_settings(given)
+    # A setting newer than the run's config.json had its default then (a run started by an earlier version).
+    defaults = flat_settings(json.loads(json.dumps(RunConfig().to_dict())))
+    recorded = {**{name: defaults[name] for name in given if name not in recorded and name in defaults}, **recorded}
     return [f"{name} (was {recorded.get(name)!r}, now {given.get(name)!r})" for name in sorted(set(recorded) | set(given))
             if name not in HOW_SETTINGS and recorded.get(name) != given.get(name)]
 
@@ -230,6 +233,8 @@ def prepare(config: RunConfig, *, splits: tuple = ("train", "val", "test"), froz
     Returns:
         (dataset, model, weights_path)
     """
+    if frozen_backbone:
+        check_adaptation_settings(config.model)
     keras.utils.set_random_seed(config.train.seed)
     spec = get_backbone_spec(config.model.backbone)
     dataset = load_dataset(config.data, seed=config.train.seed, default_image_size=spec.default_input_size, splits=splits)
