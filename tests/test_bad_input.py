@@ -603,3 +603,73 @@ def test_debug_shows_the_traceback_that_the_default_hides(tmp_path, capsys):
     assert "Traceback" in stderr
     assert stderr.strip().splitlines()[-1].startswith("resnet-transfer: error:")
     assert not (tmp_path / "run").exists()
+
+
+# Round three: hand-edited run folders, predict with nothing to predict, resumed runs whose weights changed ------
+
+
+def _edited_run(trained, tmp_path, edit) -> str:
+    copy = tmp_path / "run"
+    shutil.copytree(trained["run"], copy)
+    record = json.loads((copy / "config.json").read_text())
+    edit(record)
+    (copy / "config.json").write_text(json.dumps(record))
+    return str(copy)
+
+
+@pytest.mark.parametrize("edit, fragments", [
+    (lambda record: record.update(class_names=record["class_names"][:1]), ["names 1 classes", "2 outputs"]),
+    (lambda record: record.update(class_names=[0, 1]), ["class_names=[0, 1]", "class names (text)"]),
+    (lambda record: record["data_source"].update(image_size="32px"), ["image_size='32px'", "whole number"]),
+    (lambda record: record["data_source"].update(image_size=64), ["image_size=64", "takes 32x32 images"]),
+    (lambda record: record["data_source"].update(resize="squash"), ["resize='squash'", "pad, stretch, crop"]),
+])
+@pytest.mark.parametrize("verb", ["evaluate", "predict", "export"])
+def test_a_hand_edited_config_that_does_not_fit_the_model_is_refused_before_anything_is_computed(
+        trained, tmp_path, capsys, edit, fragments, verb):
+    run = _edited_run(trained, tmp_path, edit)
+    before = {name: os.path.getmtime(os.path.join(run, name)) for name in os.listdir(run)}
+    arguments = {"evaluate": [run], "predict": [run, trained["data"] / "circle"],
+                 "export": [run, "--format", "savedmodel"]}[verb]
+    status, stderr = cli(capsys, verb, *arguments)
+    assert status == 2
+    assert_one_error_line(stderr, "config.json", "edited", *fragments)
+    assert {name: os.path.getmtime(os.path.join(run, name)) for name in os.listdir(run)} == before  # nothing written
+
+
+def test_predict_with_nothing_to_predict_exits_2_and_says_so(trained, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    status, stderr = cli(capsys, "predict", trained["run"], empty, "--top-k", "1")
+    assert status == 2
+    assert_one_error_line(stderr, "no images found", str(empty), "no files there")
+    (empty / "notes.txt").write_text("not an image")
+    status, stderr = cli(capsys, "predict", trained["run"], empty, "--top-k", "1")
+    assert status == 2
+    assert_one_error_line(stderr, "no images found", "1 file(s), none readable", "notes.txt")
+    shutil.copy(next((trained["data"] / "circle").iterdir()), empty / "circle.png")  # one good, one bad: a table
+    status, _ = cli(capsys, "predict", trained["run"], empty, "--top-k", "1")
+    assert status == 0
+
+
+def test_resume_refuses_weights_replaced_since_the_run_started_naming_both(tmp_path):
+    from resnet_transfer.config import RunConfig
+    from resnet_transfer.errors import WeightsError
+    from resnet_transfer.model.weights import weights_identity
+    from resnet_transfer.training.train import _config_values, train
+
+    weights = tmp_path / "backbone.weights.h5"
+    weights.write_bytes(b"the file the run started from")
+    run_dir = tmp_path / "run"
+    config = RunConfig.from_dict({"model": {"backbone": "resnet50", "weights": str(weights)}, "run_dir": str(run_dir)})
+    started_from = weights_identity("resnet50", str(weights), 0)
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({
+        "config": _config_values(config, str(run_dir)), "seed": 0, "class_names": ["a", "b"],
+        "image_shape": [32, 32, 3], "data_source": {}, "weights": {"identity": started_from}}))
+    (run_dir / "status.json").write_text('{"state": "failed"}')
+    weights.write_bytes(b"another file at the same path")
+    with pytest.raises(WeightsError, match="not those the run") as refused:
+        train(config, resume=True)
+    assert started_from in str(refused.value) and weights_identity("resnet50", str(weights), 0) in str(refused.value)
+    assert json.loads((run_dir / "status.json").read_text()) == {"state": "failed"}

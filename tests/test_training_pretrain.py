@@ -13,7 +13,7 @@ from resnet_transfer.cli import main
 from resnet_transfer.config import RunConfig
 from resnet_transfer.errors import WeightsError
 from resnet_transfer.model.assembly import backbone_of
-from resnet_transfer.model.backbone import create_backbone
+from resnet_transfer.model.backbone import check_pretrained_fit, create_backbone
 from resnet_transfer.model.weights import sidecar_path
 from resnet_transfer.training.train import train
 
@@ -155,7 +155,7 @@ def test_a_pretrained_file_is_refused_for_another_backbone_or_when_replaced(pret
     (["--out", "{folder}/new.weights.h5", "--config", "{configs}/cut.json"], "remove feature_layer from the config"),
     (["--out", "{folder}/new.weights.h5", "--fine-tune-epochs", "1"], "unrecognized arguments: --fine-tune-epochs 1"),
     (["--out", "{folder}/new.weights.h5", "--bn-recalibrate"], "unrecognized arguments: --bn-recalibrate"),
-    (["--out", "{folder}/new.weights.h5", "--config", "{configs}/adabn.json"], "remove bn_recalibrate and train_bn"),
+    (["--out", "{folder}/new.weights.h5", "--config", "{configs}/adabn.json"], "remove bn_recalibrate from the config file. Received: bn_recalibrate=True"),
     (["--out", "{folder}/new.weights.h5", "--classes", "0,ten"], "'ten' is not a class of this data"),
     (["--out", "{folder}/no/such/new.weights.h5"], "cannot write into the folder of --out"),
 ])
@@ -175,3 +175,23 @@ def test_pretrain_refuses_bad_input_with_one_line_and_writes_nothing(pretrained,
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in error and error.startswith("resnet-transfer: error:")
     assert sorted(os.listdir(folder)) == before
+
+
+@requires_mnist
+def test_a_backbone_used_with_other_preprocessing_or_size_than_pretrained_is_named(pretrained, tmp_path, caplog,
+                                                                                    capsys):
+    folder, out = pretrained
+    with caplog.at_level("WARNING", logger="resnet_transfer"):
+        check_pretrained_fit(out, preprocess="seed", image_size=32)
+        assert caplog.records == []
+        check_pretrained_fit(out, preprocess="imagenet", image_size=64)
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert "preprocess='seed', image_size=32" in warning and "preprocess='imagenet', image_size=64" in warning
+    assert "--preprocess seed and --image-size 32" in warning
+    with pytest.raises(WeightsError, match="--strict refuses the mismatch"):
+        check_pretrained_fit(out, preprocess="imagenet", image_size=32, strict=True)
+    # train checks it before anything is written: under --strict the run folder is never made
+    status = main(["train", "--weights", out, "--preprocess", "imagenet", "--strict", "--classes", "3,4",
+                   "--run-dir", str(tmp_path / "refused"), *SMALL])
+    assert status == 2 and not os.path.exists(tmp_path / "refused")
+    assert "preprocess='seed'" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -324,6 +324,13 @@ def _command_predict(arguments: argparse.Namespace) -> int:
     from resnet_transfer.prediction import format_predictions, predict
 
     results = predict(arguments.run_dir, arguments.inputs, top_k=arguments.top_k)
+    if not any("error" not in result for result in results):
+        from resnet_transfer.errors import DataError
+
+        found = (f"{len(results)} file(s), none readable as an image (for example {results[0]['path']!r}: "
+                 f"{results[0]['error']})" if results else "no files there")
+        raise DataError(f"no images found in {', '.join(map(repr, arguments.inputs))}: {found}; give image files "
+                        "(PNG, JPEG, ...) or folders holding them")
     sys.stdout.write(format_predictions(results, arguments.format))
     return 0
 

@@ -34,8 +34,8 @@ def evaluate_run(run_dir: str, *, allow_changed_data: bool = False) -> dict:
         DataError: the data changed since training (without ``allow_changed_data``) or is unreadable.
     """
     run = Run(run_dir)
+    model = run.load_model()  # first: it checks config.json against the model before anything is computed
     dataset = run.load_dataset(splits=("test",), allow_changed_data=allow_changed_data)
-    model = run.load_model()
     probabilities = predict_probabilities(model, dataset.x_test)
     metrics = compute_test_metrics(probabilities, dataset.y_test)
     write_report(

@@ -65,9 +65,9 @@ def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None
     """
     if isinstance(run, (str, os.PathLike, Run)):
         run = run if isinstance(run, Run) else Run(run)
+        model = run.load_model()  # (checks config.json's class names and image size against the model)
         class_names = run.labels
         image_size, resize = run.image_geometry
-        model = run.load_model()
     else:
         model = run
         if class_names is None or image_size is None:

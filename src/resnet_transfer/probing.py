@@ -40,7 +40,7 @@ from resnet_transfer.data.dataset import load_dataset
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import write_text_atomic
 from resnet_transfer.model.assembly import build_model
-from resnet_transfer.model.backbone import check_weights_file
+from resnet_transfer.model.backbone import check_pretrained_fit, check_weights_file
 from resnet_transfer.model.weights import fetch_weights
 from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT
 from resnet_transfer.registry import get_backbone_spec
@@ -115,6 +115,10 @@ def probe(config: RunConfig, *, backbones: tuple = DEFAULT_PROBE_BACKBONES,
     FeatureCache(config.train.cache_dir).check_writable()
     dataset = load_dataset(config.data, seed=config.train.seed, default_image_size=get_backbone_spec(backbones[0]).default_input_size,
                            splits=("train", "val"), limit_at_most=True)
+    for entry in settings:
+        if entry.model.weights not in ("imagenet", "none"):
+            check_pretrained_fit(entry.model.weights, preprocess=entry.model.preprocess,
+                                 image_size=int(dataset.image_shape[0]), strict=config.data.strict)
     weights_paths = {entry.model.backbone: fetch_weights(entry.model.backbone) if entry.model.weights == "imagenet" else None
                      for entry in settings}
     with watching_interrupts() as interrupts:

@@ -39,7 +39,7 @@ except ImportError:  # Windows
 
 import keras
 
-from resnet_transfer.config import DataConfig, RunConfig
+from resnet_transfer.config import RESIZE_MODES, DataConfig, RunConfig
 from resnet_transfer.data.dataset import Dataset, load_dataset
 from resnet_transfer.errors import ConfigError, DataError, RunDirectoryError
 from resnet_transfer.files import atomic_path, first_line, write_json_atomic, write_text_atomic
@@ -275,15 +275,28 @@ class Run:
         except ConfigError as error:
             raise RunDirectoryError(f"{self.file('config.json')} no longer gives a valid config: {error}") from error
 
+    def _edited(self, what: str) -> RunDirectoryError:
+        return RunDirectoryError(f"{self.file('config.json')} {what}: the run folder was edited or damaged; restore "
+                                 "config.json from a copy, or train the run again")
+
     @property
     def labels(self) -> list:
-        return list(self.record["class_names"])
+        """The class names, in the order of the model's outputs (non-empty, distinct text)."""
+        names = self.record["class_names"]
+        if not names or not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
+            raise self._edited(f"holds class_names={names!r}, not a list of distinct, non-empty class names (text)")
+        return list(names)
 
     @property
     def image_geometry(self) -> tuple:
         """(image_size, resize) the run's images were fitted with."""
         source = self.record["data_source"]
-        return int(source.get("image_size", self.record["image_shape"][0])), source.get("resize", "pad")
+        size, resize = source.get("image_size", self.record["image_shape"][0]), source.get("resize", "pad")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise self._edited(f"holds data_source.image_size={size!r}, not a whole number of pixels")
+        if resize not in RESIZE_MODES:
+            raise self._edited(f"holds data_source.resize={resize!r}, not one of: {', '.join(RESIZE_MODES)}")
+        return size, resize
 
     @property
     def status(self) -> str:
@@ -320,11 +333,24 @@ class Run:
         if not os.path.isfile(path):
             raise RunDirectoryError(f"{path} does not exist: is {self.path!r} a finished resnet-transfer run?")
         try:
-            return keras.saving.load_model(path)
+            model = keras.saving.load_model(path)
         except Exception as error:  # zipfile, h5py and Keras raise many kinds for a damaged file
             raise RunDirectoryError(
                 f"{path} cannot be loaded ({first_line(error)}): the file is damaged or incomplete; train the run again"
             ) from error
+        self.check_model(model)
+        return model
+
+    def check_model(self, model) -> None:
+        """Raises ``RunDirectoryError`` when config.json does not describe ``model``: as many
+        class names as outputs, the image size its input takes (a hand-edited run folder)."""
+        outputs, labels = model.output_shape[-1], self.labels
+        if outputs != len(labels):
+            raise self._edited(f"names {len(labels)} classes (class_names) and the model has {outputs} outputs")
+        size, _ = self.image_geometry
+        if tuple(model.input_shape[1:3]) != (size, size):
+            raise self._edited(f"holds data_source.image_size={size} and the model takes {model.input_shape[1]}x"
+                               f"{model.input_shape[2]} images")
 
     def load_dataset(self, *, splits: tuple = ("test",), allow_changed_data: bool = False) -> Dataset:
         """The run's data, split exactly as in training (same settings, seed and classes).

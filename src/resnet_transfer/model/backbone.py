@@ -27,7 +27,8 @@ from resnet_transfer.files import first_line, hash_file
 from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights, read_sidecar
 
-__all__ = ["create_backbone", "check_input_size", "check_weights_file", "batch_norm_warning", "MAX_MODE_GAP",
+__all__ = ["create_backbone", "check_input_size", "check_weights_file", "check_pretrained_fit", "batch_norm_warning",
+           "MAX_MODE_GAP",
            "stage_end", "cut_backbone"]
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,27 @@ def check_weights_file(name: str, path: str, *, bn_recalibrate: bool = False) ->
         elif problem:
             logger.warning("weights file %s: %s. Pass --bn-recalibrate to recompute them on these training images, or "
                            "pretrain again with this version (it recomputes them at the end)", path, problem)
+
+
+def check_pretrained_fit(path: str, *, preprocess: str, image_size: int, strict: bool = False) -> None:
+    """Warns (raises ``WeightsError`` when ``strict``) when the sidecar of weights file ``path``
+    says the backbone was pretrained with another preprocessing or image size than this run
+    uses: its features would be computed from pixels it never saw."""
+    sidecar = read_sidecar(path)
+    if sidecar is None:
+        return
+    recorded = {"preprocess": sidecar.get("preprocess"), "image_size": sidecar.get("image_size")}
+    given = {"preprocess": preprocess, "image_size": image_size}
+    differ = [name for name in recorded if recorded[name] is not None and recorded[name] != given[name]]
+    if not differ:
+        return
+    flags = " and ".join(f"--{name.replace('_', '-')} {recorded[name]}" for name in differ)
+    message = (f"weights file {path!r} was pretrained with {', '.join(f'{n}={recorded[n]!r}' for n in differ)} and this "
+               f"run uses {', '.join(f'{n}={given[n]!r}' for n in differ)}: give {flags} to match it, or pretrain again "
+               "with this run's settings")
+    if strict:
+        raise WeightsError(message + " (--strict refuses the mismatch)")
+    logger.warning("%s", message)
 
 
 # Points of validation accuracy by which a pretrained backbone may score lower in inference mode than in training

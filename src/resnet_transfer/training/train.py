@@ -36,8 +36,9 @@ import keras
 from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.config import BUILTIN_DATA, HOW_SETTINGS, RunConfig, flat_settings
 from resnet_transfer.data.dataset import Dataset, load_dataset
-from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, RunInterrupted
+from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, RunInterrupted, WeightsError
 from resnet_transfer.model.assembly import backbone_of, build_model, head_of
+from resnet_transfer.model.backbone import check_pretrained_fit
 from resnet_transfer.model.heads import resolve_pooling
 from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights, read_sidecar, weights_identity
@@ -158,6 +159,7 @@ def _reopen(config: RunConfig) -> tuple:
                 f"--resume: {len(changed)} setting(s) differ from the run's config.json: {'; '.join(changed)}. A "
                 "resumed run keeps its settings: give the same ones, or start a new run with another --run-dir"
             )
+        _check_same_weights(run, config)
         _check_tensorboard(config)
         if config.train.feature_cache != "off":
             FeatureCache(config.train.cache_dir).check_writable()
@@ -165,6 +167,17 @@ def _reopen(config: RunConfig) -> tuple:
     except BaseException:
         run.release()
         raise
+
+
+def _check_same_weights(run: Run, config: RunConfig) -> None:
+    """Raises ``WeightsError`` when the weights are not those the run started from: the same
+    path may now hold another file."""
+    recorded = (run.record.get("weights") or {}).get("identity")
+    current = weights_identity(config.model.backbone, config.model.weights, config.train.seed)
+    if recorded is not None and recorded != current:
+        raise WeightsError(f"--resume: the weights {config.model.weights!r} are not those the run in {run.path!r} started "
+                           f"from (then {recorded}, now {current}): put the original file back, or start a new run "
+                           "with another --run-dir")
 
 
 def changed_settings(recorded: dict, given: dict) -> list:
@@ -239,6 +252,9 @@ def prepare(config: RunConfig, *, splits: tuple = ("train", "val", "test"), froz
     spec = get_backbone_spec(config.model.backbone)
     dataset = load_dataset(config.data, seed=config.train.seed, default_image_size=spec.default_input_size, splits=splits)
     weights_path = fetch_weights(config.model.backbone) if config.model.weights == "imagenet" else None
+    if config.model.weights not in ("imagenet", "none"):
+        check_pretrained_fit(config.model.weights, preprocess=config.model.preprocess,
+                             image_size=int(dataset.image_shape[0]), strict=config.data.strict)
     model = build_model(config.model, image_shape=dataset.image_shape, num_classes=dataset.num_classes,
                         weights_path=weights_path, frozen_backbone=frozen_backbone)
     if config.model.bn_recalibrate and frozen_backbone:
