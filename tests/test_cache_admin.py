@@ -122,3 +122,11 @@ def test_a_cache_dir_that_is_a_file_is_named(tmp_path, capsys):
     assert "is a file, not a cache folder" in capsys.readouterr().err
     assert main(["cache", "list", "--cache-dir", str(tmp_path / "nothing")]) == 0
     assert capsys.readouterr().out.strip().endswith("(no such folder: is --cache-dir right?)")
+
+
+@pytest.mark.parametrize("action", ["prune", "verify"])
+def test_prune_or_verify_of_a_cache_dir_that_does_not_exist_is_a_typo_to_name(tmp_path, capsys, action):
+    assert main(["cache", action, "--cache-dir", str(tmp_path / "cahce")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "'cache list --cache-dir DIR'" in error[0] and str(tmp_path / "cahce") in error[0]
+    assert not os.path.exists(tmp_path / "cahce")

@@ -2,6 +2,7 @@ import hashlib
 import json
 import math
 import os
+import pathlib
 
 import pytest
 
@@ -10,6 +11,7 @@ from resnet_transfer.files import (
     first_line,
     hash_file,
     json_safe,
+    make_temporary_folder,
     reserve_space,
     write_json_atomic,
     write_text_atomic,
@@ -80,3 +82,16 @@ def test_reserve_space_allocates_a_sparse_files_blocks(tmp_path):
     with pytest.raises(OSError) as caught:
         reserve_space(str(tmp_path / "missing.npy"))
     assert "missing.npy" in str(caught.value)
+
+
+def test_temporary_folders_and_atomic_files_get_the_modes_the_umask_gives(tmp_path):
+    previous = os.umask(0o022)  # a shared machine's usual mask: others may read
+    try:
+        folder = make_temporary_folder(str(tmp_path), prefix=".entry.partial-")
+        with atomic_path(str(tmp_path / "file.txt")) as temporary:
+            pathlib.Path(temporary).write_text("x")
+        assert os.stat(folder).st_mode & 0o777 == 0o755  # mkdtemp alone makes 0700
+        assert os.stat(tmp_path / "file.txt").st_mode & 0o777 == 0o644
+        assert os.umask(0o022) == 0o022  # reading the mask left it as it was
+    finally:
+        os.umask(previous)

@@ -91,3 +91,15 @@ def test_weights_identity_changes_with_the_weights(tmp_path):
     }
     assert len(identities) == 6
     assert weights_identity("resnet50", "imagenet", seed=0) == weights_identity("resnet50", "imagenet", seed=5)
+
+
+def test_a_sidecar_whose_format_is_true_is_not_taken_for_format_1(tmp_path):
+    import json
+
+    from resnet_transfer.errors import WeightsError
+    from resnet_transfer.model.weights import read_sidecar
+
+    (tmp_path / "b.weights.h5").write_bytes(b"weights")
+    (tmp_path / "b.weights.json").write_text(json.dumps({"format": True, "backbone": "resnet50"}))
+    with pytest.raises(WeightsError, match="has format True"):
+        read_sidecar(str(tmp_path / "b.weights.h5"))

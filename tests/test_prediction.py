@@ -121,3 +121,9 @@ def test_table_aligns_paths_and_shows_errors(results):
     assert lines[1].index("cat 0.750") == lines[2].index("error")
     with pytest.raises(DataError, match="table, jsonl, csv.*xml"):
         format_predictions(results, "xml")
+
+
+def test_a_file_name_with_a_newline_stays_on_its_line_of_the_table(results):
+    results = [{**results[0], "path": "x/two\nlines.png"}, results[1]]
+    lines = format_predictions(results, "table").splitlines()
+    assert len(lines) == 3 and lines[1].startswith("x/two\\nlines.png  cat 0.750")

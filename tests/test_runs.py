@@ -10,7 +10,8 @@ from imagesets import draw_shape, write_class_folders
 from resnet_transfer.config import RunConfig
 from resnet_transfer.data.dataset import load_dataset
 from resnet_transfer.errors import DataError, RunDirectoryError
-from resnet_transfer.runs import HISTORY_COLUMNS, Run
+from resnet_transfer.runs import HISTORY_COLUMNS, Run, check_run_dir_free
+from resnet_transfer.training.checkpoints import clear_partial
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ def test_a_truncated_model_is_a_run_directory_error(tmp_path):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     run = Run.create(str(tmp_path / "run"))
     run.save_model(model)
-    assert Run(run.path).load_model().count_params() == model.count_params()
+    assert keras.saving.load_model(run.file("model.keras")).count_params() == model.count_params()
     path = run.file("model.keras")
     with open(path, "r+b") as handle:
         handle.truncate(os.path.getsize(path) // 2)
@@ -159,3 +160,16 @@ def test_a_record_field_of_the_wrong_type_is_a_damaged_run(tmp_path, key, value)
     (folder / "config.json").write_text(json.dumps({**record, key: value}))
     with pytest.raises(RunDirectoryError, match=f"holds '{key}' as"):
         Run(str(folder)).image_geometry
+
+
+def test_a_run_dir_that_is_a_file_is_named_as_a_file(tmp_path):
+    (tmp_path / "notes").write_text("x")
+    with pytest.raises(RunDirectoryError, match="is a file, not a folder"):
+        check_run_dir_free(str(tmp_path / "notes"))
+
+
+def test_resume_clears_the_half_written_files_a_kill_left_in_the_run_folder(tmp_path):
+    (tmp_path / ".model.k2j3.partial.keras").write_bytes(b"half a model")
+    (tmp_path / "model.keras").write_bytes(b"kept")
+    clear_partial(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["model.keras"]

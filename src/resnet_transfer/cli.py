@@ -354,6 +354,12 @@ def _command_cache(arguments: argparse.Namespace) -> int:
         raise ConfigError(f"--older-than and --max-size go with 'cache prune', not 'cache {arguments.action}'")
     directory = arguments.cache_dir or default_cache_dir()
     size = lambda count: f"{count / 1e6:,.1f} MB"  # noqa: E731
+    if arguments.action in ("prune", "verify") and not os.path.isdir(directory):
+        if arguments.cache_dir is not None:  # most likely a typo: 'nothing removed' would hide it
+            raise ConfigError(f"--cache-dir {directory!r} is no folder, so there is no cache to {arguments.action} "
+                              "there; give the --cache-dir your runs used ('cache list --cache-dir DIR' shows a cache)")
+        print(f"no feature cache at {directory} yet: nothing to {arguments.action}")
+        return 0
     if arguments.action == "prune":
         removed = prune(directory, older_than_days=arguments.older_than,
                         max_bytes=None if arguments.max_size is None else int(arguments.max_size * 1e9))

@@ -19,14 +19,13 @@ Example:
 import logging
 import os
 import shutil
-import tempfile
 from typing import Optional
 
 import keras
 import numpy as np
 
 from resnet_transfer.errors import ConfigError, ExportCheckError, RunDirectoryError
-from resnet_transfer.files import write_json_atomic, write_text_atomic
+from resnet_transfer.files import make_temporary_folder, write_json_atomic, write_text_atomic
 from resnet_transfer.runs import Run
 
 __all__ = ["EXPORT_FORMATS", "TOLERANCE", "QUANTIZED_TOLERANCE", "export_run"]
@@ -128,7 +127,7 @@ def export_run(run_dir: str, output_format: str, *, quantize: bool = False, outp
     parent = os.path.dirname(os.path.abspath(output_dir))
     try:
         os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output_dir)}.partial-")
+        staging = make_temporary_folder(parent, prefix=f".{os.path.basename(output_dir)}.partial-")
     except OSError as error:
         raise RunDirectoryError(f"cannot write the export into {parent!r} ({error.strerror}); choose a writable --output") from error
     try:

@@ -13,7 +13,8 @@ import os
 import tempfile
 from typing import Iterator
 
-__all__ = ["hash_file", "atomic_path", "write_text_atomic", "write_json_atomic", "json_safe", "first_line", "reserve_space"]
+__all__ = ["hash_file", "atomic_path", "write_text_atomic", "write_json_atomic", "json_safe", "first_line", "reserve_space",
+           "make_temporary_folder"]
 
 _CHUNK_BYTES = 1 << 22
 
@@ -51,9 +52,26 @@ def atomic_path(path: str) -> Iterator[str]:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without changing it where Linux says it (``os.umask`` can only
+    read it by setting it, and for that moment other threads would create files with mask 0)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # elsewhere: the briefest change, to the most private mask
     os.umask(mask)
     return mask
+
+
+def make_temporary_folder(parent: str, prefix: str) -> str:
+    """``tempfile.mkdtemp`` in ``parent``, with the mode the umask gives a new folder (mkdtemp
+    makes it 0700, which would keep a shared cache's entries or an export from other users)."""
+    folder = tempfile.mkdtemp(dir=parent, prefix=prefix)
+    os.chmod(folder, 0o777 & ~_umask())
+    return folder
 
 
 def write_text_atomic(path: str, text: str) -> None:

@@ -106,6 +106,11 @@ def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None
     return results
 
 
+def _printable(path: str) -> str:
+    """A file name on one line of the table: control characters (a newline in a name) as escapes."""
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+
+
 def format_predictions(results: list, output_format: str) -> str:
     """Renders ``predict`` results as an aligned table, JSON lines or CSV."""
     if output_format not in PREDICT_FORMATS:
@@ -126,9 +131,10 @@ def format_predictions(results: list, output_format: str) -> str:
             for rank, (name, probability) in enumerate(r.get("top", []), start=1):
                 writer.writerow([r["path"], rank, name, f"{probability:.6f}", ""])
         return buffer.getvalue()
-    width = max([len(str(r["path"])) for r in results] + [4])
+    shown = [_printable(str(r["path"])) for r in results]
+    width = max([len(path) for path in shown] + [4])
     lines = [f"{'path':<{width}}  top classes"]
-    for r in results:
+    for r, path in zip(results, shown):
         text = f"error: {r['error']}" if "error" in r else "  ".join(f"{c} {p:.3f}" for c, p in r["top"])
-        lines.append(f"{str(r['path']):<{width}}  {text}")
+        lines.append(f"{path:<{width}}  {text}")
     return "\n".join(lines) + "\n"

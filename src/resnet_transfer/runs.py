@@ -61,7 +61,9 @@ def default_run_dir(backbone: str, now: Optional[datetime] = None) -> str:
 def check_run_dir_free(path: str, *, resumable: bool = False) -> None:
     """Raises ``RunDirectoryError`` if ``path`` exists and is not an empty folder
     (``resumable``: the message mentions ``--resume``)."""
-    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise RunDirectoryError(f"run directory {path!r} is a file, not a folder; choose another --run-dir")
+    if os.path.exists(path) and os.listdir(path):
         raise RunDirectoryError(
             f"run directory {path!r} already exists and is not empty; runs are never overwritten. "
             "Choose another --run-dir or remove it" + (" (or add --resume to go on with a stopped run there)."

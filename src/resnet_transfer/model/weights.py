@@ -167,7 +167,7 @@ def read_sidecar(weights_file: str):
         logger.info("%s is not a resnet-transfer sidecar (no format field); %s loads as a plain weights file",
                     path, weights_file)
         return None
-    if sidecar["format"] != SIDECAR_FORMAT:
+    if isinstance(sidecar["format"], bool) or sidecar["format"] != SIDECAR_FORMAT:
         raise WeightsError(f"the sidecar {path!r} has format {sidecar['format']!r}; this version reads format "
                            f"{SIDECAR_FORMAT}. Upgrade resnet-transfer, or remove the sidecar to load the file as plain weights")
     record = sidecar.get("bn_recalibration", {})

@@ -132,7 +132,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 def clear_partial(run_dir: str) -> None:
-    """Removes the half-written epoch folders a kill or a full disk left."""
+    """Removes the half-written epoch folders, and the half-written files of the run folder
+    (``files.atomic_path``'s hidden ``.NAME.*.partial*``, a model as big as the model), that
+    a kill or a full disk left."""
+    for name in os.listdir(run_dir):
+        path = os.path.join(run_dir, name)
+        if name.startswith(".") and ".partial" in name and os.path.isfile(path):
+            os.remove(path)
     directory = os.path.join(run_dir, CHECKPOINTS)
     if os.path.isdir(directory):
         for name in os.listdir(directory):

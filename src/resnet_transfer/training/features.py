@@ -37,7 +37,7 @@ import numpy as np
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.training.distribution import local_predict, predicts_locally
 from resnet_transfer.training.cache_admin import default_cache_dir, remove_folder, writer_tag
-from resnet_transfer.files import atomic_path, hash_file, reserve_space, write_json_atomic
+from resnet_transfer.files import atomic_path, hash_file, make_temporary_folder, reserve_space, write_json_atomic
 
 __all__ = [
     "FeatureKey",
@@ -202,7 +202,7 @@ class FeatureCache:
         discarded. Returns the folder's path."""
         os.makedirs(self.directory, exist_ok=True)
         # The writer's process id in the name: `cache prune` removes only partial entries whose writer is gone.
-        partial = tempfile.mkdtemp(dir=self.directory, prefix=f".{digest}.partial-{writer_tag()}-")
+        partial = make_temporary_folder(self.directory, prefix=f".{digest}.partial-{writer_tag()}-")
         final = os.path.join(self.directory, digest)
         try:
             fill(partial)
