@@ -47,6 +47,17 @@ def test_train_val_test_folders_and_labels_outside_training_classes(tmp_path):
     assert sum("not a training class" in reason for _, reason in dataset.skipped) == 3
 
 
+def test_a_class_called_train_is_a_class_and_splits_beside_classes_are_named(tmp_path):
+    write_class_folders(tmp_path / "data", per_class=(10, 10))
+    os.rename(tmp_path / "data" / "square", tmp_path / "data" / "train")  # a class that happens to be called train
+    dataset = load_dataset(DataConfig(source=str(tmp_path / "data"), image_size=32), seed=0)
+    assert dataset.class_names == ("circle", "train")
+    write_class_folders(tmp_path / "mixed" / "train", per_class=(6, 6))
+    write_class_folders(tmp_path / "mixed" / "extra", per_class=(6,))
+    with pytest.raises(DataError, match=r"holds train/ with class folders in it .* \(extra\)"):
+        load_dataset(DataConfig(source=str(tmp_path / "mixed"), image_size=32), seed=0)
+
+
 def test_csv_rows_with_missing_files_are_skipped(tmp_path):
     paths = write_class_folders(tmp_path / "images")
     rows = [(os.path.relpath(path, tmp_path), os.path.basename(os.path.dirname(path))) for path in paths]

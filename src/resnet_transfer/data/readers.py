@@ -177,8 +177,29 @@ def _scan_class_folders(root: str, skipped: list) -> Samples:
     return Samples(labels=labels, paths=paths)
 
 
+def _is_split_layout(root: str) -> bool:
+    """Whether ``root`` holds splits (train/ with class folders, optional val/ and test/) rather
+    than class folders, one of which may be called "train": decided from every subfolder.
+
+    Raises:
+        DataError: train/ holds class folders and stands beside folders that are no split.
+    """
+    subfolders = sorted(name for name in os.listdir(root) if os.path.isdir(os.path.join(root, name)))
+    if "train" not in subfolders:
+        return False
+    others = [name for name in subfolders if name not in SPLITS]
+    if not others:
+        return True
+    train = os.path.join(root, "train")
+    if not any(os.path.isdir(os.path.join(train, name)) for name in os.listdir(train)):
+        return False  # train/ holds images: a class that happens to be called "train"
+    raise DataError(f"folder {root!r} holds train/ with class folders in it (a split) beside folders that are no split "
+                    f"({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}): give either splits (train/, val/, "
+                    "test/, each holding class folders) or class folders only, not both")
+
+
 def _read_folder(root: str, skipped: list) -> RawData:
-    if os.path.isdir(os.path.join(root, "train")):
+    if _is_split_layout(root):
         splits = {
             split: _scan_class_folders(os.path.join(root, split), skipped) if os.path.isdir(os.path.join(root, split)) else None
             for split in SPLITS
