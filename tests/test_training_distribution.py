@@ -80,6 +80,8 @@ _CLUSTER = {"worker": ["localhost:12345", "localhost:23456"]}
     ("auto", {"cluster": {"chief": ["localhost:1"], "ps": ["localhost:2"]}, "task": {"type": "chief", "index": 0}},
      "train", "TF_CONFIG's cluster has ps tasks"),
     ("auto", {"cluster": _CLUSTER, "task": {"type": "worker", "index": 2}}, "train", "is not in its cluster"),
+    ("auto", {"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}, "train",
+     "is not in its cluster"),  # one task, and not this one: the same mistake as with two
     ("auto", {"cluster": _CLUSTER, "task": {"type": "worker", "index": 0}}, "lr-find",
      "lr-find does not run on a cluster yet"),
     ("multi-worker", None, "train", "strategy=multi-worker needs TF_CONFIG to describe a cluster"),

@@ -92,7 +92,8 @@ def _tf_config() -> Optional[dict]:
 
 def cluster_role() -> Optional[WorkerRole]:
     """This process's role in the cluster TF_CONFIG describes; None when it describes
-    none, or a cluster of a single task.
+    none, or a cluster of a single task (which must then be this process's task, if it
+    names one).
 
     Raises:
         ConfigError: TF_CONFIG is not JSON, names a task outside its cluster, or has
@@ -103,7 +104,8 @@ def cluster_role() -> Optional[WorkerRole]:
     if not isinstance(cluster, dict) or not all(isinstance(tasks, list) for tasks in cluster.values()):
         raise ConfigError(f"TF_CONFIG's cluster must map task types to lists of host:port addresses. Received: "
                           f"cluster={cluster!r}")
-    if sum(len(tasks) for tasks in cluster.values()) <= 1:
+    single = sum(len(tasks) for tasks in cluster.values()) <= 1
+    if single and not (isinstance(value.get("task"), dict) and value["task"]):
         return None
     others = sorted(set(cluster) - set(_TRAINING_TASKS))
     if others:
@@ -122,6 +124,8 @@ def cluster_role() -> Optional[WorkerRole]:
     if (task_type, index) not in members:
         raise ConfigError(f"TF_CONFIG's task {task!r} is not in its cluster ({', '.join(f'{k}/{n}' for k, n in members)}); "
                           "give every process its own task, e.g. {\"type\": \"worker\", \"index\": 0}")
+    if single:  # this task, alone: nothing to distribute
+        return None
     return WorkerRole(index=members.index((task_type, index)), count=len(members), task=f"{task_type}/{index}",
                       is_chief=members.index((task_type, index)) == 0, address=str(cluster[task_type][index]))
 
