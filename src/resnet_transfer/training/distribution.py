@@ -105,7 +105,7 @@ def cluster_role() -> Optional[WorkerRole]:
         raise ConfigError(f"TF_CONFIG's cluster must map task types to lists of host:port addresses. Received: "
                           f"cluster={cluster!r}")
     single = sum(len(tasks) for tasks in cluster.values()) <= 1
-    if single and not (isinstance(value.get("task"), dict) and value["task"]):
+    if single and not (isinstance((value or {}).get("task"), dict) and value["task"]):
         return None
     others = sorted(set(cluster) - set(_TRAINING_TASKS))
     if others:
