@@ -673,3 +673,53 @@ def test_resume_refuses_weights_replaced_since_the_run_started_naming_both(tmp_p
         train(config, resume=True)
     assert started_from in str(refused.value) and weights_identity("resnet50", str(weights), 0) in str(refused.value)
     assert json.loads((run_dir / "status.json").read_text()) == {"state": "failed"}
+
+
+def test_a_full_disk_after_finished_epochs_keeps_the_run_and_says_how_to_resume(trained, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from resnet_transfer.runs import Run
+
+    run_dir = tmp_path / "run"
+
+    def full_disk(self, model):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "model.keras"))
+
+    monkeypatch.setattr(Run, "save_model", full_disk)
+    status, stderr = cli(capsys, "train", "--data", trained["data"], *SMALL, "--cache-dir", trained["cache"],
+                         "--run-dir", run_dir)
+    assert status == 2
+    assert_one_error_line(stderr, "No space left on device", "free some space", "kept after 1 finished epochs",
+                          f"--run-dir {run_dir} --resume")
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+
+
+def test_a_read_only_file_system_is_not_told_to_free_space():
+    import errno
+
+    from resnet_transfer.cli import _disk_problem
+
+    assert _disk_problem(OSError(errno.EROFS, "Read-only file system", "/mnt/ro/x")) == (
+        "Read-only file system (/mnt/ro/x): choose a folder you can write to (or make this one writable)")
+    assert "free some space" in _disk_problem(OSError(errno.ENOSPC, "No space left on device"))
+
+
+def test_evaluate_that_cannot_write_its_report_says_the_metrics_and_writes_it_elsewhere(trained, tmp_path, capsys,
+                                                                                        monkeypatch):
+    import errno
+
+    import resnet_transfer.evaluation as evaluation
+
+    real = evaluation.write_report
+
+    def read_only(folder, **values):
+        if str(folder) == str(trained["run"]):
+            raise OSError(errno.EROFS, "Read-only file system", os.path.join(folder, "report.html"))
+        return real(folder, **values)
+
+    monkeypatch.setattr(evaluation, "write_report", read_only)
+    status, stderr = cli(capsys, "evaluate", trained["run"])
+    assert status == 2
+    assert_one_error_line(stderr, "the test metrics are {\"test_loss\"", "Read-only file system", "--output DIR")
+    status, _ = cli(capsys, "evaluate", trained["run"], "--output", tmp_path / "report")
+    assert status == 0 and (tmp_path / "report" / "report.html").is_file()

@@ -8,6 +8,7 @@ traceback of its cause.
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Optional
 
 from resnet_transfer.config import PHASES, DataConfig, ModelConfig, RunConfig, TrainConfig, parse_shard, read_config_values
 from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT, PRETRAIN_SETTINGS, RECIPES
-from resnet_transfer.errors import ResnetTransferError, RunInterrupted
+from resnet_transfer.errors import ResnetTransferError, RunInterrupted, RunKept
 from resnet_transfer.files import json_safe
 from resnet_transfer.startup import quiet_startup
 
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("--allow-changed-data", action="store_true",
                           help="evaluate even if the data changed since the run trained")
+    evaluate.add_argument("--output", metavar="DIR", help="write the report files into DIR instead of the run folder")
 
     predict = commands.add_parser("predict", help="top-k classes of image files, folders or globs", allow_abbrev=False)
     predict.add_argument("run_dir", metavar="RUN_DIR")
@@ -316,7 +318,8 @@ def _command_probe(arguments: argparse.Namespace) -> int:
 def _command_evaluate(arguments: argparse.Namespace) -> int:
     from resnet_transfer.evaluation import evaluate_run
 
-    print(json.dumps(json_safe(evaluate_run(arguments.run_dir, allow_changed_data=arguments.allow_changed_data))))
+    print(json.dumps(json_safe(evaluate_run(arguments.run_dir, allow_changed_data=arguments.allow_changed_data,
+                                            output_dir=arguments.output))))
     return 0
 
 
@@ -469,6 +472,18 @@ def _lost_worker(error: BaseException) -> bool:
                             "InternalError", "UnknownError")  # ("Collective ops is aborted by: ...")
 
 
+def _disk_problem(error: OSError) -> str:
+    """What went wrong with a file, and what to do about it, by its errno."""
+    where = f" ({error.filename})" if error.filename else ""
+    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        advice = "free some space there or choose a folder on another disk"
+    elif error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        advice = "choose a folder you can write to (or make this one writable)"
+    else:
+        advice = "check that path"
+    return f"{error.strerror or error}{where}: {advice}"
+
+
 def main(argv: Optional[list] = None) -> int:
     """Runs the command line; returns the exit status (2 for a problem the user can fix)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -491,10 +506,11 @@ def main(argv: Optional[list] = None) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted (Ctrl-C); nothing of an unfinished run is left that blocks running it again",
                      debug=arguments.debug)
+    except RunKept as kept:  # a full or read-only disk after a finished epoch
+        return _fail(f"{_disk_problem(kept.cause)}; the run is kept after {kept.epochs_done} finished epochs: then go on "
+                     f"with {resume_command(argv, kept.run_dir)}", debug=arguments.debug)
     except OSError as error:  # a full or read-only disk, a file removed under us
-        where = f" ({error.filename})" if error.filename else ""
-        return _fail(f"{error.strerror or error}{where}: free some space or choose a writable folder, then run the "
-                     "command again", debug=arguments.debug)
+        return _fail(f"{_disk_problem(error)}, then run the command again", debug=arguments.debug)
     except Exception as error:
         if not _lost_worker(error):
             raise

@@ -5,7 +5,7 @@ Python API lets them propagate, so a notebook sees the same message.
 """
 
 __all__ = ["ResnetTransferError", "ConfigError", "DataError", "WeightsError", "RunDirectoryError", "ExportCheckError",
-           "FrozenWeightsError", "RunInterrupted"]
+           "FrozenWeightsError", "RunInterrupted", "RunKept"]
 
 
 class ResnetTransferError(Exception):
@@ -57,3 +57,13 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, run_dir: str, epochs_done: int):
         super().__init__(f"interrupted (Ctrl-C) after {epochs_done} finished epochs of the run in {run_dir!r}")
         self.run_dir, self.epochs_done = run_dir, epochs_done
+
+
+class RunKept(Exception):
+    """A run that had finished ``epochs_done`` epochs stopped on an error of its machine
+    (``cause``: a full or read-only disk); its folder is kept, marked failed, for
+    ``train --resume --run-dir RUN_DIR``."""
+
+    def __init__(self, run_dir: str, epochs_done: int, cause: BaseException):
+        super().__init__(f"{cause} after {epochs_done} finished epochs of the run in {run_dir!r}")
+        self.run_dir, self.epochs_done, self.cause = run_dir, epochs_done, cause

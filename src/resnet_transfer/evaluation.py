@@ -4,6 +4,12 @@ Example:
     >>> metrics = evaluate_run("runs/20261130T000000Z-resnet152")
 """
 
+import json
+import os
+from typing import Optional
+
+from resnet_transfer.errors import RunDirectoryError
+from resnet_transfer.files import first_line, json_safe
 from resnet_transfer.report import compute_test_metrics, write_report
 from resnet_transfer.runs import Run
 from resnet_transfer.training.batches import predict_probabilities
@@ -16,7 +22,7 @@ def load_run_model(run_dir: str):
     return Run(run_dir).load_model()
 
 
-def evaluate_run(run_dir: str, *, allow_changed_data: bool = False) -> dict:
+def evaluate_run(run_dir: str, *, allow_changed_data: bool = False, output_dir: Optional[str] = None) -> dict:
     """Re-computes the test metrics of a run from its saved model and saved config.
 
     Only the test split is decoded, split exactly as in training (same settings, seed
@@ -25,6 +31,7 @@ def evaluate_run(run_dir: str, *, allow_changed_data: bool = False) -> dict:
     Args:
         run_dir: a finished run.
         allow_changed_data: use the data even when it no longer matches the run's fingerprint.
+        output_dir: where the report files go (None: the run folder, replacing its report).
 
     Returns:
         A dict with test_loss, test_accuracy and n_test.
@@ -32,14 +39,23 @@ def evaluate_run(run_dir: str, *, allow_changed_data: bool = False) -> dict:
     Raises:
         RunDirectoryError: not a finished run, or a damaged model.
         DataError: the data changed since training (without ``allow_changed_data``) or is unreadable.
+        RunDirectoryError: the report cannot be written (a read-only run folder); the
+            message holds the metrics.
     """
     run = Run(run_dir)
     model = run.load_model()  # first: it checks config.json against the model before anything is computed
     dataset = run.load_dataset(splits=("test",), allow_changed_data=allow_changed_data)
     probabilities = predict_probabilities(model, dataset.x_test)
     metrics = compute_test_metrics(probabilities, dataset.y_test)
-    write_report(
-        run.path, probabilities=probabilities, labels=dataset.y_test, images=dataset.x_test,
-        class_names=tuple(run.labels), metrics={**run.metrics, **metrics}, settings=run.record,
-    )
+    folder = output_dir or run.path
+    try:
+        os.makedirs(folder, exist_ok=True)
+        write_report(
+            folder, probabilities=probabilities, labels=dataset.y_test, images=dataset.x_test,
+            class_names=tuple(run.labels), metrics={**run.metrics, **metrics}, settings=run.record,
+        )
+    except OSError as error:
+        raise RunDirectoryError(
+            f"the test metrics are {json.dumps(json_safe(metrics))}, but the report cannot be written into {folder!r} "
+            f"({first_line(error)}): give --output DIR to write it into another folder") from error
     return metrics

@@ -36,7 +36,7 @@ import keras
 from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.config import BUILTIN_DATA, HOW_SETTINGS, RunConfig, flat_settings
 from resnet_transfer.data.dataset import Dataset, load_dataset
-from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, RunInterrupted, WeightsError
+from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, RunInterrupted, RunKept, WeightsError
 from resnet_transfer.model.assembly import backbone_of, build_model, head_of
 from resnet_transfer.model.backbone import check_pretrained_fit
 from resnet_transfer.model.heads import resolve_pooling
@@ -234,6 +234,8 @@ def _train_in_scope(config: RunConfig, callbacks: Optional[list], interrupts: In
         run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=saver.epochs_saved, keep=resumed)
         if interrupts and os.path.isdir(run.path):
             raise RunInterrupted(run.path, saver.epochs_saved) from None  # (the cause is the Ctrl-C itself)
+        if isinstance(error, OSError) and saver.epochs_saved and os.path.isdir(run.path):
+            raise RunKept(run.path, saver.epochs_saved, error) from error  # (a full disk: --resume goes on)
         raise
     finally:
         run.release()
