@@ -723,3 +723,29 @@ def test_evaluate_that_cannot_write_its_report_says_the_metrics_and_writes_it_el
     assert_one_error_line(stderr, "the test metrics are {\"test_loss\"", "Read-only file system", "--output DIR")
     status, _ = cli(capsys, "evaluate", trained["run"], "--output", tmp_path / "report")
     assert status == 0 and (tmp_path / "report" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_after_a_finished_epoch_ends_with_one_line_a_failed_status_and_the_resume_command(tmp_path):
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    arguments = ["train", *MNIST_SMALL, "--epochs", "50", "--run-dir", str(run_dir), "--cache-dir", str(cache)]
+    process = subprocess.Popen([sys.executable, "-m", "resnet_transfer.cli", *arguments], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list = []
+    reader = threading.Thread(target=_read_lines, args=(process.stderr, lines), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 180
+    while not (run_dir / "history.csv").exists():  # (written once an epoch's checkpoint is)
+        assert process.poll() is None, "\n".join(lines)
+        assert time.monotonic() < deadline, "no epoch finished within 3 minutes"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)  # what Slurm and Kubernetes send
+    status = process.wait(timeout=60)
+    reader.join(timeout=10)
+    process.stderr.close()
+    stderr = "\n".join(lines)
+    assert status == 2 and "Traceback" not in stderr, stderr
+    assert lines[-1].startswith("resnet-transfer: error: interrupted (SIGTERM) after"), stderr
+    assert "--resume" in lines[-1]
+    state = json.loads((run_dir / "status.json").read_text())
+    assert state["state"] == "failed" and "SIGTERM" in json.dumps(state)

@@ -20,7 +20,7 @@ from typing import Optional
 
 from resnet_transfer.config import PHASES, DataConfig, ModelConfig, RunConfig, TrainConfig, parse_shard, read_config_values
 from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT, PRETRAIN_SETTINGS, RECIPES
-from resnet_transfer.errors import ResnetTransferError, RunInterrupted, RunKept
+from resnet_transfer.errors import ResnetTransferError, RunInterrupted, RunKept, Terminated
 from resnet_transfer.files import json_safe
 from resnet_transfer.startup import quiet_startup
 
@@ -501,10 +501,11 @@ def main(argv: Optional[list] = None) -> int:
                 else f"its folder is {error.run_dir}")
         if arguments.command == "train" and os.environ.get("TF_CONFIG"):
             then += " (on one machine: unset TF_CONFIG first; --resume does not run on a cluster yet)"
-        return _fail(f"interrupted (Ctrl-C) after {error.epochs_done} finished epochs; the run is kept: {then}",
-                     debug=arguments.debug)
-    except KeyboardInterrupt:
-        return _fail("interrupted (Ctrl-C); nothing of an unfinished run is left that blocks running it again",
+        return _fail(f"interrupted ({error.signal_name}) after {error.epochs_done} finished epochs; the run is kept: "
+                     f"{then}", debug=arguments.debug)
+    except KeyboardInterrupt as error:
+        name = "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"
+        return _fail(f"interrupted ({name}); nothing of an unfinished run is left that blocks running it again",
                      debug=arguments.debug)
     except RunKept as kept:  # a full or read-only disk after a finished epoch
         return _fail(f"{_disk_problem(kept.cause)}; the run is kept after {kept.epochs_done} finished epochs: then go on "

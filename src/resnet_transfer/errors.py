@@ -5,7 +5,7 @@ Python API lets them propagate, so a notebook sees the same message.
 """
 
 __all__ = ["ResnetTransferError", "ConfigError", "DataError", "WeightsError", "RunDirectoryError", "ExportCheckError",
-           "FrozenWeightsError", "RunInterrupted", "RunKept"]
+           "FrozenWeightsError", "RunInterrupted", "RunKept", "Terminated"]
 
 
 class ResnetTransferError(Exception):
@@ -50,13 +50,17 @@ class FrozenWeightsError(ResnetTransferError):
         self.phase, self.moved = phase, list(moved)
 
 
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a run after ``epochs_done`` finished epochs; ``train --resume
-    --run-dir RUN_DIR`` goes on from there."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, Kubernetes and ``kill`` send) arrived: it stops a run as Ctrl-C does."""
 
-    def __init__(self, run_dir: str, epochs_done: int):
-        super().__init__(f"interrupted (Ctrl-C) after {epochs_done} finished epochs of the run in {run_dir!r}")
-        self.run_dir, self.epochs_done = run_dir, epochs_done
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM: ``signal_name``) stopped a run after ``epochs_done`` finished
+    epochs; ``train --resume --run-dir RUN_DIR`` goes on from there."""
+
+    def __init__(self, run_dir: str, epochs_done: int, signal_name: str = "Ctrl-C"):
+        super().__init__(f"interrupted ({signal_name}) after {epochs_done} finished epochs of the run in {run_dir!r}")
+        self.run_dir, self.epochs_done, self.signal_name = run_dir, epochs_done, signal_name
 
 
 class RunKept(Exception):

@@ -41,7 +41,7 @@ import keras
 
 from resnet_transfer.config import RESIZE_MODES, DataConfig, RunConfig
 from resnet_transfer.data.dataset import Dataset, load_dataset
-from resnet_transfer.errors import ConfigError, DataError, RunDirectoryError
+from resnet_transfer.errors import ConfigError, DataError, RunDirectoryError, Terminated
 from resnet_transfer.files import atomic_path, first_line, write_json_atomic, write_text_atomic
 from resnet_transfer.registry import get_backbone_spec
 
@@ -198,7 +198,8 @@ class Run:
         if epochs_done == 0 and not keep:
             shutil.rmtree(self.path, ignore_errors=True)
             return
-        reason = "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else first_line(error)
+        reason = (f"interrupted ({'SIGTERM' if isinstance(error, Terminated) else 'Ctrl-C'})"
+                  if isinstance(error, KeyboardInterrupt) else first_line(error))
         try:
             self.write_status("failed", error=reason, epochs_done=epochs_done)
         except OSError:

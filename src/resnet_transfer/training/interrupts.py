@@ -11,6 +11,12 @@ With ``finish_epoch`` (``train``, whose epochs end in a checkpoint), the first C
 during an epoch lets that epoch finish and its checkpoint be written, then stops, so
 that ``--resume`` loses nothing; a second Ctrl-C stops at once.
 
+SIGTERM (what Slurm and Kubernetes send before they kill a job, and ``kill``'s default)
+stops at once as a second Ctrl-C does, with ``errors.Terminated``: the scheduler's grace
+period is rarely an epoch long, and the last finished epoch's checkpoint is already
+written. Its default (ending the process on the spot) would leave status.json saying
+"running" and no line.
+
 Example:
     >>> with watching_interrupts() as interrupts:
     ...     model.fit(..., callbacks=[StopOnInterrupt(interrupts)])
@@ -22,6 +28,8 @@ import signal
 import threading
 
 import keras
+
+from resnet_transfer.errors import Terminated
 
 __all__ = ["Interrupts", "StopOnInterrupt", "watching_interrupts"]
 
@@ -35,6 +43,7 @@ class Interrupts:
     def __init__(self):
         self.count = 0
         self.deferred = False
+        self.signal_name = "Ctrl-C"  # or "SIGTERM"
 
     def __bool__(self) -> bool:
         return self.count > 0
@@ -71,13 +80,15 @@ class StopOnInterrupt(keras.callbacks.Callback):
 @contextlib.contextmanager
 def watching_interrupts():
     """Yields an ``Interrupts`` that counts every SIGINT while the block runs; the previous
-    handler still runs (raising ``KeyboardInterrupt`` by default). Only the main thread may
-    set handlers; elsewhere, or where SIGINT is ignored, nothing changes."""
+    handler still runs (raising ``KeyboardInterrupt`` by default). SIGTERM, where its
+    handler is the default, raises ``Terminated`` instead of ending the process. Only the
+    main thread may set handlers; elsewhere, or where SIGINT is ignored, nothing changes."""
     interrupts = Interrupts()
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or not callable(previous):
         yield interrupts
         return
+    previous_term = signal.getsignal(signal.SIGTERM)
 
     def note_and_interrupt(number, frame):
         interrupts.count += 1
@@ -87,8 +98,17 @@ def watching_interrupts():
             return
         previous(number, frame)
 
+    def note_and_terminate(number, frame):
+        interrupts.count += 1
+        interrupts.signal_name = "SIGTERM"
+        raise Terminated()
+
     signal.signal(signal.SIGINT, note_and_interrupt)
+    if previous_term == signal.SIG_DFL:  # (a handler someone else set, or an ignored SIGTERM, is theirs)
+        signal.signal(signal.SIGTERM, note_and_terminate)
     try:
         yield interrupts
     finally:
         signal.signal(signal.SIGINT, previous)
+        if previous_term == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous_term)

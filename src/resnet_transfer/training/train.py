@@ -36,7 +36,9 @@ import keras
 from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.config import BUILTIN_DATA, HOW_SETTINGS, RunConfig, flat_settings
 from resnet_transfer.data.dataset import Dataset, load_dataset
-from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, RunInterrupted, RunKept, WeightsError
+from resnet_transfer.errors import (
+    ConfigError, DataError, FrozenWeightsError, RunInterrupted, RunKept, Terminated, WeightsError,
+)
 from resnet_transfer.model.assembly import backbone_of, build_model, head_of
 from resnet_transfer.model.backbone import check_pretrained_fit
 from resnet_transfer.model.heads import resolve_pooling
@@ -106,7 +108,7 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
             return _train(config, callbacks, interrupts, resume)
         except Exception as error:
             if interrupts:  # Ctrl-C, which TensorFlow's C++ code turned into another exception
-                raise KeyboardInterrupt from error
+                raise (Terminated() if interrupts.signal_name == "SIGTERM" else KeyboardInterrupt()) from error
             raise
 
 
@@ -231,9 +233,10 @@ def _train_in_scope(config: RunConfig, callbacks: Optional[list], interrupts: In
     except BaseException as error:  # Ctrl-C included: a new run without a finished epoch leaves nothing
         interrupts.deferred = False
         # Epochs done: those whose checkpoint (and history.csv row) was written.
-        run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=saver.epochs_saved, keep=resumed)
+        stop = Terminated() if interrupts.signal_name == "SIGTERM" else KeyboardInterrupt()
+        run.abandon(stop if interrupts else error, epochs_done=saver.epochs_saved, keep=resumed)
         if interrupts and os.path.isdir(run.path):
-            raise RunInterrupted(run.path, saver.epochs_saved) from None  # (the cause is the Ctrl-C itself)
+            raise RunInterrupted(run.path, saver.epochs_saved, interrupts.signal_name) from None  # (the signal itself)
         if isinstance(error, OSError) and saver.epochs_saved and os.path.isdir(run.path):
             raise RunKept(run.path, saver.epochs_saved, error) from error  # (a full disk: --resume goes on)
         raise
