@@ -195,3 +195,17 @@ def test_a_backbone_used_with_other_preprocessing_or_size_than_pretrained_is_nam
                    "--run-dir", str(tmp_path / "refused"), *SMALL])
     assert status == 2 and not os.path.exists(tmp_path / "refused")
     assert "preprocess='seed'" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@requires_mnist
+def test_pretrain_on_a_full_disk_ends_with_one_line_and_leaves_nothing_that_blocks_it(tmp_path, capsys, monkeypatch):
+    import resnet_transfer.training.pretrain as pretraining
+
+    monkeypatch.setattr(pretraining, "free_bytes", lambda folder: 10**6)
+    out, run_dir = tmp_path / "d.weights.h5", tmp_path / "run"
+    status = main(["pretrain", "--classes", "0,1", "--epochs", "1", "--out", str(out), "--run-dir", str(run_dir),
+                   *SMALL])
+    assert status == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("resnet-transfer: error: No space left on device for the weights") and str(out) in error
+    assert "free some space" in error and sorted(os.listdir(tmp_path)) == []  # the same command can run again

@@ -31,8 +31,10 @@ Example:
     ['0', '1', '2', '3', '4']
 """
 
+import errno
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -190,7 +192,10 @@ def _pretrain_in_scope(config: RunConfig, out: str, callbacks: Optional[list], i
             _remove_backbone(out)
             raise
     except BaseException as error:
-        run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=len(timer.seconds))
+        # pretrain keeps no checkpoints, so a run that a full or read-only disk stopped has nothing to go on with:
+        # removed, so that the same command runs again once the disk has room.
+        lost = isinstance(error, OSError) and not interrupts
+        run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=0 if lost else len(timer.seconds))
         if interrupts and not isinstance(error, KeyboardInterrupt):
             raise KeyboardInterrupt from error
         raise
@@ -244,6 +249,7 @@ def _save_backbone(backbone: keras.Model, out: str, config: RunConfig, dataset, 
                    run_dir: str) -> dict:
     """Writes the weights file, then its sidecar, each atomically; neither is left alone on failure."""
     check_weights_out(out)  # again: another process may have written it meanwhile
+    _check_room(out, backbone)
     with atomic_path(out) as temporary:
         backbone.save_weights(temporary)
         sha256 = hash_file(temporary)
@@ -270,6 +276,22 @@ def _save_backbone(backbone: keras.Model, out: str, config: RunConfig, dataset, 
         _remove_backbone(out)
         raise
     return sidecar
+
+
+def _check_room(out: str, backbone: keras.Model) -> None:
+    """Raises ``OSError`` (ENOSPC, naming ``out``) when its folder cannot hold the weights:
+    h5py on a full disk prints tracebacks of its own and can end the process with a
+    segmentation fault."""
+    needed = sum(int(np.prod(weight.shape)) * np.dtype(weight.dtype).itemsize for weight in backbone.weights)
+    free = free_bytes(os.path.dirname(os.path.abspath(out)))
+    if free < needed * 1.1 + 2**20:  # (HDF5's own structures, and a margin)
+        raise OSError(errno.ENOSPC, f"No space left on device for the weights ({needed / 1e6:,.0f} MB needed, "
+                      f"{free / 1e6:,.0f} MB free)", out)
+
+
+def free_bytes(folder: str) -> int:
+    """Bytes an unprivileged process can still write in ``folder``'s file system."""
+    return shutil.disk_usage(folder).free
 
 
 def _remove_backbone(out: str) -> None:
