@@ -48,6 +48,7 @@ __all__ = [
     "PHASES",
     "FEATURE_LAYERS",
     "parse_class_list",
+    "check_settings_take_effect",
 ]
 
 BUILTIN_DATA = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -564,3 +565,34 @@ def parse_shard(text: str) -> tuple:
     if not (index.isdecimal() and count.isdecimal()) or not 0 <= int(index) < int(count):
         raise ValueError(f"expected i/n with 0 <= i < n (for example 0/4: the first of 4 shards), got {text!r}")
     return int(index), int(count)
+
+
+def check_settings_take_effect(config: RunConfig, *, fine_tuning: Optional[bool] = None) -> None:
+    """Raises ``ConfigError`` for a setting given (set apart from its default and its recipe's
+    value) that changes nothing under the others, naming the setting that would give it
+    effect: one rule for all of them, as for ``flip`` without ``augment``.
+
+    Args:
+        fine_tuning: whether the verb trains an unfrozen backbone (None: whether there is
+            a fine-tune phase; ``lr-find --phase fine-tune`` sweeps one without it).
+    """
+    defaults = flat_settings(RunConfig().to_dict())
+    recipe = flat_settings(apply_recipe({"recipe": config.recipe}))
+    given = flat_settings(config.to_dict())
+    fine_tuning = config.train.fine_tune_epochs > 0 if fine_tuning is None else fine_tuning
+    rules = (
+        ("model.head_units", config.model.head == "linear", "the linear head has no hidden layer",
+         "--head seed or --head mlp"),
+        ("model.dropout", config.model.head != "mlp", f"only the mlp head has dropout, and head={config.model.head!r}",
+         "--head mlp"),
+        ("train.fine_tune_lr", not fine_tuning, "there is no fine-tune phase (fine_tune_epochs=0)", "--fine-tune-epochs N"),
+        ("train.unfreeze", not fine_tuning, "there is no fine-tune phase (fine_tune_epochs=0)", "--fine-tune-epochs N"),
+        ("train.extract_runtime", config.train.feature_cache == "off",
+         "--no-cache runs the backbone in every epoch, with no feature pass to run", "leave out --no-cache"),
+    )
+    for name, idle, why, fix in rules:
+        value = given[name]
+        if idle and value != defaults[name] and value != recipe.get(name, defaults[name]):
+            flag = "--" + name.split(".")[1].replace("_", "-")
+            raise ConfigError(f"{flag} changes nothing here: {why}. Add {fix}, or leave out {flag}. "
+                              f"Received: {name.split('.')[1]}={value!r}")

@@ -17,7 +17,7 @@ Example:
 import logging
 from typing import Optional
 
-from resnet_transfer.config import RunConfig
+from resnet_transfer.config import RunConfig, check_settings_take_effect
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.training.distribution import choose_strategy, cluster_role, strategy_scope
@@ -43,6 +43,7 @@ def extract(config: RunConfig, *, shard: Optional[tuple] = None) -> dict:
     Raises:
         ConfigError: settings under which ``train`` would not use stored features.
     """
+    check_settings_take_effect(config)
     if config.train.feature_cache == "off":
         raise ConfigError("extract fills the feature cache, which --no-cache turns off; leave out --no-cache")
     if config.train.epochs == 0:

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from resnet_transfer.model.precision import precision_policy
-from resnet_transfer.config import PHASES, RunConfig
+from resnet_transfer.config import PHASES, RunConfig, check_settings_take_effect
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import write_json_atomic, write_text_atomic
 from resnet_transfer.model.assembly import backbone_of, compile_model, head_of
@@ -136,6 +136,7 @@ def find_learning_rate(config: RunConfig, *, phase: str = "head", start_lr: floa
         ConfigError, DataError, WeightsError, RunDirectoryError: bad input; nothing is written.
     """
     _check(start_lr, end_lr, steps, phase)
+    check_settings_take_effect(config, fine_tuning=phase == "fine-tune")
     run_dir = run_dir or default_run_dir("lr-find")
     check_run_dir_free(run_dir)
     strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size, command="lr-find")

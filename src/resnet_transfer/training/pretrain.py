@@ -44,7 +44,7 @@ import keras
 import numpy as np
 
 from resnet_transfer.model.precision import precision_policy
-from resnet_transfer.config import FEATURE_LAYERS, RunConfig
+from resnet_transfer.config import FEATURE_LAYERS, RunConfig, check_settings_take_effect
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import atomic_path, first_line, hash_file, write_json_atomic
 from resnet_transfer.model.assembly import backbone_of, head_of
@@ -130,6 +130,7 @@ def pretrain(config: RunConfig, *, out: str, callbacks: Optional[list] = None) -
     """
     check_weights_out(out)
     _check_settings(config)
+    check_settings_take_effect(config)
     clustered = config.train.strategy in ("auto", "multi-worker") and cluster_role() is not None
     with watching_interrupts() as interrupts:
         run_dir = config.run_dir or default_run_dir(f"{config.model.backbone}-pretrain")

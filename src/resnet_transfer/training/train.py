@@ -34,7 +34,7 @@ from typing import Optional
 import keras
 
 from resnet_transfer.model.precision import precision_policy
-from resnet_transfer.config import BUILTIN_DATA, HOW_SETTINGS, RunConfig, flat_settings
+from resnet_transfer.config import BUILTIN_DATA, HOW_SETTINGS, RunConfig, check_settings_take_effect, flat_settings
 from resnet_transfer.data.dataset import Dataset, load_dataset
 from resnet_transfer.errors import (
     ConfigError, DataError, FrozenWeightsError, RunInterrupted, RunKept, Terminated, WeightsError,
@@ -113,6 +113,7 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
 
 
 def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts, resume: bool) -> RunResult:
+    check_settings_take_effect(config)
     clustered = config.train.strategy in ("auto", "multi-worker") and cluster_role() is not None
     if resume and clustered:
         raise ConfigError("--resume does not run on a cluster yet: start the run again, or resume it on one machine "
