@@ -255,3 +255,11 @@ def test_folder_trains_end_to_end_with_report_predict_and_class_weights(tmp_path
     pixels = np.stack([read_image(path, size=32, resize="stretch") for path in files]).astype("float32")
     expected = np.argmax(keras.ops.convert_to_numpy(model(pixels)), axis=-1)
     assert [predicted[path]["top"][0]["class"] for path in files] == [SHAPES[i] for i in expected]
+
+
+def test_an_unknown_flag_of_a_command_points_to_that_commands_help(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["evaluate", "runs/x", "--top-k", "3"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == ["resnet-transfer: error: unrecognized arguments: --top-k 3 (see 'resnet-transfer evaluate --help')"]

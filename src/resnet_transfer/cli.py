@@ -487,7 +487,11 @@ def _disk_problem(error: OSError) -> str:
 def main(argv: Optional[list] = None) -> int:
     """Runs the command line; returns the exit status (2 for a problem the user can fix)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    arguments = build_parser().parse_args(argv)
+    parser = build_parser()
+    arguments, unknown = parser.parse_known_args(argv)
+    if unknown:  # (argparse would point to the top-level help, which does not list a command's flags)
+        parser.exit(EXIT_USAGE, f"resnet-transfer: error: unrecognized arguments: {' '.join(unknown)} (see "
+                                f"'resnet-transfer {arguments.command} --help')\n")
     logging.basicConfig(level=logging.INFO, format="resnet-transfer: %(message)s", stream=sys.stderr)
     try:
         return _COMMANDS[arguments.command](arguments)
