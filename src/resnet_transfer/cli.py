@@ -257,27 +257,33 @@ def _merged(under: dict, over: dict) -> dict:
     return merged
 
 
+# Each command checks its settings (``run_config_from``) before it imports what imports TensorFlow (seconds): a
+# refused flag answers at once.
+
+
 def _command_train(arguments: argparse.Namespace) -> int:
+    config = run_config_from(arguments, ignore=("resume",))
     from resnet_transfer.training.train import train
 
-    result = train(run_config_from(arguments, ignore=("resume",)), resume=getattr(arguments, "resume", False))
+    result = train(config, resume=getattr(arguments, "resume", False))
     run_dir = result.run_dir if os.path.isdir(result.run_dir) else None  # a worker of a cluster: the chief keeps the run
     print(json.dumps(json_safe({"run_dir": run_dir, **{k: result.metrics[k] for k in ("test_loss", "test_accuracy")}})))
     return 0
 
 
 def _command_extract(arguments: argparse.Namespace) -> int:
+    config = run_config_from(arguments, ignore=("shard",))
     from resnet_transfer.training.extraction import extract
 
-    statuses = extract(run_config_from(arguments, ignore=("shard",)), shard=getattr(arguments, "shard", None))
+    statuses = extract(config, shard=getattr(arguments, "shard", None))
     print(json.dumps(statuses))
     return 0
 
 
 def _command_lr_find(arguments: argparse.Namespace) -> int:
+    config = run_config_from(arguments, ignore=("phase", "start_lr", "end_lr", "steps"))
     from resnet_transfer.training.lr_find import find_learning_rate
 
-    config = run_config_from(arguments, ignore=("phase", "start_lr", "end_lr", "steps"))
     sweep = find_learning_rate(config, phase=arguments.phase, start_lr=arguments.start_lr, end_lr=arguments.end_lr,
                                steps=arguments.steps, run_dir=config.run_dir)
     print(f"suggested learning rate: {sweep.suggestion:.2g} ({sweep.reason})")
@@ -286,16 +292,18 @@ def _command_lr_find(arguments: argparse.Namespace) -> int:
 
 
 def _command_reproduce(arguments: argparse.Namespace) -> int:
+    config = run_config_from(arguments)
     from resnet_transfer.reproduction import format_reproduction, reproduce
 
-    sys.stdout.write(format_reproduction(reproduce(arguments.recipe, run_config_from(arguments))))
+    sys.stdout.write(format_reproduction(reproduce(arguments.recipe, config)))
     return 0
 
 
 def _command_pretrain(arguments: argparse.Namespace) -> int:
+    config = run_config_from(arguments, ignore=("out",), base=PRETRAIN_SETTINGS)
     from resnet_transfer.training.pretrain import pretrain
 
-    result = pretrain(run_config_from(arguments, ignore=("out",), base=PRETRAIN_SETTINGS), out=arguments.out)
+    result = pretrain(config, out=arguments.out)
     kept = os.path.isdir(result.run_dir)  # a worker of a cluster: the chief keeps the run and the weights
     print(json.dumps(json_safe({"weights": result.weights_file if kept else None, "run_dir": result.run_dir if kept else None,
                                 "test_accuracy": result.metrics["test_accuracy"]})))
@@ -303,12 +311,12 @@ def _command_pretrain(arguments: argparse.Namespace) -> int:
 
 
 def _command_probe(arguments: argparse.Namespace) -> int:
-    from resnet_transfer.probing import format_probe, probe
-    from resnet_transfer.runs import default_run_dir
-
     own = ("probe_backbones", "probe_layers", "probe_weights")
     base = {"data": {"limit": DEFAULT_PROBE_LIMIT}, "model": {"backbone": arguments.probe_backbones[0]}}
     config = run_config_from(arguments, ignore=own, base=base)
+    from resnet_transfer.probing import format_probe, probe
+    from resnet_transfer.runs import default_run_dir
+
     result = probe(config, backbones=arguments.probe_backbones, feature_layers=arguments.probe_layers,
                    weights=arguments.probe_weights, run_dir=config.run_dir or default_run_dir("probe"))
     sys.stdout.write(format_probe(result))
