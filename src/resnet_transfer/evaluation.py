@@ -43,7 +43,8 @@ def evaluate_run(run_dir: str, *, allow_changed_data: bool = False, output_dir: 
             message holds the metrics.
     """
     run = Run(run_dir)
-    model = run.load_model()  # first: it checks config.json against the model before anything is computed
+    run.record  # noqa: B018 -- a folder without config.json is no run, whatever else it holds
+    model = run.load_model()  # before the data: it checks config.json against the model
     dataset = run.load_dataset(splits=("test",), allow_changed_data=allow_changed_data)
     probabilities = predict_probabilities(model, dataset.x_test)
     metrics = compute_test_metrics(probabilities, dataset.y_test)
