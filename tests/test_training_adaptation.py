@@ -10,6 +10,7 @@ from conftest import requires_mnist
 from resnet_transfer.config import RunConfig
 from resnet_transfer.model.assembly import backbone_of
 from resnet_transfer.model.batch_norm import batch_norm_layers
+from resnet_transfer.training.extraction import extract
 from resnet_transfer.training.train import train
 
 
@@ -47,7 +48,11 @@ def test_bn_recalibrate_recomputes_the_statistics_saves_them_and_keys_its_featur
     np.testing.assert_array_equal(np.asarray(saved.get_layer("conv1_bn").moving_variance),
                                   np.asarray(backbone_of(adapted.model).get_layer("conv1_bn").moving_variance))
 
-    # The same settings again draw the same sample, so the same statistics: the features are the stored ones.
+    # The same settings again draw the same sample, so the same statistics: the features are the stored ones,
+    # whether extract or train stored them.
+    assert set(extract(settings(tmp_path, "unused", bn_recalibrate=True, bn_images=48)).values()) == {"hit"}
     again = train(settings(tmp_path, "again", bn_recalibrate=True, bn_images=48))
     assert again.metrics["feature_cache"] == "hit" and len(cache_entries(tmp_path)) == 6
     assert again.metrics["test_accuracy"] == adapted.metrics["test_accuracy"]
+    # Another sample size is another backbone: its own entries.
+    assert set(extract(settings(tmp_path, "unused", bn_recalibrate=True, bn_images=32)).values()) == {"miss"}

@@ -81,3 +81,16 @@ def test_the_head_inside_a_strategy_trains_through_keras_own_steps(caplog):
                       phase=Phase("head", epochs=2, first_epoch=0, learning_rate=1e-2), callbacks=[], small_model=True)
     assert len(history["loss"]) == 2
     assert not [record for record in caplog.records if "gathered in this thread" in record.getMessage()]
+
+
+def test_the_progress_bar_never_counts_past_the_epochs_steps():
+    from resnet_transfer.training.fitting import StepProgress
+
+    progress = StepProgress()
+    progress.set_params({"verbose": 1, "epochs": 1, "steps": 6})
+    progress.on_train_begin()
+    progress.on_epoch_begin(0)
+    progress.on_train_batch_end(3, {"loss": 1.0})
+    assert progress.seen == 4
+    progress.on_train_batch_end(7, {"loss": 1.0})  # a call of 4 steps from step 4: Keras reports step 7
+    assert progress.seen == 6

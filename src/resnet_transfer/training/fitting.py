@@ -45,7 +45,7 @@ from resnet_transfer.training.runtimes import choose_runtime, keyed
 
 __all__ = [
     "BackbonePass", "EpochTimer", "FitOutcome", "Phase", "balanced_class_weight", "choose_path", "fit", "fit_on_features",
-    "fit_end_to_end", "carry_optimizer_state", "stored_features", "jit_compile_for",
+    "fit_end_to_end", "carry_optimizer_state", "stored_features", "jit_compile_for", "StepProgress",
 ]
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,22 @@ class Phase:
     augmentation: Optional[keras.Sequential] = None
     unfreeze: Optional[str] = None
     train_bn: bool = False
+
+
+class StepProgress(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar with its count held to the epoch's steps. With
+    ``steps_per_execution`` Keras reports the last step of a call as the batch that ended,
+    and a call that runs past the epoch's end reports a step the epoch does not have, so the
+    bar showed "16/10" and negative times left (keras-team/keras#20861)."""
+
+    def _held(self, batch: int) -> int:
+        return batch if self.target is None else min(batch, self.target - 1)
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(self._held(batch), logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(self._held(batch), logs)
 
 
 @dataclass
@@ -164,7 +180,7 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
                 model.train_function, data = batches.train_function(model), batches.step_counter
                 logger.info("%s phase steps: %d batches a call, gathered in this thread (TensorBatches.train_function)",
                             phase.name, model.steps_per_execution)
-    callbacks = [order, *callbacks]
+    callbacks = [order, StepProgress(), *callbacks]
     for callback in callbacks:
         if isinstance(callback, EpochTimer):
             callback.phase = phase.name
