@@ -95,3 +95,11 @@ def test_temporary_folders_and_atomic_files_get_the_modes_the_umask_gives(tmp_pa
         assert os.umask(0o022) == 0o022  # reading the mask left it as it was
     finally:
         os.umask(previous)
+
+
+def test_first_line_ending_in_a_colon_takes_the_next_line_with_it():
+    error = ValueError("A total of 54 objects could not be loaded. Example error message for object <Conv2D>:\n\n"
+                       "Layer 'conv' expected 1 variables, but received 2 variables.\n\nList of objects: [...]")
+    assert first_line(error) == ("A total of 54 objects could not be loaded. Example error message for object "
+                                 "<Conv2D>: Layer 'conv' expected 1 variables, but received 2 variables.")
+    assert first_line(ValueError("one\ntwo")) == "one" and first_line(ValueError()) == "ValueError"

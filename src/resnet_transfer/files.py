@@ -113,6 +113,10 @@ def reserve_space(path: str) -> None:
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of an exception's message (or its type), for one-line error messages."""
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    """The first line of an exception's message (or its type), for one-line error messages; a
+    first line that ends in a colon takes the next non-empty line with it (Keras's "Example
+    error message for object <...>:" would otherwise end on nothing)."""
+    text = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not text:
+        return type(error).__name__
+    return f"{text[0]} {text[1]}" if text[0].endswith(":") and len(text) > 1 else text[0]
