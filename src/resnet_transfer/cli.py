@@ -18,7 +18,9 @@ import traceback
 import typing
 from typing import Optional
 
-from resnet_transfer.config import PHASES, DataConfig, ModelConfig, RunConfig, TrainConfig, parse_shard, read_config_values
+from resnet_transfer.config import (
+    PHASES, DataConfig, ModelConfig, RunConfig, TrainConfig, check_export_settings, parse_shard, read_config_values,
+)
 from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT, PRETRAIN_SETTINGS, RECIPES
 from resnet_transfer.errors import ResnetTransferError, RunInterrupted, RunKept, Terminated
 from resnet_transfer.files import json_safe
@@ -347,6 +349,7 @@ def _command_predict(arguments: argparse.Namespace) -> int:
 
 
 def _command_export(arguments: argparse.Namespace) -> int:
+    check_export_settings(arguments.format, arguments.quantize)
     from resnet_transfer.export import export_run
 
     result = export_run(arguments.run_dir, arguments.format, quantize=arguments.quantize, output_dir=arguments.output,

@@ -49,6 +49,8 @@ __all__ = [
     "FEATURE_LAYERS",
     "parse_class_list",
     "check_settings_take_effect",
+    "EXPORT_FORMATS",
+    "check_export_settings",
 ]
 
 BUILTIN_DATA = ("mnist", "fashion_mnist", "cifar10", "cifar100")
@@ -596,3 +598,14 @@ def check_settings_take_effect(config: RunConfig, *, fine_tuning: Optional[bool]
             flag = "--" + name.split(".")[1].replace("_", "-")
             raise ConfigError(f"{flag} changes nothing here: {why}. Add {fix}, or leave out {flag}. "
                               f"Received: {name.split('.')[1]}={value!r}")
+
+
+# export's formats (``export.export_run``)
+EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
+
+
+def check_export_settings(output_format: str, quantize: bool) -> None:
+    """Raises ``ConfigError`` for an unknown format, or ``quantize`` with a format other than TFLite."""
+    _require_choice("format", output_format, EXPORT_FORMATS)
+    if quantize and output_format != "tflite":
+        raise ConfigError(f"--quantize applies to tflite only. Received: format={output_format!r}")

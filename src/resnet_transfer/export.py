@@ -24,7 +24,8 @@ from typing import Optional
 import keras
 import numpy as np
 
-from resnet_transfer.errors import ConfigError, ExportCheckError, RunDirectoryError
+from resnet_transfer.config import EXPORT_FORMATS, check_export_settings
+from resnet_transfer.errors import ExportCheckError, RunDirectoryError
 from resnet_transfer.files import make_temporary_folder, write_json_atomic, write_text_atomic
 from resnet_transfer.runs import Run
 
@@ -32,7 +33,6 @@ __all__ = ["EXPORT_FORMATS", "TOLERANCE", "QUANTIZED_TOLERANCE", "export_run"]
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
 TOLERANCE, QUANTIZED_TOLERANCE = 1e-4, 1e-2
 _CHECK_IMAGES = 8
 _FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
@@ -112,10 +112,7 @@ def export_run(run_dir: str, output_format: str, *, quantize: bool = False, outp
         ExportCheckError: the exported model differs from Keras by more than the tolerance
             (the export is then not kept).
     """
-    if output_format not in EXPORT_FORMATS:
-        raise ConfigError(f"format must be one of: {', '.join(EXPORT_FORMATS)}. Received: format={output_format!r}")
-    if quantize and output_format != "tflite":
-        raise ConfigError(f"--quantize applies to tflite only. Received: format={output_format!r}")
+    check_export_settings(output_format, quantize)
     output_dir = output_dir or os.path.join(run_dir, "export", output_format + ("-quantized" if quantize else ""))
     _check_output_dir(output_dir)
     run = Run(run_dir)
