@@ -311,6 +311,9 @@ def _config_file(tmp_path, content: bytes) -> str:
         pytest.param(["--unfreeze", "conv5"], "add --fine-tune-epochs N", id="unfreeze-alone"),
         pytest.param(["--no-cache", "--extract-runtime", "openvino"], "leave out --no-cache", id="runtime-no-cache"),
         pytest.param(["--bn-images", "100"], "add --bn-recalibrate", id="bn-images-alone"),
+        pytest.param(["--train-bn"], "add --fine-tune-epochs N, or leave out --train-bn", id="train-bn-alone"),
+        pytest.param(["--no-cache", "--cache-dtype", "float16"], "leave out --no-cache", id="cache-dtype-no-cache"),
+        pytest.param(["--augment-phase", "both"], "add --augment light", id="augment-phase-alone"),
         pytest.param(["--config", '{"train": {"epochs": 1}, "run_dir": "caf\xe9"}'.encode("cp1252")], "UTF-8",
                      id="config-not-utf8"),
     ],
@@ -629,6 +632,9 @@ def _edited_run(trained, tmp_path, edit) -> str:
     (lambda record: record["data_source"].update(image_size="32px"), ["image_size='32px'", "whole number"]),
     (lambda record: record["data_source"].update(image_size=64), ["image_size=64", "takes 32x32 images"]),
     (lambda record: record["data_source"].update(resize="squash"), ["resize='squash'", "pad, stretch, crop"]),
+    (lambda record: record.update(class_names=record["class_names"][::-1]), ["labels.txt", "in the order"]),
+    (lambda record: record.update(config={}), ["config.data=None"]),
+    (lambda record: record.update(image_shape=[]), ["image_shape=[]"]),
 ])
 @pytest.mark.parametrize("verb", ["evaluate", "predict", "export"])
 def test_a_hand_edited_config_that_does_not_fit_the_model_is_refused_before_anything_is_computed(
@@ -755,3 +761,27 @@ def test_sigterm_after_a_finished_epoch_ends_with_one_line_a_failed_status_and_t
     assert "--resume" in lines[-1]
     state = json.loads((run_dir / "status.json").read_text())
     assert state["state"] == "failed" and "SIGTERM" in json.dumps(state)
+
+
+def test_evaluate_never_writes_its_report_over_another_folders_files(trained, tmp_path, capsys):
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "report.html").write_text("another run's report")
+    status, stderr = cli(capsys, "evaluate", trained["run"], "--output", tmp_path / "other")
+    assert status == 2
+    assert_one_error_line(stderr, "holds files", "never written over others")
+    assert (tmp_path / "other" / "report.html").read_text() == "another run's report"
+
+
+@pytest.mark.parametrize("arguments, fragments", [
+    (["cache", "prune", "--cache-dir", ""], ["--cache-dir must name a folder"]),
+    (["lr-find", "--phase", "head", "--train-bn"], ["--train-bn changes nothing", "give --phase fine-tune"]),
+    (["lr-find", "--learning-rate", "0.5"], ["--learning-rate changes nothing", "--start-lr"]),
+    (["train", "--run-eagerly", "--jit-compile", "on"], ["--jit-compile changes nothing", "leave out --run-eagerly"]),
+    (["train", "--bn-recalibrate", "--bn-images", "1"], ["bn_images must be an integer >= 16"]),
+])
+def test_settings_that_change_nothing_or_cannot_work_are_refused_at_once(tmp_path, capsys, arguments, fragments):
+    started = time.monotonic()
+    status, stderr = cli(capsys, *arguments)
+    assert status == 2
+    assert_one_error_line(stderr, *fragments)
+    assert time.monotonic() - started < 5  # before any data is loaded or TensorFlow imported

@@ -69,6 +69,7 @@ def test_pretrain_writes_weights_a_sidecar_and_a_run_folder(pretrained):
 @pytest.mark.parametrize("change, warned", [
     ({"bn_recalibration": None}, "no record of recomputed BatchNormalization statistics"),
     ({"bn_recalibration": {"after": {"training_mode": 0.98, "inference_mode": 0.5}}}, "98.0% in training mode but 50.0%"),
+    ({"bn_recalibration": {}}, "no record of recomputed BatchNormalization statistics"),
     ({"bn_recalibration": {"after": {"training_mode": 0.9, "inference_mode": 0.88}}}, None),
 ])
 def test_a_weights_file_whose_statistics_may_be_stale_is_named_with_what_to_do(pretrained, tmp_path, caplog, change,
@@ -103,6 +104,10 @@ def test_a_sidecar_whose_recalibration_record_is_not_an_object_is_refused(pretra
     (tmp_path / "copy.weights.json").write_text(json.dumps({**json.loads(open(sidecar_path(out)).read()),
                                                             "bn_recalibration": "yes"}))
     with pytest.raises(WeightsError, match="bn_recalibration='yes', not an object"):
+        create_backbone("resnet50", weights=copy, input_shape=(32, 32, 3))
+    (tmp_path / "copy.weights.json").write_text(json.dumps({**json.loads(open(sidecar_path(out)).read()),
+                                                            "bn_recalibration": {"after": {"training_mode": 98.9}}}))
+    with pytest.raises(WeightsError, match="fractions from 0 to 1"):  # percentages are no fractions
         create_backbone("resnet50", weights=copy, input_shape=(32, 32, 3))
 
 

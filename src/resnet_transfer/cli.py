@@ -19,7 +19,8 @@ import typing
 from typing import Optional
 
 from resnet_transfer.config import (
-    PHASES, DataConfig, ModelConfig, RunConfig, TrainConfig, check_export_settings, parse_shard, read_config_values,
+    PHASES, DataConfig, ModelConfig, RunConfig, TrainConfig, check_export_settings, check_settings_take_effect,
+    parse_shard, read_config_values,
 )
 from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT, PRETRAIN_SETTINGS, RECIPES
 from resnet_transfer.errors import ResnetTransferError, RunInterrupted, RunKept, Terminated
@@ -107,7 +108,7 @@ def _nonnegative_float(text: str) -> float:
 # pretrain trains every layer end to end in one phase, BatchNormalization in training mode (its statistics are
 # recomputed at the end): no recipe, cut, fine-tune phase, feature cache, AdaBN or --train-bn
 PRETRAIN_SKIPS = ("recipe", "feature_layer", "fine_tune_epochs", "unfreeze", "fine_tune_lr", "augment_phase",
-                  "feature_cache", "cache_dir", "cache_dtype", "bn_recalibrate", "train_bn")
+                  "feature_cache", "cache_dir", "cache_dtype", "extract_runtime", "bn_recalibrate", "train_bn")
 
 
 def _add_train_parsers(commands) -> None:
@@ -265,6 +266,7 @@ def _merged(under: dict, over: dict) -> dict:
 
 def _command_train(arguments: argparse.Namespace) -> int:
     config = run_config_from(arguments, ignore=("resume",))
+    check_settings_take_effect(config)
     from resnet_transfer.training.train import train
 
     result = train(config, resume=getattr(arguments, "resume", False))
@@ -275,6 +277,7 @@ def _command_train(arguments: argparse.Namespace) -> int:
 
 def _command_extract(arguments: argparse.Namespace) -> int:
     config = run_config_from(arguments, ignore=("shard",))
+    check_settings_take_effect(config)
     from resnet_transfer.training.extraction import extract
 
     statuses = extract(config, shard=getattr(arguments, "shard", None))
@@ -284,6 +287,7 @@ def _command_extract(arguments: argparse.Namespace) -> int:
 
 def _command_lr_find(arguments: argparse.Namespace) -> int:
     config = run_config_from(arguments, ignore=("phase", "start_lr", "end_lr", "steps"))
+    check_settings_take_effect(config, verb="lr-find", fine_tuning=arguments.phase == "fine-tune")
     from resnet_transfer.training.lr_find import find_learning_rate
 
     sweep = find_learning_rate(config, phase=arguments.phase, start_lr=arguments.start_lr, end_lr=arguments.end_lr,
@@ -295,6 +299,7 @@ def _command_lr_find(arguments: argparse.Namespace) -> int:
 
 def _command_reproduce(arguments: argparse.Namespace) -> int:
     config = run_config_from(arguments)
+    check_settings_take_effect(config)
     from resnet_transfer.reproduction import format_reproduction, reproduce
 
     sys.stdout.write(format_reproduction(reproduce(arguments.recipe, config)))
@@ -303,6 +308,7 @@ def _command_reproduce(arguments: argparse.Namespace) -> int:
 
 def _command_pretrain(arguments: argparse.Namespace) -> int:
     config = run_config_from(arguments, ignore=("out",), base=PRETRAIN_SETTINGS)
+    check_settings_take_effect(config, verb="pretrain")
     from resnet_transfer.training.pretrain import pretrain
 
     result = pretrain(config, out=arguments.out)
@@ -366,6 +372,8 @@ def _command_cache(arguments: argparse.Namespace) -> int:
 
     if arguments.action != "prune" and (arguments.older_than is not None or arguments.max_size is not None):
         raise ConfigError(f"--older-than and --max-size go with 'cache prune', not 'cache {arguments.action}'")
+    if arguments.cache_dir is not None and not arguments.cache_dir.strip():
+        raise ConfigError("--cache-dir must name a folder; leave it out for the default cache. Received: --cache-dir ''")
     directory = arguments.cache_dir or default_cache_dir()
     size = lambda count: f"{count / 1e6:,.1f} MB"  # noqa: E731
     if arguments.action in ("prune", "verify") and not os.path.isdir(directory):

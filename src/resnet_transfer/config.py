@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.recipes import RECIPES, apply_recipe
+from resnet_transfer.recipes import PRETRAIN_SETTINGS, RECIPES, apply_recipe
 from resnet_transfer.registry import BACKBONES, get_backbone_spec
 
 __all__ = [
@@ -278,7 +278,7 @@ class ModelConfig:
         _require_choice("backbone", self.backbone, tuple(BACKBONES))
         if not isinstance(self.bn_recalibrate, bool):
             raise ConfigError(f"bn_recalibrate must be true or false. Received: bn_recalibrate={self.bn_recalibrate!r}")
-        _require_int("bn_images", self.bn_images, 1)
+        _require_int("bn_images", self.bn_images, 16)  # (fewer give statistics of a few images' quirks, or variance 0)
         _require_choice("feature_layer", self.feature_layer, FEATURE_LAYERS)
         _require_choice("preprocess", self.preprocess, PREPROCESS_MODES)
         _require_choice("pooling", self.pooling, POOLINGS)
@@ -394,9 +394,6 @@ class TrainConfig:
             )
         if not isinstance(self.train_bn, bool):
             raise ConfigError(f"train_bn must be true or false. Received: train_bn={self.train_bn!r}")
-        if self.train_bn and self.fine_tune_epochs == 0:
-            raise ConfigError("train_bn trains BatchNormalization's scale and offset in the fine-tune phase, and there is "
-                              "none (fine_tune_epochs=0): add --fine-tune-epochs N, or leave out --train-bn")
         if self.flip and self.augment == "none":
             raise ConfigError("flip is part of augmentation, and augment='none': add --augment light or --augment strong")
         _require_int("batch_size", self.batch_size, 1)
@@ -569,34 +566,53 @@ def parse_shard(text: str) -> tuple:
     return int(index), int(count)
 
 
-def check_settings_take_effect(config: RunConfig, *, fine_tuning: Optional[bool] = None) -> None:
+def check_settings_take_effect(config: RunConfig, *, verb: str = "train", fine_tuning: Optional[bool] = None) -> None:
     """Raises ``ConfigError`` for a setting given (set apart from its default and its recipe's
-    value) that changes nothing under the others, naming the setting that would give it
-    effect: one rule for all of them, as for ``flip`` without ``augment``.
+    value) that changes nothing under the others, naming what would give it effect: one rule
+    for all of them, as for ``flip`` without ``augment``.
 
     Args:
+        verb: "train" (and extract, reproduce), "pretrain" (which always recomputes the
+            BatchNormalization statistics) or "lr-find" (whose sweep sets the learning rate).
         fine_tuning: whether the verb trains an unfrozen backbone (None: whether there is
             a fine-tune phase; ``lr-find --phase fine-tune`` sweeps one without it).
     """
     defaults = flat_settings(RunConfig().to_dict())
     recipe = flat_settings(apply_recipe({"recipe": config.recipe}))
+    if verb == "pretrain":  # (pretrain's own defaults, laid under the user's settings, are not the user's)
+        recipe = flat_settings(PRETRAIN_SETTINGS)
     given = flat_settings(config.to_dict())
     fine_tuning = config.train.fine_tune_epochs > 0 if fine_tuning is None else fine_tuning
+    no_phase = ("there is no fine-tune phase (fine_tune_epochs=0)", "add --fine-tune-epochs N")
+    if verb == "lr-find":
+        no_phase = ("lr-find sweeps the fine-tune phase only with --phase fine-tune", "give --phase fine-tune")
+    no_cache = ("--no-cache runs the backbone in every epoch, with no features to store", "leave out --no-cache")
+    sweep = ("lr-find's sweep sets the learning rate itself, from --start-lr to --end-lr, in --steps steps",
+             "give --start-lr, --end-lr or --steps")
     rules = (
         ("model.head_units", config.model.head == "linear", "the linear head has no hidden layer",
-         "--head seed or --head mlp"),
+         "give --head seed or --head mlp"),
         ("model.dropout", config.model.head != "mlp", f"only the mlp head has dropout, and head={config.model.head!r}",
-         "--head mlp"),
-        ("train.fine_tune_lr", not fine_tuning, "there is no fine-tune phase (fine_tune_epochs=0)", "--fine-tune-epochs N"),
-        ("train.unfreeze", not fine_tuning, "there is no fine-tune phase (fine_tune_epochs=0)", "--fine-tune-epochs N"),
-        ("train.extract_runtime", config.train.feature_cache == "off",
-         "--no-cache runs the backbone in every epoch, with no feature pass to run", "leave out --no-cache"),
+         "give --head mlp"),
+        ("model.bn_images", not config.model.bn_recalibrate and verb != "pretrain",
+         "it is the sample --bn-recalibrate recomputes the BatchNormalization statistics over", "add --bn-recalibrate"),
+        ("train.fine_tune_lr", not fine_tuning or verb == "lr-find", *(sweep if verb == "lr-find" else no_phase)),
+        ("train.unfreeze", not fine_tuning, *no_phase),
+        ("train.train_bn", not fine_tuning, *no_phase),
+        ("train.extract_runtime", config.train.feature_cache == "off", *no_cache),
+        ("train.cache_dtype", config.train.feature_cache == "off", *no_cache),
+        ("train.augment_phase", config.train.augment == "none", "nothing is augmented (augment='none')",
+         "add --augment light or --augment strong"),
+        ("train.jit_compile", config.train.run_eagerly, "--run-eagerly traces no graph for XLA to compile",
+         "leave out --run-eagerly"),
+        ("train.learning_rate", verb == "lr-find", *sweep),
+        ("train.fine_tune_epochs", verb == "lr-find", *sweep),
     )
     for name, idle, why, fix in rules:
         value = given[name]
         if idle and value != defaults[name] and value != recipe.get(name, defaults[name]):
             flag = "--" + name.split(".")[1].replace("_", "-")
-            raise ConfigError(f"{flag} changes nothing here: {why}. Add {fix}, or leave out {flag}. "
+            raise ConfigError(f"{flag} changes nothing here: {why}. {fix[0].upper() + fix[1:]}, or leave out {flag}. "
                               f"Received: {name.split('.')[1]}={value!r}")
 
 

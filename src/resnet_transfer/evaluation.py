@@ -42,6 +42,9 @@ def evaluate_run(run_dir: str, *, allow_changed_data: bool = False, output_dir: 
         RunDirectoryError: the report cannot be written (a read-only run folder); the
             message holds the metrics.
     """
+    if output_dir is not None and os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
+        raise RunDirectoryError(f"--output {output_dir!r} is a file or a folder that holds files; a report is never "
+                                "written over others. Give a new or empty folder")
     run = Run(run_dir)
     run.record  # noqa: B018 -- a folder without config.json is no run, whatever else it holds
     model = run.load_model()  # before the data: it checks config.json against the model

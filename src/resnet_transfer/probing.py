@@ -35,7 +35,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from resnet_transfer.config import FEATURE_LAYERS, RunConfig
+from resnet_transfer.config import FEATURE_LAYERS, RunConfig, check_settings_take_effect
 from resnet_transfer.data.dataset import load_dataset
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import write_text_atomic
@@ -46,7 +46,7 @@ from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYER
 from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.report import pyplot, save_figure
 from resnet_transfer.runs import Run, check_run_dir_free, environment_versions
-from resnet_transfer.training.adaptation import adapt_batch_norm, check_adaptation_settings
+from resnet_transfer.training.adaptation import adapt_batch_norm
 from resnet_transfer.training.features import FeatureCache
 from resnet_transfer.training.fitting import stored_features
 from resnet_transfer.training.interrupts import watching_interrupts
@@ -70,6 +70,7 @@ class ProbeResult:
     n_train: int
     n_val: int
     bn_recalibrate: bool = False
+    bn_images: int = 4096
 
 
 def _check_choices(backbones: tuple, feature_layers: tuple, weights: tuple) -> None:
@@ -104,7 +105,7 @@ def probe(config: RunConfig, *, backbones: tuple = DEFAULT_PROBE_BACKBONES,
         ConfigError, DataError, WeightsError, RunDirectoryError: bad input; nothing is written.
     """
     _check_choices(tuple(backbones), tuple(feature_layers), tuple(weights))
-    check_adaptation_settings(config.model)
+    check_settings_take_effect(config)
     weights = tuple(weights) * len(backbones) if len(weights) == 1 else tuple(weights)
     settings = [config.updated({"model": {"backbone": name, "weights": setting, "head": "linear"}})
                 for name, setting in zip(backbones, weights)]
@@ -135,7 +136,7 @@ def probe(config: RunConfig, *, backbones: tuple = DEFAULT_PROBE_BACKBONES,
                 raise KeyboardInterrupt from error
             raise
     return ProbeResult(rows=rows, best=best, run_dir=run.path, n_train=len(dataset.y_train), n_val=len(dataset.y_val),
-                       bn_recalibrate=config.model.bn_recalibrate)
+                       bn_recalibrate=config.model.bn_recalibrate, bn_images=config.model.bn_images)
 
 
 class _RetracingNotice(logging.Filter):
@@ -233,7 +234,7 @@ def format_probe(result: ProbeResult) -> str:
         lines.append(f"{row['backbone']:<13} {row['feature_layer']:<6} {row['linear_accuracy']:>7.4f} "
                      f"{row['knn_accuracy']:>7.4f} {row['seconds']:>8.1f} {row['feature_size']:>9}{mark}")
     best = result.best
-    adapted = " --bn-recalibrate" if result.bn_recalibrate else ""
+    adapted = f" --bn-recalibrate --bn-images {result.bn_images}" if result.bn_recalibrate else ""
     lines.append(f"best: --backbone {best['backbone']} --feature-layer {best['feature_layer']}{adapted}; table in "
                  f"{os.path.join(result.run_dir, 'probe.csv')}, plot in {os.path.join(result.run_dir, 'probe.png')}")
     return "\n".join(lines) + "\n"

@@ -267,6 +267,13 @@ class Run:
                         f"{self.file('config.json')} holds {key!r} as {type(record[key]).__name__}, not "
                         f"{kind.__name__}: the run folder is damaged; train the run again"
                     )
+            for section in RunConfig.SECTIONS:
+                if not isinstance(record["config"].get(section), dict):
+                    raise self._edited(f"holds config.{section}={record['config'].get(section)!r}, not the {section} "
+                                       "settings")
+            shape = record["image_shape"]
+            if len(shape) != 3 or not all(isinstance(side, int) and not isinstance(side, bool) for side in shape):
+                raise self._edited(f"holds image_shape={shape!r}, not [height, width, channels]")
             self._record = record
         return self._record
 
@@ -288,7 +295,24 @@ class Run:
         names = self.record["class_names"]
         if not names or not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
             raise self._edited(f"holds class_names={names!r}, not a list of distinct, non-empty class names (text)")
+        written = self._labels_file()
+        # (a different count is check_model's to name, against the model's outputs)
+        if written is not None and len(written) == len(names) and not any("\n" in name for name in names) \
+                and written != list(names):
+            raise self._edited(f"holds class_names={names!r}, and labels.txt, written with it, says {written!r} in the "
+                               "order of the model's outputs")
         return list(names)
+
+    def _labels_file(self) -> Optional[list]:
+        """labels.txt's class names (None where the run has none yet)."""
+        try:
+            with open(self.file("labels.txt"), encoding="utf-8") as handle:
+                return handle.read().split("\n")[:-1]  # (write_labels ends every name with "\n")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as error:
+            raise RunDirectoryError(f"{self.file('labels.txt')} cannot be read ({first_line(error)}); the run folder "
+                                    "is damaged") from error
 
     @property
     def image_geometry(self) -> tuple:
@@ -297,7 +321,7 @@ class Run:
         size, resize = source.get("image_size", self.record["image_shape"][0]), source.get("resize", "pad")
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise self._edited(f"holds data_source.image_size={size!r}, not a whole number of pixels")
-        if resize not in RESIZE_MODES:
+        if resize not in RESIZE_MODES:  # (another valid mode than the run's cannot be told from the model)
             raise self._edited(f"holds data_source.resize={resize!r}, not one of: {', '.join(RESIZE_MODES)}")
         return size, resize
 

@@ -121,7 +121,7 @@ def check_weights_file(name: str, path: str, *, bn_recalibrate: bool = False) ->
             "or damaged. Use the file pretrain wrote, or remove the sidecar to load it as a plain weights file"
         )
     if sidecar is not None:
-        accuracy = sidecar["test_accuracy"]
+        accuracy = sidecar.get("test_accuracy")
         logger.info("pretrained by resnet-transfer on %s (classes %s, %d epoch%s); its test accuracy there: %s",
                     sidecar["source"].get("name"), ",".join(map(str, sidecar["classes"])), sidecar["epochs"],
                     "" if sidecar["epochs"] == 1 else "s", "unknown" if accuracy is None else f"{accuracy:.4f}")
@@ -164,7 +164,7 @@ def batch_norm_warning(sidecar: dict) -> Optional[str]:
     weights (so that the backbone works in training mode but not in inference mode), from
     its sidecar; None when its record says they do."""
     record = sidecar.get("bn_recalibration")
-    if record is None:
+    if not record or not record.get("after"):
         return ("its sidecar has no record of recomputed BatchNormalization statistics (pretrained by an earlier "
                 "version of resnet-transfer), so after a short pretraining they are stale")
     after = record.get("after") or {}

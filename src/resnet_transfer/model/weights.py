@@ -136,7 +136,8 @@ def weights_identity(backbone: str, weights: str, seed: int) -> str:
 
 SIDECAR_FORMAT = 1
 _SIDECAR_TYPES = {"backbone": (str,), "weights_sha256": (str,), "epochs": (int,), "classes": (list,),
-                  "source": (dict,), "test_accuracy": (float, int, type(None))}
+                  "source": (dict,), "test_accuracy": (float, int, type(None)), "image_size": (int, type(None)),
+                  "preprocess": (str, type(None))}
 
 
 def sidecar_path(weights_file: str) -> str:
@@ -173,10 +174,11 @@ def read_sidecar(weights_file: str):
     record = sidecar.get("bn_recalibration", {})
     modes = [record.get(when, {}) for when in ("before", "after")] if isinstance(record, dict) else []
     if not isinstance(record, dict) or not all(
-            isinstance(mode, dict) and all(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
-                                           for value in mode.values()) for mode in modes):
+            isinstance(mode, dict) and all(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                                             and 0 <= value <= 1) for value in mode.values())
+            for mode in modes):
         raise WeightsError(f"the sidecar {path!r} of weights file {weights_file!r} has bn_recalibration="
-                           f"{record!r}, not an object with accuracies before and after; restore it from where the "
+                           f"{record!r}, not an object with accuracies (fractions from 0 to 1) before and after; restore it from where the "
                            "weights came from, or remove it")
     for name, kinds in _SIDECAR_TYPES.items():
         value = sidecar.get(name)

@@ -10,7 +10,6 @@ Example:
     Recalibration(layers=53, images=500, batch_size=125)
 """
 
-import dataclasses
 import logging
 import time
 
@@ -18,24 +17,13 @@ import keras
 import numpy as np
 
 from resnet_transfer.config import ModelConfig
-from resnet_transfer.errors import ConfigError
 from resnet_transfer.model.assembly import backbone_of
 from resnet_transfer.model.batch_norm import Recalibration, recalibrate, sample_indices
 from resnet_transfer.training.features import fingerprint_images
 
-__all__ = ["adapt_batch_norm", "adaptation_record", "adapted_weights_identity", "check_adaptation_settings"]
+__all__ = ["adapt_batch_norm", "adaptation_record", "adapted_weights_identity"]
 
 logger = logging.getLogger(__name__)
-
-
-def check_adaptation_settings(config: ModelConfig) -> None:
-    """Raises ``ConfigError`` for ``bn_images`` without ``bn_recalibrate`` (outside
-    ``pretrain``, which always recomputes the statistics): a setting that would change nothing."""
-    default = next(field.default for field in dataclasses.fields(ModelConfig) if field.name == "bn_images")
-    if config.bn_images != default and not config.bn_recalibrate:
-        raise ConfigError(f"bn_images sets how many training images --bn-recalibrate recomputes the BatchNormalization "
-                          f"statistics over, and it is not given: add --bn-recalibrate, or leave out --bn-images. "
-                          f"Received: bn_images={config.bn_images}")
 
 
 def adapt_batch_norm(model: keras.Model, x_train: np.ndarray, config: ModelConfig, *, seed: int) -> Recalibration:

@@ -136,7 +136,7 @@ def find_learning_rate(config: RunConfig, *, phase: str = "head", start_lr: floa
         ConfigError, DataError, WeightsError, RunDirectoryError: bad input; nothing is written.
     """
     _check(start_lr, end_lr, steps, phase)
-    check_settings_take_effect(config, fine_tuning=phase == "fine-tune")
+    check_settings_take_effect(config, verb="lr-find", fine_tuning=phase == "fine-tune")
     run_dir = run_dir or default_run_dir("lr-find")
     check_run_dir_free(run_dir)
     strategy = choose_strategy(config.train.strategy, batch_size=config.train.batch_size, command="lr-find")

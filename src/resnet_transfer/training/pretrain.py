@@ -130,7 +130,7 @@ def pretrain(config: RunConfig, *, out: str, callbacks: Optional[list] = None) -
     """
     check_weights_out(out)
     _check_settings(config)
-    check_settings_take_effect(config)
+    check_settings_take_effect(config, verb="pretrain")
     clustered = config.train.strategy in ("auto", "multi-worker") and cluster_role() is not None
     with watching_interrupts() as interrupts:
         run_dir = config.run_dir or default_run_dir(f"{config.model.backbone}-pretrain")

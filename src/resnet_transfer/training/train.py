@@ -46,7 +46,7 @@ from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.model.weights import fetch_weights, read_sidecar, weights_identity
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
-from resnet_transfer.training.adaptation import adapt_batch_norm, adaptation_record, check_adaptation_settings
+from resnet_transfer.training.adaptation import adapt_batch_norm, adaptation_record
 from resnet_transfer.training.checkpoints import CHECKPOINTS, Checkpoint, EpochCheckpoint, clear_partial, read_checkpoint
 from resnet_transfer.training.distribution import (
     check_same_on_every_worker, choose_strategy, cluster_role, replicas, strategy_name, strategy_scope, worker_role,
@@ -252,8 +252,6 @@ def prepare(config: RunConfig, *, splits: tuple = ("train", "val", "test"), froz
     Returns:
         (dataset, model, weights_path)
     """
-    if frozen_backbone:
-        check_adaptation_settings(config.model)
     keras.utils.set_random_seed(config.train.seed)
     spec = get_backbone_spec(config.model.backbone)
     dataset = load_dataset(config.data, seed=config.train.seed, default_image_size=spec.default_input_size, splits=splits)
