@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with the project's one-line errors (argparse prints the usage first)."""
 
     def error(self, message: str):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, f"resnet-transfer: error: {message} (see '{self.prog} --help')\n")
 
 
 def _flag_type(config_field: dataclasses.Field):
