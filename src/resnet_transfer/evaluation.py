@@ -37,10 +37,10 @@ def evaluate_run(run_dir: str, *, allow_changed_data: bool = False, output_dir: 
         A dict with test_loss, test_accuracy and n_test.
 
     Raises:
-        RunDirectoryError: not a finished run, or a damaged model.
+        RunDirectoryError: not a finished run, a damaged model, a config.json that does not
+            fit it, an ``output_dir`` that holds files, or a report that cannot be written (a
+            read-only run folder: the message holds the metrics).
         DataError: the data changed since training (without ``allow_changed_data``) or is unreadable.
-        RunDirectoryError: the report cannot be written (a read-only run folder); the
-            message holds the metrics.
     """
     if output_dir is not None and os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
         raise RunDirectoryError(f"--output {output_dir!r} is a file or a folder that holds files; a report is never "
