@@ -5,6 +5,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 from conftest import requires_mnist
 
 from resnet_transfer.config import RunConfig
@@ -27,6 +28,7 @@ def cache_entries(tmp_path) -> set:
     return {name for name in os.listdir(tmp_path / "cache") if not name.startswith(".")}
 
 
+@pytest.mark.slow
 @requires_mnist
 def test_bn_recalibrate_recomputes_the_statistics_saves_them_and_keys_its_features_apart(tmp_path):
     plain = train(settings(tmp_path, "plain"))

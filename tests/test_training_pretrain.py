@@ -202,6 +202,7 @@ def test_a_backbone_used_with_other_preprocessing_or_size_than_pretrained_is_nam
     assert "preprocess='seed'" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 @requires_mnist
 def test_pretrain_on_a_full_disk_ends_with_one_line_and_leaves_nothing_that_blocks_it(tmp_path, capsys, monkeypatch):
     import resnet_transfer.training.pretrain as pretraining
