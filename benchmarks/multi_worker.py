@@ -58,7 +58,9 @@ def main() -> None:
     workdir = arguments.workdir or tempfile.mkdtemp(prefix="multi-worker-bench-")
     settings = ["--weights", "none", "--backbone", "resnet50", "--limit", str(arguments.limit), "--val-size", "512",
                 "--test-limit", "1024", "--epochs", str(arguments.epochs), "--fine-tune-epochs",
-                str(arguments.fine_tune_epochs), "--unfreeze", "conv5", "--cache-dir", os.path.join(workdir, "cache")]
+                str(arguments.fine_tune_epochs), "--cache-dir", os.path.join(workdir, "cache")]
+    if arguments.fine_tune_epochs:  # (--unfreeze without a fine-tune phase is refused: it would change nothing)
+        settings += ["--unfreeze", "conv5"]
     alone = {**os.environ, "TF_CONFIG": ""}
     subprocess.run(command("extract", settings, os.path.join(workdir, "unused")), env=alone, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

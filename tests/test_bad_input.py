@@ -774,8 +774,10 @@ def test_evaluate_never_writes_its_report_over_another_folders_files(trained, tm
 
 @pytest.mark.parametrize("arguments, fragments", [
     (["cache", "prune", "--cache-dir", ""], ["--cache-dir must name a folder"]),
-    (["lr-find", "--phase", "head", "--train-bn"], ["--train-bn changes nothing", "give --phase fine-tune"]),
-    (["lr-find", "--learning-rate", "0.5"], ["--learning-rate changes nothing", "--start-lr"]),
+    (["probe", "--bn-images", "100"], ["--bn-images changes nothing", "add --bn-recalibrate"]),
+    (["evaluate", "runs/x", "--output", ""], ["--output must name a folder"]),
+    (["train", "--head", "linear", "--head-units", "64", "--resume", "--run-dir", "no/such/run"],
+     ["--resume: 'no/such/run' holds no run"]),  # a resumed run keeps what it recorded: no rule on its flags
     (["train", "--run-eagerly", "--jit-compile", "on"], ["--jit-compile changes nothing", "leave out --run-eagerly"]),
     (["train", "--bn-recalibrate", "--bn-images", "1"], ["bn_images must be an integer >= 16"]),
 ])
@@ -785,3 +787,20 @@ def test_settings_that_change_nothing_or_cannot_work_are_refused_at_once(tmp_pat
     assert status == 2
     assert_one_error_line(stderr, *fragments)
     assert time.monotonic() - started < 5  # before any data is loaded or TensorFlow imported
+
+
+def test_sigterm_is_watched_even_where_sigint_is_ignored():
+    from resnet_transfer.errors import Terminated
+    from resnet_transfer.training.interrupts import watching_interrupts
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job of a script (sbatch's srun &)
+    try:
+        with watching_interrupts() as interrupts:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            with pytest.raises(Terminated):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            assert interrupts.signal_name == "SIGTERM"
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGINT, previous)

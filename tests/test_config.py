@@ -86,3 +86,13 @@ def test_encoding_and_the_smallest_input_size_are_accepted():
 def test_round_trip_through_dict():
     config = RunConfig.from_dict({"train": {"epochs": 2}, "data": {"encoding": "latin-1"}, "run_dir": "x"})
     assert RunConfig.from_dict(config.to_dict()) == config
+
+
+def test_lr_find_is_asked_with_the_train_runs_phase_settings_and_pretrain_names_its_one_phase():
+    from resnet_transfer.config import check_settings_take_effect
+    from resnet_transfer.errors import ConfigError
+
+    config = RunConfig.from_dict({"train": {"fine_tune_epochs": 1, "unfreeze": "conv5", "train_bn": True}})
+    check_settings_take_effect(config, verb="lr-find", fine_tuning=False)  # (README: sweep, then train(config))
+    with pytest.raises(ConfigError, match="pretrain trains every layer in one phase. Remove it from the config file"):
+        check_settings_take_effect(RunConfig.from_dict({"train": {"unfreeze": "conv5"}}), verb="pretrain")

@@ -52,6 +52,11 @@ def test_a_class_called_train_is_a_class_and_splits_beside_classes_are_named(tmp
     os.rename(tmp_path / "data" / "square", tmp_path / "data" / "train")  # a class that happens to be called train
     dataset = load_dataset(DataConfig(source=str(tmp_path / "data"), image_size=32), seed=0)
     assert dataset.class_names == ("circle", "train")
+    write_class_folders(tmp_path / "splits" / "train", per_class=(6, 6))
+    os.makedirs(tmp_path / "splits" / "__MACOSX")  # what an unzipped archive leaves: no class, no split
+    os.makedirs(tmp_path / "splits" / ".ipynb_checkpoints")
+    assert load_dataset(DataConfig(source=str(tmp_path / "splits"), image_size=32), seed=0).class_names == (
+        "circle", "square")
     write_class_folders(tmp_path / "mixed" / "train", per_class=(6, 6))
     write_class_folders(tmp_path / "mixed" / "extra", per_class=(6,))
     with pytest.raises(DataError, match=r"holds train/ with class folders in it .* \(extra\)"):

@@ -266,7 +266,8 @@ def _merged(under: dict, over: dict) -> dict:
 
 def _command_train(arguments: argparse.Namespace) -> int:
     config = run_config_from(arguments, ignore=("resume",))
-    check_settings_take_effect(config)
+    if not getattr(arguments, "resume", False):  # (a resumed run keeps the settings it recorded)
+        check_settings_take_effect(config)
     from resnet_transfer.training.train import train
 
     result = train(config, resume=getattr(arguments, "resume", False))
@@ -322,6 +323,7 @@ def _command_probe(arguments: argparse.Namespace) -> int:
     own = ("probe_backbones", "probe_layers", "probe_weights")
     base = {"data": {"limit": DEFAULT_PROBE_LIMIT}, "model": {"backbone": arguments.probe_backbones[0]}}
     config = run_config_from(arguments, ignore=own, base=base)
+    check_settings_take_effect(config)
     from resnet_transfer.probing import format_probe, probe
     from resnet_transfer.runs import default_run_dir
 
@@ -509,8 +511,9 @@ def main(argv: Optional[list] = None) -> int:
     parser = build_parser()
     arguments, unknown = parser.parse_known_args(argv)
     if unknown:  # (argparse would point to the top-level help, which does not list a command's flags)
+        command = " ".join(filter(None, (arguments.command, getattr(arguments, "weights_command", None))))
         parser.exit(EXIT_USAGE, f"resnet-transfer: error: unrecognized arguments: {' '.join(unknown)} (see "
-                                f"'resnet-transfer {arguments.command} --help')\n")
+                                f"'resnet-transfer {command} --help')\n")
     logging.basicConfig(level=logging.INFO, format="resnet-transfer: %(message)s", stream=sys.stderr)
     try:
         return _COMMANDS[arguments.command](arguments)
@@ -518,7 +521,8 @@ def main(argv: Optional[list] = None) -> int:
         return _fail(str(error), debug=arguments.debug, status=error.exit_status)
     except RunInterrupted as error:
         if not os.path.isdir(error.run_dir):  # a worker of a cluster, whose files are gone: the chief keeps the run
-            return _fail("interrupted (Ctrl-C); this worker's temporary files are removed, the chief keeps the run",
+            return _fail(f"interrupted ({error.signal_name}); this worker's temporary files are removed, the chief keeps "
+                         "the run",
                          debug=arguments.debug)
         then = (f"go on with {resume_command(argv, error.run_dir)}" if arguments.command == "train"
                 else f"its folder is {error.run_dir}")

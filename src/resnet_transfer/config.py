@@ -572,8 +572,9 @@ def check_settings_take_effect(config: RunConfig, *, verb: str = "train", fine_t
     for all of them, as for ``flip`` without ``augment``.
 
     Args:
-        verb: "train" (and extract, reproduce), "pretrain" (which always recomputes the
-            BatchNormalization statistics) or "lr-find" (whose sweep sets the learning rate).
+        verb: "train" (and extract, reproduce), "pretrain" (one phase; it always recomputes
+            the BatchNormalization statistics) or "lr-find" (whose config is usually the
+            train run's that follows: its phase settings are not checked).
         fine_tuning: whether the verb trains an unfrozen backbone (None: whether there is
             a fine-tune phase; ``lr-find --phase fine-tune`` sweeps one without it).
     """
@@ -584,11 +585,10 @@ def check_settings_take_effect(config: RunConfig, *, verb: str = "train", fine_t
     given = flat_settings(config.to_dict())
     fine_tuning = config.train.fine_tune_epochs > 0 if fine_tuning is None else fine_tuning
     no_phase = ("there is no fine-tune phase (fine_tune_epochs=0)", "add --fine-tune-epochs N")
-    if verb == "lr-find":
-        no_phase = ("lr-find sweeps the fine-tune phase only with --phase fine-tune", "give --phase fine-tune")
+    if verb == "pretrain":
+        no_phase = ("pretrain trains every layer in one phase", "remove it from the config file")
     no_cache = ("--no-cache runs the backbone in every epoch, with no features to store", "leave out --no-cache")
-    sweep = ("lr-find's sweep sets the learning rate itself, from --start-lr to --end-lr, in --steps steps",
-             "give --start-lr, --end-lr or --steps")
+    phase_rules = {"train.fine_tune_lr", "train.unfreeze", "train.train_bn"}
     rules = (
         ("model.head_units", config.model.head == "linear", "the linear head has no hidden layer",
          "give --head seed or --head mlp"),
@@ -596,7 +596,7 @@ def check_settings_take_effect(config: RunConfig, *, verb: str = "train", fine_t
          "give --head mlp"),
         ("model.bn_images", not config.model.bn_recalibrate and verb != "pretrain",
          "it is the sample --bn-recalibrate recomputes the BatchNormalization statistics over", "add --bn-recalibrate"),
-        ("train.fine_tune_lr", not fine_tuning or verb == "lr-find", *(sweep if verb == "lr-find" else no_phase)),
+        ("train.fine_tune_lr", not fine_tuning, *no_phase),
         ("train.unfreeze", not fine_tuning, *no_phase),
         ("train.train_bn", not fine_tuning, *no_phase),
         ("train.extract_runtime", config.train.feature_cache == "off", *no_cache),
@@ -605,10 +605,10 @@ def check_settings_take_effect(config: RunConfig, *, verb: str = "train", fine_t
          "add --augment light or --augment strong"),
         ("train.jit_compile", config.train.run_eagerly, "--run-eagerly traces no graph for XLA to compile",
          "leave out --run-eagerly"),
-        ("train.learning_rate", verb == "lr-find", *sweep),
-        ("train.fine_tune_epochs", verb == "lr-find", *sweep),
     )
     for name, idle, why, fix in rules:
+        if verb == "lr-find" and name in phase_rules:
+            continue  # (lr-find is asked with the settings of the train run it prepares)
         value = given[name]
         if idle and value != defaults[name] and value != recipe.get(name, defaults[name]):
             flag = "--" + name.split(".")[1].replace("_", "-")

@@ -42,6 +42,9 @@ def evaluate_run(run_dir: str, *, allow_changed_data: bool = False, output_dir: 
             read-only run folder: the message holds the metrics).
         DataError: the data changed since training (without ``allow_changed_data``) or is unreadable.
     """
+    if output_dir is not None and not str(output_dir).strip():
+        raise RunDirectoryError("--output must name a folder; leave it out to write the report into the run folder. "
+                                "Received: --output ''")
     if output_dir is not None and os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
         raise RunDirectoryError(f"--output {output_dir!r} is a file or a folder that holds files; a report is never "
                                 "written over others. Give a new or empty folder")

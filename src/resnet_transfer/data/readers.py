@@ -187,7 +187,7 @@ def _is_split_layout(root: str) -> bool:
     subfolders = sorted(name for name in os.listdir(root) if os.path.isdir(os.path.join(root, name)))
     if "train" not in subfolders:
         return False
-    others = [name for name in subfolders if name not in SPLITS]
+    others = [name for name in subfolders if name not in SPLITS and not name.startswith((".", "__"))]  # (.git, __MACOSX)
     if not others:
         return True
     train = os.path.join(root, "train")

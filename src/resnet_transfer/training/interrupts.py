@@ -82,13 +82,15 @@ def watching_interrupts():
     """Yields an ``Interrupts`` that counts every SIGINT while the block runs; the previous
     handler still runs (raising ``KeyboardInterrupt`` by default). SIGTERM, where its
     handler is the default, raises ``Terminated`` instead of ending the process. Only the
-    main thread may set handlers; elsewhere, or where SIGINT is ignored, nothing changes."""
+    main thread may set handlers; elsewhere nothing changes, and an ignored SIGINT (a
+    background job of a script) or a SIGTERM handler someone else set stays as it is."""
     interrupts = Interrupts()
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+    if threading.current_thread() is not threading.main_thread():
         yield interrupts
         return
-    previous_term = signal.getsignal(signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGINT)
+    watch_interrupt = callable(previous)
+    watch_terminate = signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
     def note_and_interrupt(number, frame):
         interrupts.count += 1
@@ -103,12 +105,14 @@ def watching_interrupts():
         interrupts.signal_name = "SIGTERM"
         raise Terminated()
 
-    signal.signal(signal.SIGINT, note_and_interrupt)
-    if previous_term == signal.SIG_DFL:  # (a handler someone else set, or an ignored SIGTERM, is theirs)
+    if watch_interrupt:
+        signal.signal(signal.SIGINT, note_and_interrupt)
+    if watch_terminate:
         signal.signal(signal.SIGTERM, note_and_terminate)
     try:
         yield interrupts
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if previous_term == signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, previous_term)
+        if watch_interrupt:
+            signal.signal(signal.SIGINT, previous)
+        if watch_terminate:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)

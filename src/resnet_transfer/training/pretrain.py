@@ -20,8 +20,9 @@ runs BatchNormalization in inference mode. The test metrics are taken after that
   metrics, report).
 
 Nothing is overwritten. The weights file and its sidecar are written last, so a run that
-fails or is interrupted leaves neither (its run folder, once an epoch finished, says how
-it ended); a failure before the first finished epoch leaves nothing at all.
+fails or is interrupted leaves neither; one interrupted or stopped by a disk error leaves
+nothing at all (there is no checkpoint to go on from), and any other failure after a
+finished epoch leaves its run folder saying how it ended.
 
 Example:
     >>> config = RunConfig.from_dict({"data": {"classes": "0,1,2,3,4"}, "model": {"backbone": "resnet50",
@@ -45,7 +46,7 @@ import numpy as np
 
 from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.config import FEATURE_LAYERS, RunConfig, check_settings_take_effect
-from resnet_transfer.errors import ConfigError
+from resnet_transfer.errors import ConfigError, Terminated
 from resnet_transfer.files import atomic_path, first_line, hash_file, write_json_atomic
 from resnet_transfer.model.assembly import backbone_of, head_of
 from resnet_transfer.model.augmentation import build_augmentation
@@ -193,12 +194,13 @@ def _pretrain_in_scope(config: RunConfig, out: str, callbacks: Optional[list], i
             _remove_backbone(out)
             raise
     except BaseException as error:
-        # pretrain keeps no checkpoints, so a run that a full or read-only disk stopped has nothing to go on with:
-        # removed, so that the same command runs again once the disk has room.
-        lost = isinstance(error, OSError) and not interrupts
-        run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=0 if lost else len(timer.seconds))
+        # pretrain keeps no checkpoints, so a run stopped by Ctrl-C, SIGTERM or a full or read-only disk has nothing
+        # to go on with: removed, so that the same command runs again.
+        lost = interrupts or isinstance(error, OSError)
+        stop = Terminated() if interrupts.signal_name == "SIGTERM" else KeyboardInterrupt()
+        run.abandon(stop if interrupts else error, epochs_done=0 if lost else len(timer.seconds))
         if interrupts and not isinstance(error, KeyboardInterrupt):
-            raise KeyboardInterrupt from error
+            raise stop from error
         raise
     logger.info("backbone weights in %s (sidecar %s); test accuracy on the source data %.4f; run folder %s",
                 out, sidecar_path(out), metrics["test_accuracy"], run.path)

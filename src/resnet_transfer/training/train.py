@@ -113,7 +113,8 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
 
 
 def _train(config: RunConfig, callbacks: Optional[list], interrupts: Interrupts, resume: bool) -> RunResult:
-    check_settings_take_effect(config)
+    if not resume:  # (a resumed run keeps the settings it recorded, from whichever version)
+        check_settings_take_effect(config)
     clustered = config.train.strategy in ("auto", "multi-worker") and cluster_role() is not None
     if resume and clustered:
         raise ConfigError("--resume does not run on a cluster yet: start the run again, or resume it on one machine "
