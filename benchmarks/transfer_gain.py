@@ -2,7 +2,7 @@
 
 The protocol, fixed before the runs (issue 23):
 
-A. The README's path, exactly as a new user follows it:
+A. The README path of issue 23, exactly as the issue followed it (the README's example then):
    1. ``resnet-transfer pretrain --backbone resnet50 --classes 0,1,2,3,4 --limit 5000 --epochs 1``
       (pretrain's defaults otherwise: a linear head on average pooling, Adam 1e-3, batches of 64;
       its BatchNormalization statistics are recomputed at the end, PreciseBN);
