@@ -106,6 +106,7 @@ class Run:
     def __init__(self, path: str):
         self.path = str(path)
         self._record = None
+        self._labels = None
 
     def __repr__(self) -> str:
         return f"Run({self.path!r})"
@@ -291,7 +292,10 @@ class Run:
 
     @property
     def labels(self) -> list:
-        """The class names, in the order of the model's outputs (non-empty, distinct text)."""
+        """The class names, in the order of the model's outputs (non-empty, distinct text), checked
+        against labels.txt once."""
+        if self._labels is not None:
+            return list(self._labels)
         names = self.record["class_names"]
         if not names or not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
             raise self._edited(f"holds class_names={names!r}, not a list of distinct, non-empty class names (text)")
@@ -301,6 +305,7 @@ class Run:
                 and written != list(names):
             raise self._edited(f"holds class_names={names!r}, and labels.txt, written with it, says {written!r} in the "
                                "order of the model's outputs")
+        self._labels = list(names)
         return list(names)
 
     def _labels_file(self) -> Optional[list]:
