@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagesets import add_broken_files, draw_shape, write_class_folders, write_csv
+from imagesets import add_broken_files, draw_shape, write_class_folders
 from resnet_transfer.cli import main
 from resnet_transfer.config import DataConfig
 from resnet_transfer.data.arrays import check_images, check_labels
@@ -789,7 +789,7 @@ def test_settings_that_change_nothing_or_cannot_work_are_refused_at_once(tmp_pat
 
 def test_sigterm_is_watched_even_where_sigint_is_ignored():
     from resnet_transfer.errors import Terminated
-    from resnet_transfer.training.interrupts import watching_interrupts
+    from resnet_transfer.signals import watching_interrupts
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job of a script (sbatch's srun &)
     try:

@@ -1,4 +1,5 @@
 import csv
+import logging
 import importlib.util
 import json
 import os
@@ -72,6 +73,7 @@ def test_unknown_flag_is_exit_2():
     assert caught.value.code == 2
 
 
+@pytest.mark.slow
 @requires_mnist
 def test_default_train_offline_stops_with_the_weights_message(tmp_path):
     started = time.perf_counter()
@@ -263,3 +265,27 @@ def test_an_unknown_flag_of_a_command_points_to_that_commands_help(capsys):
     assert stop.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert error == ["resnet-transfer: error: unrecognized arguments: --top-k 3 (see 'resnet-transfer evaluate --help')"]
+
+
+@pytest.mark.slow
+@requires_mnist
+def test_quiet_prints_only_the_result_and_verbose_adds_the_internal_path(tmp_path, capsys, caplog):
+    tiny = ["--weights", "none", "--backbone", "resnet50", "--limit", "32", "--val-size", "16", "--test-limit", "16",
+            "--epochs", "1", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["train", *tiny, "--run-dir", str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert not [record for record in caplog.records if record.levelno < logging.WARNING
+                and record.name.startswith("resnet_transfer")]
+    assert [json.loads(line)["run_dir"] for line in capsys.readouterr().out.splitlines()] == [str(tmp_path / "quiet")]
+    caplog.clear()
+    assert main(["--verbose", "train", *tiny, "--run-dir", str(tmp_path / "verbose")]) == 0
+    said = [record.getMessage() for record in caplog.records]
+    assert any("phase head: cached features" in line for line in said)  # the default's lines
+    assert any("head phase inputs: held in memory" in line for line in said)  # and the internals
+    assert "━" in capsys.readouterr().out  # progress bars again
+    assert logging.getLogger("resnet_transfer").level == logging.NOTSET  # put back after each command
+
+
+def test_verbose_and_quiet_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--verbose", "--quiet"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

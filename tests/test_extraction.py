@@ -11,6 +11,7 @@ from resnet_transfer.training.extraction import extract
 from resnet_transfer.training.train import train
 
 
+@pytest.mark.slow
 @requires_mnist
 def test_shards_fill_the_cache_that_train_then_finds(tmp_path, capsys):
     settings = {"data": {"limit": 64, "val_size": 32, "test_limit": 32}, "model": {"weights": "none", "backbone": "resnet50"},

@@ -40,3 +40,11 @@ def test_compile_uses_adam_at_the_learning_rate_and_keeps_a_given_optimizer():
     assert model.loss.label_smoothing == pytest.approx(0.1)
     optimizer = keras.optimizers.Adam(learning_rate=0.5)
     assert compile_model(model, learning_rate=0.01, optimizer=optimizer).optimizer is optimizer
+
+
+def test_the_backbone_is_found_by_its_name_and_a_model_without_one_is_refused():
+    model = build_model(ModelConfig(weights="none", backbone="resnet50"), image_shape=(32, 32, 3), num_classes=3)
+    assert backbone_of(model).name == "resnet50"
+    inputs = keras.Input((4,))
+    with pytest.raises(ValueError, match="one backbone layer named after one of: resnet50"):
+        backbone_of(keras.Model(inputs, keras.layers.Dense(2)(inputs)))

@@ -15,6 +15,11 @@ def test_every_backbone_builds_frozen_with_its_feature_shape(name):
     backbone = create_backbone(name, weights="none", input_shape=(32, 32, 3))
     assert backbone.output_shape == (None, 1, 1, BACKBONES[name].feature_channels)
     assert not backbone.trainable_weights
+    # the registry's record of the stages names the last block of each stage of Keras's model
+    names = {layer.name for layer in backbone.layers}
+    for stage, blocks in zip(("conv2", "conv3", "conv4", "conv5"), BACKBONES[name].stage_blocks):
+        assert stage_end(backbone, stage) == f"{stage}_block{blocks}_out"
+        assert f"{stage}_block{blocks + 1}_out" not in names
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -44,6 +44,7 @@ _TWO_REPLICAS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @requires_mnist
 @tensorflow_only
 def test_mirrored_over_two_logical_cpus_trains_like_the_default_strategy(tmp_path):
@@ -138,6 +139,7 @@ def _two_workers(settings: list, folder, run_dir: str, env: dict = None) -> tupl
     return [worker.returncode for worker in workers], outputs
 
 
+@pytest.mark.slow
 @requires_mnist
 @tensorflow_only
 def test_two_workers_on_localhost_train_as_one_process_and_only_the_chief_writes(tmp_path):
@@ -176,6 +178,7 @@ def test_two_workers_on_localhost_train_as_one_process_and_only_the_chief_writes
     assert metrics["cluster"]["test_loss"] == pytest.approx(metrics["single"]["test_loss"], rel=1e-3)
 
 
+@pytest.mark.slow
 @requires_mnist
 @tensorflow_only
 def test_a_task_whose_port_is_taken_ends_with_one_line_and_leaves_nothing(tmp_path):
@@ -198,6 +201,7 @@ def test_a_task_whose_port_is_taken_ends_with_one_line_and_leaves_nothing(tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 @requires_mnist
 @tensorflow_only
 def test_workers_given_different_settings_all_stop_with_one_line_instead_of_waiting(tmp_path):

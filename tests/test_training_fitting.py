@@ -41,7 +41,7 @@ def test_features_held_in_memory_and_memory_mapped_give_the_same_history(tmp_pat
                                             "label_smoothing": settings.get("label_smoothing", 0.0)}})
     class_weight = balanced_class_weight(labels, 3) if settings.get("class_weight") else None
     histories = []
-    caplog.set_level("INFO", logger="resnet_transfer.training.fitting")
+    caplog.set_level("DEBUG", logger="resnet_transfer.training.fitting")
     for share in (0.5, 0.0):  # in memory (tf.data), then read batch by batch from the memory map
         monkeypatch.setattr(batches, "MEMORY_SHARE", share)
         keras.utils.set_random_seed(0)
@@ -73,7 +73,7 @@ def test_the_head_inside_a_strategy_trains_through_keras_own_steps(caplog):
     rng = np.random.default_rng(0)
     features, labels = rng.standard_normal((64, 12)).astype(np.float32), rng.integers(0, 3, 64)
     config = RunConfig.from_dict({"train": {"batch_size": 16, "steps_per_execution": 2}})
-    caplog.set_level("INFO", logger="resnet_transfer.training.fitting")
+    caplog.set_level("DEBUG", logger="resnet_transfer.training.fitting")
     with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
         head = keras.Sequential([keras.Input((12,)), keras.layers.Dense(3, activation="softmax")])
         compile_model(head, learning_rate=1e-2, steps_per_execution=2, jit_compile=False)

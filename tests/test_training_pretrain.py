@@ -17,6 +17,8 @@ from resnet_transfer.model.backbone import check_pretrained_fit, create_backbone
 from resnet_transfer.model.weights import sidecar_path
 from resnet_transfer.training.train import train
 
+pytestmark = pytest.mark.slow  # every test here shares one pretraining of about 40 s
+
 # Eagerly: tracing the graph of a trainable ResNet50 takes about 50 s, longer than these 3 steps.
 SMALL = ["--backbone", "resnet50", "--limit", "48", "--val-size", "16", "--test-limit", "16", "--batch-size", "16",
          "--run-eagerly"]
@@ -202,7 +204,6 @@ def test_a_backbone_used_with_other_preprocessing_or_size_than_pretrained_is_nam
     assert "preprocess='seed'" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
-@pytest.mark.slow
 @requires_mnist
 def test_pretrain_on_a_full_disk_ends_with_one_line_and_leaves_nothing_that_blocks_it(tmp_path, capsys, monkeypatch):
     import resnet_transfer.training.pretrain as pretraining

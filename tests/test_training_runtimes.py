@@ -9,6 +9,7 @@ from conftest import requires_mnist
 
 from resnet_transfer.cli import main
 from resnet_transfer.errors import ConfigError
+from resnet_transfer.signals import alternate_signal_stack
 from resnet_transfer.training import runtimes
 from resnet_transfer.training.cache_admin import list_entries, verify_entry
 from resnet_transfer.training.features import FeatureCache, FeatureKey
@@ -60,7 +61,7 @@ def test_openvino_leaves_the_main_threads_signal_stack_as_it_found_it(extractor,
     # OpenVINO replaces it with a smaller stack of its own; Python's SIGINT handler runs there, and a later
     # Ctrl-C in the same process (the Ctrl-C tests of test_training_resume.py) crashed it.
     def stack():
-        current = runtimes._signal_stack()
+        current = alternate_signal_stack()
         return current.ss_sp, current.ss_size, current.ss_flags
 
     before = stack()

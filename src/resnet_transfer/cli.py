@@ -25,7 +25,8 @@ from resnet_transfer.config import (
 from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT, PRETRAIN_SETTINGS, RECIPES
 from resnet_transfer.errors import ResnetTransferError, RunInterrupted, RunKept, Terminated
 from resnet_transfer.files import json_safe
-from resnet_transfer.startup import quiet_startup
+from resnet_transfer.signals import quiet_startup
+from resnet_transfer.verbosity import verbosity
 
 __all__ = ["main", "build_parser"]
 
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'resnet-transfer train' with no flags runs the seed recipe (ResNet152, MNIST 32x32x3, 40 epochs).",
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback behind an error message")
+    _add_verbosity_flags(parser, default="normal")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train_parsers(commands)
 
@@ -231,7 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
     import_parser.add_argument("--backbone", required=True)
     fetch_parser = weights_commands.add_parser("fetch", help="download weights ahead of time (needs network)")
     fetch_parser.add_argument("backbones", nargs="+", metavar="NAME")
+    for subparser in (*commands.choices.values(), *weights_commands.choices.values()):
+        _add_verbosity_flags(subparser, default=argparse.SUPPRESS)  # (SUPPRESS: the top level's value stays)
     return parser
+
+
+def _add_verbosity_flags(parser: argparse.ArgumentParser, *, default) -> None:
+    """--verbose and --quiet, before or after the command (``verbosity`` says what each shows)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const="verbose", default=default,
+                       help="also say how each decision was reached and which internal path runs")
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const="quiet", default=default,
+                       help="print only warnings, errors and the result (no progress bars)")
 
 
 def run_config_from(arguments: argparse.Namespace, *, ignore: tuple = (), base: Optional[dict] = None) -> RunConfig:
@@ -239,7 +252,7 @@ def run_config_from(arguments: argparse.Namespace, *, ignore: tuple = (), base: 
     (``ignore``: the command's own arguments)."""
     values = _merged(base or {}, read_config_values(arguments.config) if "config" in arguments else {})
     for destination, value in vars(arguments).items():
-        if destination in ("command", "config", "debug") + tuple(ignore):
+        if destination in ("command", "config", "debug", "verbosity") + tuple(ignore):
             continue
         section, _, name = destination.rpartition(".")
         if section:
@@ -514,9 +527,10 @@ def main(argv: Optional[list] = None) -> int:
         command = " ".join(filter(None, (arguments.command, getattr(arguments, "weights_command", None))))
         parser.exit(EXIT_USAGE, f"resnet-transfer: error: unrecognized arguments: {' '.join(unknown)} (see "
                                 f"'resnet-transfer {command} --help')\n")
-    logging.basicConfig(level=logging.INFO, format="resnet-transfer: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="resnet-transfer: %(message)s", stream=sys.stderr)
     try:
-        return _COMMANDS[arguments.command](arguments)
+        with verbosity(arguments.verbosity):
+            return _COMMANDS[arguments.command](arguments)
     except ResnetTransferError as error:
         return _fail(str(error), debug=arguments.debug, status=error.exit_status)
     except RunInterrupted as error:

@@ -44,12 +44,12 @@ from resnet_transfer.model.backbone import check_pretrained_fit, check_weights_f
 from resnet_transfer.model.weights import fetch_weights
 from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT
 from resnet_transfer.registry import get_backbone_spec
-from resnet_transfer.report import pyplot, save_figure
+from resnet_transfer.report import save_figure, subplots
 from resnet_transfer.runs import Run, check_run_dir_free, environment_versions
 from resnet_transfer.training.adaptation import adapt_batch_norm
 from resnet_transfer.training.features import FeatureCache
 from resnet_transfer.training.fitting import stored_features
-from resnet_transfer.training.interrupts import watching_interrupts
+from resnet_transfer.signals import watching_interrupts
 
 __all__ = ["ProbeResult", "probe", "format_probe", "PROBE_COLUMNS", "DEFAULT_PROBE_BACKBONES", "DEFAULT_PROBE_LAYERS",
            "DEFAULT_PROBE_LIMIT"]
@@ -205,8 +205,7 @@ def _cell(value) -> str:
 
 
 def _plot(rows: list, best: dict, path: str) -> None:
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = subplots(figsize=(6, 4))
     layers = [layer for layer in FEATURE_LAYERS if any(row["feature_layer"] == layer for row in rows)]
     for name in dict.fromkeys(row["backbone"] for row in rows):
         mine = {row["feature_layer"]: row for row in rows if row["backbone"] == name}

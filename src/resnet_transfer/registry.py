@@ -42,6 +42,9 @@ class BackboneSpec:
         min_input_size: the smallest side Keras accepts without the top.
         feature_channels: channels of the last feature map.
         weights_md5: the MD5 Keras publishes for the no-top ImageNet weights file.
+        stage_blocks: residual blocks in each stage, conv2 to conv5 (timm's ``feature_info``,
+            fastai's ``model_meta``): stage K ends at the layer Keras names
+            ``convK_block<blocks>_out`` (``stage_end_layer``).
     """
 
     name: str
@@ -51,6 +54,11 @@ class BackboneSpec:
     default_input_size: int = 224
     min_input_size: int = 32
     feature_channels: int = 2048
+    stage_blocks: tuple = (3, 4, 6, 3)
+
+    def stage_end_layer(self, stage: str) -> str:
+        """The name of the layer that ends ``stage`` ("conv2" to "conv5") in Keras's model."""
+        return f"{stage}_block{self.stage_blocks[int(stage.removeprefix('conv')) - 2]}_out"
 
     @property
     def weights_file(self) -> str:
@@ -66,11 +74,11 @@ BACKBONES = {
     spec.name: spec
     for spec in (
         BackboneSpec("resnet50", "ResNet50", "caffe", "4d473c1dd8becc155b73f8504c6f6626"),
-        BackboneSpec("resnet101", "ResNet101", "caffe", "88cf7a10940856eca736dc7b7e228a21"),
-        BackboneSpec("resnet152", "ResNet152", "caffe", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+        BackboneSpec("resnet101", "ResNet101", "caffe", "88cf7a10940856eca736dc7b7e228a21", stage_blocks=(3, 4, 23, 3)),
+        BackboneSpec("resnet152", "ResNet152", "caffe", "ee4c566cf9a93f14d82f913c2dc6dd0c", stage_blocks=(3, 8, 36, 3)),
         BackboneSpec("resnet50v2", "ResNet50V2", "tf", "fac2f116257151a9d068a22e544a4917"),
-        BackboneSpec("resnet101v2", "ResNet101V2", "tf", "c0ed64b8031c3730f411d2eb4eea35b5"),
-        BackboneSpec("resnet152v2", "ResNet152V2", "tf", "ed17cf2e0169df9d443503ef94b23b33"),
+        BackboneSpec("resnet101v2", "ResNet101V2", "tf", "c0ed64b8031c3730f411d2eb4eea35b5", stage_blocks=(3, 4, 23, 3)),
+        BackboneSpec("resnet152v2", "ResNet152V2", "tf", "ed17cf2e0169df9d443503ef94b23b33", stage_blocks=(3, 8, 36, 3)),
     )
 }
 

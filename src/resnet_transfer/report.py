@@ -24,12 +24,13 @@ import os
 import keras
 import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix
 
 from resnet_transfer.files import atomic_path, json_safe, write_text_atomic
 
-__all__ = ["compute_test_metrics", "plot_curves", "write_report", "REPORT_FILES"]
+__all__ = ["REPORT_FILES", "compute_test_metrics", "plot_curves", "save_figure", "subplots", "write_report"]
 
 REPORT_FILES = ("confusion_matrix.png", "classification_report.csv", "misclassified.png", "report.html")
 _ANNOTATE_UP_TO = 20
@@ -49,19 +50,18 @@ def compute_test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
 _LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
-def pyplot():
-    """matplotlib's pyplot on the file-only Agg backend (no display needed)."""
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as module  # after choosing the backend, as matplotlib asks
-
-    return module
+def subplots(rows: int = 1, columns: int = 1, *, figsize: tuple, squeeze: bool = True) -> tuple:
+    """A figure and its axes (as ``pyplot.subplots`` gives them) through matplotlib's object
+    API: pyplot is never imported, so no backend is chosen or switched for the process (a
+    notebook's stays as it is), and no figure is kept open anywhere."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(rows, columns, squeeze=squeeze)
 
 
 def save_figure(figure, path: str) -> None:
-    """Writes ``figure`` as a PNG at ``path`` atomically and closes it."""
+    """Writes ``figure`` as a PNG at ``path`` atomically."""
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=100, format="png", bbox_inches="tight")
-    pyplot().close(figure)
 
 
 @matplotlib.rc_context(_LITERAL_TEXT)
@@ -74,7 +74,7 @@ def plot_curves(history: dict, path: str) -> None:
     epochs = list(range(1, len(history["loss"]) + 1))
     phases = list(history.get("phase", ["head"] * len(epochs)))
     boundaries = [index + 0.5 for index in range(1, len(phases)) if phases[index] != phases[index - 1]]
-    figure, (loss_axis, accuracy_axis) = pyplot().subplots(1, 2, figsize=(11, 4))
+    figure, (loss_axis, accuracy_axis) = subplots(1, 2, figsize=(11, 4))
     for axis, metric, title in ((loss_axis, "loss", "Loss"), (accuracy_axis, "accuracy", "Accuracy")):
         axis.plot(epochs, history[metric], marker="o", label="train")
         axis.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
@@ -94,11 +94,10 @@ def plot_curves(history: dict, path: str) -> None:
 
 @matplotlib.rc_context(_LITERAL_TEXT)
 def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple, path: str) -> None:
-    plt = pyplot()
     totals = matrix.sum(axis=1, keepdims=True)
     rates = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
     side = max(5.0, 0.55 * len(class_names) + 2)
-    figure, axis = plt.subplots(figsize=(side, side))
+    figure, axis = subplots(figsize=(side, side))
     image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axis, fraction=0.046, label="share of the true class")
     ticks = np.arange(len(class_names))
@@ -116,11 +115,10 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple, path: str) -> 
 
 @matplotlib.rc_context(_LITERAL_TEXT)
 def plot_worst(images, labels, probabilities, losses, class_names: tuple, path: str) -> None:
-    plt = pyplot()
     worst = np.argsort(-losses)[:_WORST]
     columns = 4
     rows = max(1, int(np.ceil(len(worst) / columns)))
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    figure, axes = subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
     for axis, index in zip(axes.ravel(), worst):

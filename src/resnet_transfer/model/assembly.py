@@ -20,6 +20,7 @@ from resnet_transfer.config import ModelConfig
 from resnet_transfer.model.backbone import create_backbone
 from resnet_transfer.model.heads import build_head
 from resnet_transfer.model.preprocessing import build_preprocessing
+from resnet_transfer.registry import BACKBONES
 
 __all__ = ["build_model", "compile_model", "make_optimizer", "feature_extractor", "head_of", "backbone_of"]
 
@@ -106,8 +107,17 @@ def head_of(model: keras.Model) -> keras.Model:
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
-    """The backbone inside a model built by ``build_model`` (the layer between preprocessing and head)."""
-    return model.layers[2]
+    """The backbone inside a model built by ``build_model``: its one layer named after a
+    backbone of the registry (as Keras names its ResNets, "resnet50" and so on).
+
+    Raises:
+        ValueError: ``model`` has no such layer, or several.
+    """
+    found = [layer for layer in model.layers if layer.name in BACKBONES]
+    if len(found) != 1:
+        raise ValueError(f"a model built by build_model has one backbone layer named after one of: "
+                         f"{', '.join(BACKBONES)}. Received: a model with layers {[layer.name for layer in model.layers]}")
+    return found[0]
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:

@@ -15,7 +15,6 @@ Example:
 """
 
 import logging
-import re
 import warnings
 from typing import Optional
 
@@ -45,15 +44,20 @@ def check_input_size(name: str, size: int) -> None:
 
 
 def stage_end(backbone: keras.Model, stage: str) -> str:
-    """The name of the layer that ends ``stage`` ("conv2" to "conv5"): its last ``convK_blockN_out``.
+    """The name of the layer that ends ``stage`` ("conv2" to "conv5") in ``backbone``, a
+    model of the registry (named as Keras names it, e.g. "resnet50"), as the registry
+    records it (``BackboneSpec.stage_blocks``).
 
     Raises:
-        ConfigError: ``stage`` is not one of ``FEATURE_LAYERS``.
+        ConfigError: ``stage`` is not one of ``FEATURE_LAYERS``, or ``backbone`` has no such layer.
     """
     if stage not in FEATURE_LAYERS:
         raise ConfigError(f"feature_layer must be one of: {', '.join(FEATURE_LAYERS)}. Received: feature_layer={stage!r}")
-    ends = [layer.name for layer in backbone.layers if re.fullmatch(rf"{stage}_block\d+_out", layer.name)]
-    return max(ends, key=lambda layer_name: int(re.search(r"block(\d+)", layer_name)[1]))
+    name = get_backbone_spec(backbone.name).stage_end_layer(stage)
+    if name not in {layer.name for layer in backbone.layers}:
+        raise ConfigError(f"{backbone.name} has no layer {name!r} to end {stage} at (the registry's stage_blocks do "
+                          "not fit this Keras version's model)")
+    return name
 
 
 def cut_backbone(backbone: keras.Model, stage: str) -> keras.Model:

@@ -20,7 +20,7 @@ only to a temporary folder, removed at the end, but the chief (task "chief", els
 0), which writes the run folder. Keras 3 cannot ``fit`` under this strategy as it comes
 (keras-team/keras#20585, open): its step reduces scalar metrics along an axis they do not
 have, and its first-batch build reduces the input batch; ``choose_strategy`` routes
-around both (``_route_around_keras_20585``).
+around both (``_keras_compat.route_around_keras_20585``).
 
 Example:
     >>> strategy = choose_strategy("auto", batch_size=64)
@@ -41,10 +41,11 @@ from typing import Optional
 import keras
 import numpy as np
 
+from resnet_transfer._keras_compat import route_around_keras_20585
 from resnet_transfer.config import STRATEGIES
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.model.precision import visible_gpus
-from resnet_transfer.startup import unfiltered
+from resnet_transfer.signals import unfiltered, with_default_signals
 
 __all__ = [
     "STRATEGIES", "WorkerRole", "barrier", "check_same_on_every_worker", "choose_strategy", "cluster_role", "distributed_batches", "local_predict", "predicts_locally",
@@ -170,7 +171,7 @@ def choose_strategy(name: str, *, batch_size: int, command: str = "train"):
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "default"
     if name == "default":
-        logger.info("strategy: default (one device)")
+        logger.debug("strategy: default (one device)")
         return None
     devices = gpus or [device.name for device in tf.config.list_logical_devices("CPU")]
     strategy = tf.distribute.MirroredStrategy(devices=devices)
@@ -181,25 +182,20 @@ def choose_strategy(name: str, *, batch_size: int, command: str = "train"):
     return strategy
 
 
-_ROLES = {}  # id(strategy) -> WorkerRole, for worker_role()
-
-
 def _multi_worker(role: WorkerRole, batch_size: int):
     import tensorflow as tf
 
-    _route_around_keras_20585()
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # a line per all-reduce it sets up
+    route_around_keras_20585()
     tf.config.list_physical_devices("GPU")  # (its start-up lines while the filter still runs)
     try:
         with unfiltered():  # TensorFlow holds Python's lock while it waits: the log line must not wait in a filter
             logger.info("task %s: waiting for every worker of the cluster of TF_CONFIG to start (%d in all); Ctrl-C "
                         "stops the wait, and nothing is written before it ends", role.task, role.count)
-            strategy = _interruptibly(tf.distribute.MultiWorkerMirroredStrategy)
+            strategy = with_default_signals(tf.distribute.MultiWorkerMirroredStrategy)
     except tf.errors.OpError as error:  # its own port taken, say ("Could not start gRPC server")
         raise ConfigError(f"task {role.task} could not join the cluster of TF_CONFIG at {role.address} "
                           f"({error.message.splitlines()[0]}): the port may be in use or not this machine's; give "
                           "the task a free host:port of this machine") from error
-    _ROLES[id(strategy)] = role
     count = strategy.num_replicas_in_sync
     if batch_size < count:
         raise ConfigError(f"batch_size must be at least the replicas of the cluster ({count}): it is the global "
@@ -228,45 +224,25 @@ def worker_scratch(strategy: str, command: str):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _interruptibly(create):
-    """``create()``, during which Ctrl-C still ends the process.
-
-    TensorFlow waits for the cluster's other workers inside its C++ code, holding
-    Python's lock: no Python signal handler (nor any other thread) runs until every
-    worker has started, so a worker started without the others ignored Ctrl-C. During
-    the wait SIGINT and SIGTERM get their default action back: the kernel ends the
-    process (exit status 130). SIGTERM is then caught by TensorFlow's own preemption
-    watcher all the same (measured: ``kill`` does not end the wait; ``kill -9`` does).
-    Nothing is written before the wait ends.
-    """
-    import signal
-
-    handled = (signal.SIGINT, signal.SIGTERM)
-    previous = {number: signal.getsignal(number) for number in handled}
-    for number in handled:
-        signal.signal(number, signal.SIG_DFL)
-    try:
-        return create()
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
 def strategy_name(strategy: Optional[object]) -> str:
     """"default", "mirrored" or "multi-worker", as config.json records it."""
     if strategy is None:
         return "default"
-    return "multi-worker" if id(strategy) in _ROLES else "mirrored"
+    import tensorflow as tf
+
+    return "multi-worker" if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) else "mirrored"
 
 
 def worker_role() -> Optional[WorkerRole]:
     """The role of this process in the multi-worker strategy whose scope the caller is in
-    (None outside one)."""
+    (None outside one): TF_CONFIG's, which the strategy was made from."""
     if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
 
-    return _ROLES.get(id(tf.distribute.get_strategy())) if tf.distribute.has_strategy() else None
+    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return None
+    return cluster_role()
 
 
 def barrier() -> None:
@@ -381,46 +357,6 @@ def local_predict(model: keras.Model, inputs, *, batch_size: int) -> np.ndarray:
     outputs = [keras.ops.convert_to_numpy(call(np.asarray(inputs[start : start + batch_size], dtype="float32")))
                for start in range(0, len(inputs), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, *model.output_shape[1:]), "float32")
-
-
-def fit_under_multi_worker(model: keras.Model) -> None:
-    """The second half of ``_route_around_keras_20585``: Keras builds a model that belongs
-    to a strategy from an input batch it reduces across workers, which fails under this
-    strategy (the reduction's tensor conversion); a model not bound to it builds when its
-    step is traced, in the scope of the strategy."""
-    model._distribute_strategy = None
-
-
-def _route_around_keras_20585() -> None:
-    """Keras 3's step reduces every metric of the step across workers with
-    ``strategy.reduce("MEAN", value, axis=0)``, which fails for the scalars that metrics
-    are ("Invalid reduction dimension 0 for input with 0 dimensions"). Scalars are reduced
-    here without an axis (the mean over replicas); everything else as Keras does."""
-    from keras.src.backend.tensorflow import trainer
-
-    needed = ("reduce_per_replica", "_collective_all_reduce_multi_worker", "_is_per_replica_instance")
-    if not all(hasattr(trainer, name) for name in needed):
-        raise ConfigError(f"strategy=multi-worker works around keras-team/keras#20585 in Keras's TensorFlow trainer, "
-                          f"which Keras {keras.__version__} lays out otherwise; install the Keras version of "
-                          "pyproject.toml, or train on one machine")
-    original = trainer.reduce_per_replica
-    if getattr(original, "routes_around_keras_20585", False):
-        return
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction not in ("auto", "mean") or not trainer._collective_all_reduce_multi_worker(strategy):
-            return original(values, strategy, reduction)
-
-        def reduce(value):
-            first = value.values[0] if trainer._is_per_replica_instance(value) else value
-            if getattr(first, "shape", None) is not None and first.shape.rank == 0:
-                return strategy.reduce("MEAN", value, axis=None)
-            return original(value, strategy, reduction)
-
-        return keras.tree.map_structure(reduce, values)
-
-    reduce_per_replica.routes_around_keras_20585 = True
-    trainer.reduce_per_replica = reduce_per_replica
 
 
 def strategy_scope(strategy: Optional[object]):

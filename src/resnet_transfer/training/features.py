@@ -38,6 +38,7 @@ from resnet_transfer.errors import ConfigError
 from resnet_transfer.training.distribution import local_predict, predicts_locally
 from resnet_transfer.training.cache_admin import default_cache_dir, remove_folder, writer_tag
 from resnet_transfer.files import atomic_path, hash_file, make_temporary_folder, reserve_space, write_json_atomic
+from resnet_transfer.verbosity import shows_progress
 
 __all__ = [
     "FeatureKey",
@@ -211,7 +212,7 @@ class FeatureCache:
             except OSError:
                 if not os.path.isdir(final):
                     raise
-                logger.info("cache entry %s was stored by another run meanwhile; using it", final)
+                logger.debug("cache entry %s was stored by another run meanwhile; using it", final)
         finally:
             if os.path.isdir(partial):
                 shutil.rmtree(partial, ignore_errors=True)
@@ -255,7 +256,7 @@ def extract_features(
     output_shape = tuple(int(size) for size in extractor.output_shape[1:])
     features = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(count, *output_shape))
     reserve_space(path)
-    progress = keras.utils.Progbar(count, unit_name="image")
+    progress = keras.utils.Progbar(count, unit_name="image", verbose=1 if shows_progress() else 0)
     for start in range(0, count, chunk_size):
         chunk = images[start : start + chunk_size]
         features[start : start + len(chunk)] = predict_in_batches(extractor, chunk, batch_size)
@@ -379,7 +380,8 @@ def cached_features(
     if len(todo) < len(mine):
         logger.info("features: %d of %d chunks were finished by an earlier extraction; %d to compute",
                     len(mine) - len(todo), len(mine), len(todo))
-    progress = keras.utils.Progbar(sum(stop - start for start, stop in todo), unit_name="image")
+    progress = keras.utils.Progbar(sum(stop - start for start, stop in todo), unit_name="image",
+                                    verbose=1 if shows_progress() else 0)
     started = time.perf_counter()
     for start, stop in todo:
         chunks.write(start, stop, predict_in_batches(extractor, images[start:stop], batch_size))

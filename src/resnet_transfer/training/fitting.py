@@ -15,6 +15,7 @@ Example:
     >>> outcome = fit_on_features(model, dataset, config, phase=phase, callbacks=[EpochTimer()], class_weight=None)
 """
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import keras
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
+from resnet_transfer._keras_compat import own_train_function, unbind_from_strategy
 from resnet_transfer.config import RunConfig
 from resnet_transfer.data.dataset import Dataset
 from resnet_transfer.errors import ConfigError
@@ -38,10 +40,11 @@ from resnet_transfer.training.batches import (
 )
 from resnet_transfer.training.checkpoints import Checkpoint, restore_optimizer
 from resnet_transfer.training.distribution import (
-    barrier, distributed_batches, fit_under_multi_worker, replicas_in_scope, trains_locally, worker_role,
+    barrier, distributed_batches, replicas_in_scope, trains_locally, worker_role,
 )
 from resnet_transfer.training.features import FeatureCache, FeatureKey, cached_features
 from resnet_transfer.training.runtimes import choose_runtime, keyed
+from resnet_transfer.verbosity import shows_progress
 
 __all__ = [
     "BackbonePass", "EpochTimer", "FitOutcome", "Phase", "balanced_class_weight", "choose_path", "fit", "fit_on_features",
@@ -176,25 +179,25 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
         if isinstance(batches, TensorBatches):
             class_weight = None  # in the batches, as sample weights
             data = batches.dataset
-            if small_model and not model.run_eagerly and trains_locally():
-                model.train_function, data = batches.train_function(model), batches.step_counter
-                logger.info("%s phase steps: %d batches a call, gathered in this thread (TensorBatches.train_function)",
-                            phase.name, model.steps_per_execution)
-    callbacks = [order, StepProgress(), *callbacks]
+    own_steps = isinstance(batches, TensorBatches) and small_model and not model.run_eagerly and trains_locally()
+    callbacks = [order, *([StepProgress()] if shows_progress() else []), *callbacks]
     for callback in callbacks:
         if isinstance(callback, EpochTimer):
             callback.phase = phase.name
     # shuffle=False: the batches' order is theirs alone. Keras's own shuffle of a PyDataset's batches draws from
     # Python's global random state, so an epoch's order would depend on the epochs run before it in the process,
     # and a resumed run would see other batch orders than the run it continues.
-    try:
+    steps = own_train_function(model, batches.train_function(model)) if own_steps else contextlib.nullcontext(False)
+    with steps as own:
+        if own:
+            data = batches.step_counter
+            logger.debug("%s phase steps: %d batches a call, gathered in this thread (TensorBatches.train_function)",
+                         phase.name, model.steps_per_execution)
         history = model.fit(
             data, validation_data=validation_batches,
             initial_epoch=phase.first_epoch, epochs=phase.first_epoch + phase.epochs, callbacks=callbacks,
-            class_weight=class_weight, verbose="auto", shuffle=False,
+            class_weight=class_weight, verbose="auto" if shows_progress() else 0, shuffle=False,
         )
-    finally:
-        model.train_function = None  # TensorBatches.train_function holds the batches' tensors
     return history.history
 
 
@@ -207,7 +210,7 @@ def _local_batches(inputs, labels, validation, *, config: RunConfig, phase: Phas
     labels = _loss_labels(labels, config, num_classes)
     validation = (validation[0], _loss_labels(validation[1], config, num_classes))
     in_memory, why = (False, "augmented batch by batch") if transform else fits_in_memory(inputs, labels, *validation)
-    logger.info("%s phase inputs: %s", phase.name, why)
+    logger.debug("%s phase inputs: %s", phase.name, why)
     if in_memory:
         return (TensorBatches(inputs, labels, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed,
                               first_epoch=phase.first_epoch, sample_weight=weights),
@@ -240,7 +243,7 @@ def _cluster_batches(model, inputs, labels, validation, *, config: RunConfig, ph
                           "use more images or fewer workers")
     validation_batches = ArrayBatches(validation[0], _loss_labels(validation[1], config, num_classes),
                                       batch_size=INFERENCE_BATCH_SIZE)
-    fit_under_multi_worker(model)
+    unbind_from_strategy(model)
     return distributed_batches(batches), distributed_batches(validation_batches), EpochOrder(batches)
 
 
@@ -347,7 +350,8 @@ def _stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tupl
     pending = [getattr(dataset, f"x_{split}") for split in splits if stored[split][0] is None]
     choice = choose_runtime(config.train.extract_runtime, extractor, cache=cache, key=keys[splits[0]], pending=pending)
     if pending:
-        logger.info("features: the backbone runs in %s (%s)", choice.runtime, choice.reason)
+        logger.info("features: the backbone runs in %s", choice.runtime)
+        logger.debug("features: %s, because %s", choice.runtime, choice.reason)
     features_of, statuses = {}, []
     backbone = BackbonePass(runtime=choice.runtime if pending else None, conversion_seconds=choice.conversion_seconds)
     for split in splits:

@@ -31,7 +31,7 @@ from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import write_json_atomic, write_text_atomic
 from resnet_transfer.model.assembly import backbone_of, compile_model, head_of
 from resnet_transfer.model.heads import classifier_on_features
-from resnet_transfer.report import pyplot, save_figure
+from resnet_transfer.report import save_figure, subplots
 from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir
 from resnet_transfer.training.batches import ArrayBatches
 from resnet_transfer.training.distribution import choose_strategy, strategy_scope
@@ -179,7 +179,7 @@ def _write(run: Run, sweep: LearningRateSweep, config: RunConfig, phase: str) ->
     write_text_atomic(run.file("lr_find.csv"), "step,learning_rate,loss,smoothed_loss\n" + rows)
     write_json_atomic(run.file("lr_find.json"), {"phase": phase, "suggestion": sweep.suggestion, "reason": sweep.reason,
                                                  "config": config.to_dict()})
-    figure, axis = pyplot().subplots(figsize=(7, 4))
+    figure, axis = subplots(figsize=(7, 4))
     axis.plot(sweep.learning_rates, sweep.losses, alpha=0.3, label="loss per batch")
     axis.plot(sweep.learning_rates, sweep.smoothed, label="smoothed")
     axis.axvline(sweep.suggestion, color="red", linestyle="--", label=f"suggested {sweep.suggestion:.2g}")

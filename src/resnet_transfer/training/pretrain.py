@@ -60,7 +60,8 @@ from resnet_transfer.training.distribution import (
 )
 from resnet_transfer.training.batches import predict_probabilities
 from resnet_transfer.training.fitting import EpochTimer, Phase, balanced_class_weight, fit_end_to_end
-from resnet_transfer.training.interrupts import StopOnInterrupt, watching_interrupts
+from resnet_transfer.signals import watching_interrupts
+from resnet_transfer.training.interrupts import StopOnInterrupt
 from resnet_transfer.training.phases import trainable_count
 from resnet_transfer.training.train import check_before_run, config_record, prepare, tensorboard_callbacks
 

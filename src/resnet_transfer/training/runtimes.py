@@ -34,14 +34,10 @@ Example:
 """
 
 import contextlib
-import ctypes
-import functools
 import hashlib
 import json
 import logging
 import os
-import signal
-import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -52,8 +48,9 @@ import numpy as np
 
 from resnet_transfer.config import EXTRACT_RUNTIMES
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.model.precision import visible_gpus
 from resnet_transfer.files import first_line, write_json_atomic
+from resnet_transfer.model.precision import visible_gpus
+from resnet_transfer.signals import native_threads_without_sigint
 from resnet_transfer.training.cache_admin import converted_digest, remove_folder
 from resnet_transfer.training.distribution import worker_role
 from resnet_transfer.training.features import FeatureCache, FeatureKey, predict_in_batches
@@ -143,51 +140,6 @@ class _ConvertedRunner:
         return np.concatenate(outputs) if outputs else np.zeros((0, *self.output_shape[1:]), "float32")
 
 
-class _SignalStack(ctypes.Structure):
-    """sigaltstack(2)'s stack_t."""
-    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
-
-
-@functools.cache
-def _sigaltstack():
-    """libc's sigaltstack, or None (looked up once: the guard runs around every batch)."""
-    return getattr(ctypes.CDLL(None), "sigaltstack", None)
-
-
-def _signal_stack(new: Optional[_SignalStack] = None) -> Optional[_SignalStack]:
-    """This thread's alternate signal stack (and sets ``new`` if given); None where libc has no sigaltstack."""
-    sigaltstack = _sigaltstack()
-    if sigaltstack is None:
-        return None
-    current = _SignalStack()
-    sigaltstack(ctypes.byref(new) if new is not None else None, ctypes.byref(current))
-    return current
-
-
-@contextlib.contextmanager
-def _threads_without_sigint():
-    """Runs a runtime's own code so that Ctrl-C still ends the run cleanly afterwards.
-
-    OpenVINO replaces the calling thread's alternate signal stack (sigaltstack) with a smaller one
-    of its own (measured: Python's 16,880-byte stack became an 11,568-byte one at another address);
-    Python runs its SIGINT handler on that stack, and a Ctrl-C in a later stage of the same process
-    (a run's head epochs, in the test suite) ended in a segmentation fault. So the stack is put back
-    when the block ends. SIGINT is blocked meanwhile, so that the threads the runtime starts
-    (they inherit the mask) never take it; a Ctrl-C that arrives meanwhile waits and is raised as
-    the block ends, in the main thread."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    stack = _signal_stack()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        if stack is not None:
-            _signal_stack(stack)
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 class _OpenVINORunner(_ConvertedRunner):
     """OpenVINO's CPU plugin in float32 (its default is bfloat16 on CPUs that have it) and in
     its throughput mode: a queue of requests, one batch in flight per stream of cores. The
@@ -198,7 +150,7 @@ class _OpenVINORunner(_ConvertedRunner):
         super().__init__(output_shape, batch_size)
         import openvino
 
-        with _threads_without_sigint():
+        with native_threads_without_sigint():
             self._compiled = openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                                          "PERFORMANCE_HINT": "THROUGHPUT",
                                                                          "INFERENCE_NUM_THREADS": _cores()})
@@ -213,10 +165,10 @@ class _OpenVINORunner(_ConvertedRunner):
         self._queue.set_callback(finished)
         for start in range(0, len(chunk), self.batch_size):
             outputs.append(None)
-            with _threads_without_sigint():  # Ctrl-C is raised between batches
+            with native_threads_without_sigint():  # Ctrl-C is raised between batches
                 self._queue.start_async({0: np.ascontiguousarray(chunk[start : start + self.batch_size])},
                                         len(outputs) - 1)
-        with _threads_without_sigint():
+        with native_threads_without_sigint():
             self._queue.wait_all()
         return self._joined(outputs)
 
@@ -370,7 +322,7 @@ def convert_and_check(runtime: str, extractor: keras.Model, *, conversion: dict,
         exporting = time.perf_counter()
         path = os.path.join(partial, _FILES[runtime])
         try:
-            with _quiet_converter(), _threads_without_sigint():
+            with _quiet_converter(), native_threads_without_sigint():
                 extractor.export(path, format=_FORMATS[runtime], verbose=False)
         except (OSError, KeyboardInterrupt):
             raise  # a full or read-only disk, Ctrl-C: the run's own handling

@@ -53,7 +53,8 @@ from resnet_transfer.training.distribution import (
     worker_scratch,
 )
 from resnet_transfer.training.features import FeatureCache
-from resnet_transfer.training.interrupts import Interrupts, StopOnInterrupt, watching_interrupts
+from resnet_transfer.signals import Interrupts, watching_interrupts
+from resnet_transfer.training.interrupts import StopOnInterrupt
 from resnet_transfer.training.fitting import EpochTimer, balanced_class_weight
 from resnet_transfer.training.phases import run_phases, trainable_count
 
