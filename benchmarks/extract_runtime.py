@@ -10,7 +10,7 @@ checking each, and the largest difference from Keras's features. Prints the figu
 Random weights (speed does not depend on their values), random pixels, avg pooling at 64 px
 and above (flatten below, as the tool's "auto" pooling does for a 1x1 map). Every runtime
 computes the same images once after a warm-up batch; the conversion is measured through
-``runtimes.convert_and_check`` into an empty temporary cache, as a first run would pay it.
+``runtimes.conversion.convert_and_check`` into an empty temporary cache, as a first run would pay it.
 """
 
 import argparse
@@ -26,8 +26,12 @@ from resnet_transfer.config import ModelConfig
 from resnet_transfer.model.assembly import build_model, feature_extractor
 from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.training.batches import INFERENCE_BATCH_SIZE
-from resnet_transfer.training.features import FeatureCache, FeatureKey, predict_in_batches
-from resnet_transfer.training.runtimes import choose_runtime, multiply_adds, projected_seconds, relative_difference
+from resnet_transfer.cache.extraction import predict_in_batches
+from resnet_transfer.cache.keys import FeatureKey
+from resnet_transfer.cache.store import FeatureCache
+from resnet_transfer.runtimes.choice import choose_runtime
+from resnet_transfer.runtimes.conversion import relative_difference
+from resnet_transfer.runtimes.keras_runtime import multiply_adds, projected_seconds
 
 
 def main() -> None:

@@ -65,7 +65,9 @@ class MemorySampler(threading.Thread):
 def measure(count: int, extractor_name: str, chunk_size: int) -> dict:
     import numpy as np
 
-    from resnet_transfer.training.features import FeatureCache, FeatureKey, cached_features
+    from resnet_transfer.cache.extraction import cached_features
+    from resnet_transfer.cache.keys import FeatureKey
+    from resnet_transfer.cache.store import FeatureCache
     from resnet_transfer.training.batches import ArrayBatches
 
     sampler = MemorySampler()

@@ -2,7 +2,7 @@
 
 Why: on this machine Keras's ``predict`` ran some calls at half speed with one core idle.
 Each round times one ``predict`` over N images and one pass of the same images through
-a tf.function called batch by batch from this thread (``distribution.local_predict``, what
+a tf.function called batch by batch from this thread (``inference.local_predict``, what
 the feature cache and ``predict`` use on a CPU), and prints both rates with the cores
 the process kept busy (its CPU seconds over the wall-clock seconds).
 
@@ -44,7 +44,7 @@ def main():
     import numpy as np
 
     from resnet_transfer.registry import get_backbone_spec
-    from resnet_transfer.training.distribution import local_predict
+    from resnet_transfer.inference import local_predict
 
     application = getattr(keras.applications, get_backbone_spec(arguments.backbone).builder)
     side = arguments.image_size

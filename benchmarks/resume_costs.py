@@ -17,7 +17,7 @@ import numpy as np
 from resnet_transfer.config import RunConfig
 from resnet_transfer.files import hash_file
 from resnet_transfer.training import checkpoints
-from resnet_transfer.training.features import ChunkedExtraction
+from resnet_transfer.cache.extraction import ChunkedExtraction
 from resnet_transfer.training.train import train
 
 

@@ -26,7 +26,8 @@ from resnet_transfer.data.dataset import load_dataset
 from resnet_transfer.data.images import fit_image, image_size_of, read_image
 from resnet_transfer.data.readers import read_source
 from resnet_transfer.errors import DataError
-from resnet_transfer.training.features import FeatureCache, FeatureKey
+from resnet_transfer.cache.keys import FeatureKey
+from resnet_transfer.cache.store import FeatureCache
 
 SMALL = ["--weights", "none", "--backbone", "resnet50", "--image-size", "32", "--epochs", "1"]
 MNIST_SMALL = ["--weights", "none", "--backbone", "resnet50", "--limit", "256", "--val-size", "64", "--test-limit", "128"]
@@ -668,7 +669,8 @@ def test_resume_refuses_weights_replaced_since_the_run_started_naming_both(tmp_p
     from resnet_transfer.config import RunConfig
     from resnet_transfer.errors import WeightsError
     from resnet_transfer.model.weights import weights_identity
-    from resnet_transfer.training.train import _config_values, train
+    from resnet_transfer.training.setup import config_values
+    from resnet_transfer.training.train import train
 
     weights = tmp_path / "backbone.weights.h5"
     weights.write_bytes(b"the file the run started from")
@@ -677,7 +679,7 @@ def test_resume_refuses_weights_replaced_since_the_run_started_naming_both(tmp_p
     started_from = weights_identity("resnet50", str(weights), 0)
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps({
-        "config": _config_values(config, str(run_dir)), "seed": 0, "class_names": ["a", "b"],
+        "config": config_values(config, str(run_dir)), "seed": 0, "class_names": ["a", "b"],
         "image_shape": [32, 32, 3], "data_source": {}, "weights": {"identity": started_from}}))
     (run_dir / "status.json").write_text('{"state": "failed"}')
     weights.write_bytes(b"another file at the same path")

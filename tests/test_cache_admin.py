@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from resnet_transfer.cli import main
-from resnet_transfer.training.cache_admin import list_entries, prune, writer_tag
-from resnet_transfer.training.features import FeatureCache, FeatureKey
+from resnet_transfer.cache.admin import list_entries, prune
+from resnet_transfer.cache.folders import writer_tag
+from resnet_transfer.cache.keys import FeatureKey
+from resnet_transfer.cache.store import FeatureCache
 
 
 def _key(images: str) -> FeatureKey:

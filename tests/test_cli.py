@@ -289,3 +289,13 @@ def test_verbose_and_quiet_exclude_each_other(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--verbose", "--quiet"])
     assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bogus"], "unrecognized arguments: --bogus (see 'resnet-transfer --help')"),
+    ([], "the following arguments are required: COMMAND"),
+])
+def test_a_flag_without_a_command_is_named(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err

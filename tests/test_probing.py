@@ -7,6 +7,7 @@ import os
 import pytest
 
 from resnet_transfer.cli import main
+from resnet_transfer.files import hash_file
 from resnet_transfer.samples import write_shapes
 
 
@@ -61,3 +62,20 @@ def test_probe_refuses_bad_choices_with_one_line_and_leaves_no_folder(shapes, tm
     assert status == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
     assert not run_dir.exists()
+
+
+def test_a_pretrained_file_is_described_once_however_many_cuts_are_probed(shapes, tmp_path, caplog):
+    import keras
+
+    path = str(tmp_path / "mine.weights.h5")
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
+    (tmp_path / "mine.weights.json").write_text(json.dumps(  # a sidecar of an older pretrain: no recalibration record
+        {"format": 1, "backbone": "resnet50", "weights_sha256": hash_file(path), "epochs": 1, "classes": [0, 1],
+         "source": {"name": "mnist"}, "test_accuracy": 0.5, "image_size": 32, "preprocess": "seed"}))
+    caplog.set_level("INFO", logger="resnet_transfer")
+    assert main(["probe", "--data", shapes, "--image-size", "32", "--backbone", "resnet50", "--weights", path,
+                 "--feature-layer", "conv3,conv4,conv5", "--cache-dir", str(tmp_path / "cache"),
+                 "--run-dir", str(tmp_path / "probe")]) == 0
+    said = [record.getMessage() for record in caplog.records]
+    assert sum("no record of recomputed BatchNormalization statistics" in line for line in said) == 1
+    assert sum(line.startswith("pretrained by resnet-transfer on mnist") for line in said) == 1

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from resnet_transfer.cli import build_parser, run_config_from
+from resnet_transfer.arguments import build_parser, run_config_from
 from resnet_transfer.config import RunConfig
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.recipes import RECIPES, get_recipe

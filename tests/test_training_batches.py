@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from resnet_transfer.training import batches as batches_module
-from resnet_transfer.training.batches import ArrayBatches, TensorBatches, fits_in_memory, predict_probabilities
+from resnet_transfer.inference import predict_probabilities
+from resnet_transfer.training.batches import ArrayBatches, TensorBatches, fits_in_memory
 
 
 def test_batches_reshuffle_per_epoch_and_cover_every_row():

@@ -7,10 +7,10 @@ import pytest
 
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import hash_file
-from resnet_transfer.training import features as features_module
-from resnet_transfer.training.features import (
-    CACHE_FORMAT, FeatureCache, FeatureKey, cached_features, extract_features, predict_in_batches,
-)
+from resnet_transfer.cache import extraction as extraction_module
+from resnet_transfer.cache.extraction import cached_features, extract_features, predict_in_batches
+from resnet_transfer.cache.keys import CACHE_FORMAT, FeatureKey
+from resnet_transfer.cache.store import FeatureCache
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_a_killed_extraction_goes_on_from_its_first_unfinished_chunk(extractor, 
         predicted.append(len(chunk))
         return predict_in_batches(model, chunk, batch_size)
 
-    monkeypatch.setattr(features_module, "predict_in_batches", counting_predict)
+    monkeypatch.setattr(extraction_module, "predict_in_batches", counting_predict)
     kill = True
     with pytest.raises(_Killed):
         cached_features(extractor, images, key=key, cache=cache, batch_size=16, chunk_size=16)

@@ -84,7 +84,7 @@ def test_the_head_inside_a_strategy_trains_through_keras_own_steps(caplog):
 
 
 def test_the_progress_bar_never_counts_past_the_epochs_steps():
-    from resnet_transfer.training.fitting import StepProgress
+    from resnet_transfer.training.callbacks import StepProgress
 
     progress = StepProgress()
     progress.set_params({"verbose": 1, "epochs": 1, "steps": 6})

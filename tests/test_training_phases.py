@@ -11,7 +11,7 @@ from resnet_transfer.model.assembly import backbone_of, build_model
 from resnet_transfer.model.augmentation import augmenter, build_augmentation
 from resnet_transfer.training.fitting import carry_optimizer_state
 from resnet_transfer.training.frozen import FrozenWeights
-from resnet_transfer.training.phases import freeze, plan_phases, unfreeze
+from resnet_transfer.training.phases import fine_tune_optimizer, freeze, plan_phases, unfreeze
 from resnet_transfer.training.train import train
 
 
@@ -114,10 +114,10 @@ def test_phases_follow_the_settings_and_augmentation_changes_only_training_batch
 @requires_mnist
 @pytest.mark.slow
 def test_a_run_whose_frozen_weights_move_is_stopped_before_the_model_is_saved(small_config, tmp_path, monkeypatch):
-    from resnet_transfer.training import train as train_module
+    from resnet_transfer.training import setup
 
     built = []
-    monkeypatch.setattr(train_module, "build_model", lambda *a, **k: built.append(build_model(*a, **k)) or built[-1])
+    monkeypatch.setattr(setup, "build_model", lambda *a, **k: built.append(build_model(*a, **k)) or built[-1])
 
     class LeakingBatchNorm(keras.callbacks.Callback):
         """The classic bug: a frozen backbone's BatchNormalization runs in training mode."""
@@ -139,3 +139,17 @@ def test_a_run_whose_frozen_weights_move_is_stopped_before_the_model_is_saved(sm
     assert metrics["frozen_weights_unchanged"] is False
     assert metrics["frozen_weights_moved"] == ["conv5_block3_3_bn/moving_mean", "conv5_block3_3_bn/moving_variance"]
     assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+
+
+def test_the_fine_tune_optimizer_decays_the_unfrozen_kernels_but_not_batch_normalizations_scale_and_offset():
+    """fastai's bn_wd=False, for the fine-tune phase and for lr-find's sweep of it alike."""
+    model = build_model(ModelConfig(weights="none", backbone="resnet50"), image_shape=(32, 32, 3), num_classes=2)
+    unfreeze(backbone_of(model), "conv5", train_bn=True)
+    optimizer = fine_tune_optimizer(model, learning_rate=0.1, weight_decay=0.5, train_bn=True)
+    backbone = backbone_of(model)
+    gamma, kernel = backbone.get_layer("conv5_block3_3_bn").gamma, backbone.get_layer("conv5_block3_3_conv").kernel
+    assert gamma.trainable and kernel.trainable
+    before = {"gamma": np.array(gamma), "kernel": np.array(kernel)}
+    optimizer.apply_gradients([(keras.ops.zeros_like(variable), variable) for variable in model.trainable_variables])
+    np.testing.assert_array_equal(np.array(gamma), before["gamma"])  # no gradient, no decay
+    np.testing.assert_allclose(np.array(kernel), before["kernel"] * (1 - 0.1 * 0.5), rtol=1e-5)  # decay alone

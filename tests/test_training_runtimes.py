@@ -10,10 +10,14 @@ from conftest import requires_mnist
 from resnet_transfer.cli import main
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.signals import alternate_signal_stack
-from resnet_transfer.training import runtimes
-from resnet_transfer.training.cache_admin import list_entries, verify_entry
-from resnet_transfer.training.features import FeatureCache, FeatureKey
-from resnet_transfer.training.runtimes import choose_runtime, multiply_adds, relative_difference
+from resnet_transfer.cache.admin import list_entries, verify_entry
+from resnet_transfer.cache.keys import FeatureKey
+from resnet_transfer.cache.store import FeatureCache
+from resnet_transfer.runtimes import choice as runtime_choice
+from resnet_transfer.runtimes import conversion
+from resnet_transfer.runtimes.choice import choose_runtime
+from resnet_transfer.runtimes.conversion import relative_difference
+from resnet_transfer.runtimes.keras_runtime import multiply_adds
 from resnet_transfer.training.train import train
 
 
@@ -46,7 +50,7 @@ def test_a_converted_backbone_gives_kerass_features_within_the_tolerance_and_is_
     features = choice.runner.predict_chunk(images)  # 40 images in batches of 16: the last one short
     reference = extractor.predict(images.astype("float32"), verbose=0)
     assert features.shape == reference.shape
-    assert relative_difference(features, reference) <= runtimes.TOLERANCE
+    assert relative_difference(features, reference) <= conversion.TOLERANCE
     assert not np.array_equal(features, np.zeros_like(features))
 
     again = choose_runtime(runtime, extractor, cache=cache, key=make_key(images[:10]), pending=[images[:10]])
@@ -74,8 +78,8 @@ def test_openvino_leaves_the_main_threads_signal_stack_as_it_found_it(extractor,
 def test_auto_falls_back_to_keras_with_the_reason_when_the_check_fails_and_remembers_the_verdict(
         extractor, images, tmp_path, monkeypatch, caplog):
     cache = FeatureCache(str(tmp_path))
-    monkeypatch.setattr(runtimes, "worth_converting", lambda extractor, count: (True, "forced"))
-    monkeypatch.setattr(runtimes, "TOLERANCE", -1.0)  # no converted model can pass the check
+    monkeypatch.setattr(runtime_choice, "worth_converting", lambda extractor, count: (True, "forced"))
+    monkeypatch.setattr(conversion, "TOLERANCE", -1.0)  # no converted model can pass the check
     choice = choose_runtime("auto", extractor, cache=cache, key=make_key(images), pending=[images])
     assert choice.runtime == "keras" and choice.runner is extractor
     assert "differ from Keras's" in choice.reason and choice.conversion_seconds > 0
@@ -93,7 +97,7 @@ def test_a_converter_failure_leaves_auto_on_keras_and_stops_an_explicit_runtime_
         raise RuntimeError("'tfl.custom_op' op is neither a custom op nor a flex op\nmore lines of MLIR")
 
     monkeypatch.setattr(extractor, "export", fail)
-    monkeypatch.setattr(runtimes, "worth_converting", lambda extractor, count: (True, "forced"))
+    monkeypatch.setattr(runtime_choice, "worth_converting", lambda extractor, count: (True, "forced"))
     choice = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[images])
     assert choice.runtime == "keras" and "converting the backbone for OpenVINO failed (RuntimeError:" in choice.reason
     with pytest.raises(ConfigError, match=r"^--extract-runtime onnx: converting .* failed .*flex op\); use "
@@ -109,8 +113,8 @@ def test_a_runtime_that_cannot_load_the_converted_backbone_leaves_auto_on_keras_
             raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:112:\n"
                                "Exception from src/plugins/intel_cpu/src/plugin.cpp:30:\n[ CPU ] needs SSE4.2\n")
 
-    monkeypatch.setitem(runtimes._RUNNERS, "openvino", Unloadable)
-    monkeypatch.setattr(runtimes, "worth_converting", lambda extractor, count: (True, "forced"))
+    monkeypatch.setitem(conversion._RUNNERS, "openvino", Unloadable)
+    monkeypatch.setattr(runtime_choice, "worth_converting", lambda extractor, count: (True, "forced"))
     cache = FeatureCache(str(tmp_path))
     choice = choose_runtime("auto", extractor, cache=cache, key=make_key(images), pending=[images])
     assert choice.runtime == "keras" and choice.runner is extractor
@@ -127,15 +131,15 @@ def test_auto_converts_only_where_it_is_expected_to_pay_off(extractor, images, t
     choice = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[images])
     assert choice.runtime == "keras" and "less than converting and checking the backbone take" in choice.reason
     assert choice.conversion_seconds is None
-    worth, why = runtimes.worth_converting(extractor, 10**12)
+    worth, why = runtime_choice.worth_converting(extractor, 10**12)
     assert worth and "OpenVINO would save about" in why
     # Once a converted backbone is stored (here by an explicit run), auto takes its verdict at no cost.
     cache = FeatureCache(str(tmp_path / "stored"))
     choose_runtime("openvino", extractor, cache=cache, key=make_key(images), pending=[images])
     stored = choose_runtime("auto", extractor, cache=cache, key=make_key(images), pending=[images])
     assert stored.conversion_seconds == 0.0 and "less than converting" not in stored.reason
-    monkeypatch.setattr(runtimes, "AUTO_EXPECTED_SPEEDUP", 1.0)  # a machine where it was measured no faster
-    worth, why = runtimes.worth_converting(extractor, 10**12)
+    monkeypatch.setattr(runtime_choice, "AUTO_EXPECTED_SPEEDUP", 1.0)  # a machine where it was measured no faster
+    worth, why = runtime_choice.worth_converting(extractor, 10**12)
     assert not worth and "OpenVINO ran no faster than Keras" in why
     assert list_entries(str(tmp_path)) == []
     nothing = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[])
@@ -162,9 +166,9 @@ def test_openvinos_pass_batch_holds_about_256_images_of_32_px_and_the_others_kee
         inputs = keras.Input((side, side, 3))
         return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
 
-    assert [runtimes.pass_batch_size("openvino", sized(side)) for side in (32, 64, 224, 512)] == [256, 64, 8, 8]
-    assert runtimes.pass_batch_size("openvino", extractor) == 256  # 16 px: no more than 256
-    assert runtimes.pass_batch_size("tflite", sized(224)) == runtimes.pass_batch_size("onnx", sized(32)) == 32
+    assert [runtime_choice.pass_batch_size("openvino", sized(side)) for side in (32, 64, 224, 512)] == [256, 64, 8, 8]
+    assert runtime_choice.pass_batch_size("openvino", extractor) == 256  # 16 px: no more than 256
+    assert runtime_choice.pass_batch_size("tflite", sized(224)) == runtime_choice.pass_batch_size("onnx", sized(32)) == 32
 
 
 def test_multiply_adds_count_every_convolution_and_dense_layer():

@@ -12,7 +12,7 @@ from resnet_transfer.errors import RunDirectoryError
 from resnet_transfer.files import first_line, json_safe
 from resnet_transfer.report import compute_test_metrics, write_report
 from resnet_transfer.runs import Run
-from resnet_transfer.training.batches import predict_probabilities
+from resnet_transfer.inference import predict_probabilities
 
 __all__ = ["evaluate_run", "load_run_model"]
 

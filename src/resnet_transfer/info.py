@@ -5,7 +5,7 @@ import keras
 from resnet_transfer.data.mnist import locate_mnist
 from resnet_transfer.model.weights import cached_weights
 from resnet_transfer.runs import environment_versions
-from resnet_transfer.training.features import default_cache_dir
+from resnet_transfer.cache.folders import default_cache_dir
 
 __all__ = ["collect_info", "format_info"]
 

@@ -18,15 +18,15 @@ from typing import Iterable, Union
 
 import numpy as np
 
+from resnet_transfer.config import PREDICT_FORMATS
 from resnet_transfer.data.arrays import check_images
 from resnet_transfer.data.images import ImageReadError, fit_images, read_image
 from resnet_transfer.errors import DataError
 from resnet_transfer.runs import Run
-from resnet_transfer.training.distribution import local_predict, predicts_locally
+from resnet_transfer.inference import predict_probabilities
 
 __all__ = ["expand_inputs", "predict", "format_predictions", "PREDICT_FORMATS"]
 
-PREDICT_FORMATS = ("table", "jsonl", "csv")
 _BATCH = 64
 
 
@@ -91,11 +91,7 @@ def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None
     readable = [index for index, result in enumerate(results) if result is None]
     if readable:
         pixels = np.stack(prepared).astype("float32")
-        if predicts_locally():  # on a CPU: batch by batch from this thread, every core busy (see predicts_locally)
-            probabilities = local_predict(model, pixels, batch_size=_BATCH)
-        else:
-            probabilities = np.concatenate([model.predict(pixels[i : i + _BATCH], verbose=0)
-                                            for i in range(0, len(pixels), _BATCH)])
+        probabilities = predict_probabilities(model, pixels, batch_size=_BATCH)
         for index, row in zip(readable, probabilities):
             order = np.argsort(-row)[:top_k]
             results[index] = {

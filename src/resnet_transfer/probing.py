@@ -45,10 +45,10 @@ from resnet_transfer.model.weights import fetch_weights
 from resnet_transfer.recipes import DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT
 from resnet_transfer.registry import get_backbone_spec
 from resnet_transfer.report import save_figure, subplots
-from resnet_transfer.runs import Run, check_run_dir_free, environment_versions
+from resnet_transfer.runs import Run, RunContext, check_run_dir_free, environment_versions
 from resnet_transfer.training.adaptation import adapt_batch_norm
-from resnet_transfer.training.features import FeatureCache
-from resnet_transfer.training.fitting import stored_features
+from resnet_transfer.cache.store import FeatureCache
+from resnet_transfer.training.backbone_pass import stored_features
 from resnet_transfer.signals import watching_interrupts
 
 __all__ = ["ProbeResult", "probe", "format_probe", "PROBE_COLUMNS", "DEFAULT_PROBE_BACKBONES", "DEFAULT_PROBE_LAYERS",
@@ -104,6 +104,11 @@ def probe(config: RunConfig, *, backbones: tuple = DEFAULT_PROBE_BACKBONES,
     Raises:
         ConfigError, DataError, WeightsError, RunDirectoryError: bad input; nothing is written.
     """
+    with _each_message_once("resnet_transfer.model.backbone"):  # (a model per cut: its weights' notes once)
+        return _probe(config, backbones=backbones, feature_layers=feature_layers, weights=weights, run_dir=run_dir)
+
+
+def _probe(config: RunConfig, *, backbones: tuple, feature_layers: tuple, weights: tuple, run_dir: str) -> ProbeResult:
     _check_choices(tuple(backbones), tuple(feature_layers), tuple(weights))
     check_settings_take_effect(config)
     weights = tuple(weights) * len(backbones) if len(weights) == 1 else tuple(weights)
@@ -122,21 +127,35 @@ def probe(config: RunConfig, *, backbones: tuple = DEFAULT_PROBE_BACKBONES,
                                  image_size=int(dataset.image_shape[0]), strict=config.data.strict)
     weights_paths = {entry.model.backbone: fetch_weights(entry.model.backbone) if entry.model.weights == "imagenet" else None
                      for entry in settings}
-    with watching_interrupts() as interrupts:
-        run = Run.create(run_dir)
-        try:
-            with _without_retracing_notices():
-                rows = [_probe_one(entry.updated({"model": {"feature_layer": layer}}), dataset, weights_paths)
-                        for entry in settings for layer in feature_layers]
-            best = max(rows, key=lambda row: (row["linear_accuracy"], row["knn_accuracy"]))
-            _write(run, rows, best, dataset, config, list(zip(backbones, weights)))
-        except BaseException as error:
-            run.abandon(KeyboardInterrupt() if interrupts else error, epochs_done=0)
-            if interrupts and not isinstance(error, KeyboardInterrupt):
-                raise KeyboardInterrupt from error
-            raise
-    return ProbeResult(rows=rows, best=best, run_dir=run.path, n_train=len(dataset.y_train), n_val=len(dataset.y_val),
+    with watching_interrupts() as interrupts, RunContext(run_dir, interrupts=interrupts) as context:
+        with _without_retracing_notices():
+            rows = [_probe_one(entry.updated({"model": {"feature_layer": layer}}), dataset, weights_paths)
+                    for entry in settings for layer in feature_layers]
+        best = max(rows, key=lambda row: (row["linear_accuracy"], row["knn_accuracy"]))
+        _write(context.run, rows, best, dataset, config, list(zip(backbones, weights)))
+        context.finish()
+    return ProbeResult(rows=rows, best=best, run_dir=context.run.path, n_train=len(dataset.y_train), n_val=len(dataset.y_val),
                        bn_recalibrate=config.model.bn_recalibrate, bn_images=config.model.bn_images)
+
+
+@contextlib.contextmanager
+def _each_message_once(name: str):
+    """The logger ``name`` says each of its messages once while the block runs."""
+    said = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        message = (record.levelno, record.getMessage())
+        if message in said:
+            return False
+        said.add(message)
+        return True
+
+    logger = logging.getLogger(name)
+    logger.addFilter(first_time)
+    try:
+        yield
+    finally:
+        logger.removeFilter(first_time)
 
 
 class _RetracingNotice(logging.Filter):
@@ -197,7 +216,6 @@ def _write(run: Run, rows: list, best: dict, dataset, config: RunConfig, backbon
     write_text_atomic(run.file("probe.csv"), "\n".join(lines) + "\n")
     _plot(rows, best, run.file("probe.png"))
     run.write_metrics({"best": best, "rows": rows})
-    run.write_status("finished")
 
 
 def _cell(value) -> str:

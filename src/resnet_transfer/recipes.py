@@ -23,7 +23,7 @@ from resnet_transfer.errors import ConfigError
 
 __all__ = [
     "Recipe", "RECIPES", "PRETRAIN_SETTINGS", "DEFAULT_PROBE_BACKBONES", "DEFAULT_PROBE_LAYERS", "DEFAULT_PROBE_LIMIT",
-    "get_recipe", "apply_recipe",
+    "get_recipe", "apply_recipe", "merge_settings",
 ]
 
 # What ``pretrain`` lays under the user's settings: from scratch, a temporary linear
@@ -107,11 +107,16 @@ def get_recipe(name) -> Recipe:
 
 def apply_recipe(values: dict) -> dict:
     """``values`` (nested settings, possibly with "recipe") laid over its recipe's settings."""
-    recipe = get_recipe(values.get("recipe", "seed"))
-    merged = {section: dict(settings) for section, settings in recipe.settings.items()}
-    for key, value in values.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key].update(value)
-        else:
-            merged[key] = value
+    return merge_settings(get_recipe(values.get("recipe", "seed")).settings, values)
+
+
+def merge_settings(under: dict, over: dict) -> dict:
+    """``over``'s nested settings laid on ``under``'s, section by section: the one merge of
+    settings (defaults < recipe < a command's own defaults < config file < flags). Neither
+    is changed; a section that is not a dict on either side is replaced whole (and left for
+    ``RunConfig.from_dict`` to name if it is damaged)."""
+    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in {**under, **over}.items()}
+    for key in under.keys() & over.keys():
+        if isinstance(under[key], dict) and isinstance(over[key], dict):
+            merged[key] = {**under[key], **over[key]}
     return merged

@@ -6,7 +6,7 @@
   out as another one (a bare ``TypeError``) or be swallowed, and a run would then crash
   with a traceback, or carry on as if nothing happened. ``watching_interrupts`` notes
   every signal, so that the run's lifecycle (``runs.Run.abandon``) treats any later error
-  as the interrupt, and ``training.interrupts.StopOnInterrupt`` stops at the next batch.
+  as the interrupt, and ``training.callbacks.StopOnInterrupt`` stops at the next batch.
   With ``deferred`` set (``train``, whose epochs end in a checkpoint), the first Ctrl-C
   during an epoch lets that epoch finish and its checkpoint be written; a second stops
   at once. SIGTERM (what Slurm and Kubernetes send before they kill a job) stops at once,
@@ -63,6 +63,12 @@ class Interrupts:
 
     def __bool__(self) -> bool:
         return self.count > 0
+
+    def stop(self) -> BaseException:
+        """The exception that ends a block during which a signal arrived: the signal's own
+        (``KeyboardInterrupt`` for Ctrl-C, ``errors.Terminated`` for SIGTERM), whatever
+        TensorFlow's C++ code made of it (raise it ``from`` that, which keeps it in the chain)."""
+        return Terminated() if self.signal_name == "SIGTERM" else KeyboardInterrupt()
 
 
 @contextlib.contextmanager

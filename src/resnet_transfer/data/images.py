@@ -25,11 +25,11 @@ from typing import Iterable, Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from resnet_transfer.config.choices import RESIZE_MODES
 from resnet_transfer.files import reserve_space
 
 __all__ = ["RESIZE_MODES", "ImageReadError", "fit_image", "fit_images", "read_image", "image_size_of", "decode_to_store"]
 
-RESIZE_MODES = ("pad", "stretch", "crop")
 # Pillow modes of more than 8 bits per channel and their largest value.
 _WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": None, "F": None}
 
@@ -94,8 +94,9 @@ def _open(path: str) -> Image.Image:
     # Pillow only warns between its limit and twice the limit; over the limit is refused here, by the size
     # itself: a warnings filter is the process's, and images are decoded in threads that would undo each other's.
     limit = Image.MAX_IMAGE_PIXELS
-    message = (f"over Pillow's safety limit of {limit} pixels (PIL.Image.MAX_IMAGE_PIXELS); "
-               "raise that limit if you trust the file")
+    # (no flag raises it: the limit is Pillow's, for the whole process; from Python, set it before the call)
+    message = (f"over Pillow's safety limit of {limit} pixels, a guard against decompression bombs: downscale the "
+               "image if you trust it (from Python: raise PIL.Image.MAX_IMAGE_PIXELS)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:

@@ -29,7 +29,7 @@ from typing import Optional
 import keras
 import numpy as np
 
-from resnet_transfer.config import DataConfig
+from resnet_transfer.config import BUILTIN_DATA, SPLITS, DataConfig
 from resnet_transfer.data.arrays import check_images, check_labels
 from resnet_transfer.data.mnist import MNIST_VAL_SIZE, load_mnist
 from resnet_transfer.errors import DataError
@@ -37,8 +37,7 @@ from resnet_transfer.files import first_line, hash_file
 
 __all__ = ["KERAS_DATASETS", "Samples", "RawData", "read_source", "fingerprint_files"]
 
-KERAS_DATASETS = ("fashion_mnist", "cifar10", "cifar100")
-SPLITS = ("train", "val", "test")
+KERAS_DATASETS = tuple(name for name in BUILTIN_DATA if name != "mnist")  # (Keras downloads them)
 
 
 @dataclass

@@ -21,12 +21,12 @@ Example:
 import keras
 import numpy as np
 
+from resnet_transfer.config.choices import PREPROCESS_MODES
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.registry import get_backbone_spec
 
 __all__ = ["PREPROCESS_MODES", "IMAGENET_MEAN_BGR", "build_preprocessing"]
 
-PREPROCESS_MODES = ("seed", "imagenet")
 # keras.applications.imagenet_utils, mode "caffe": the mean pixel in BGR order.
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
 

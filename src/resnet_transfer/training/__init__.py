@@ -1,4 +1,4 @@
-"""The training stage: ``batches`` -> ``features`` (extraction and cache) -> ``fitting``
+"""The training stage: ``batches`` -> ``resnet_transfer.cache`` (extraction and cache) -> ``fitting``
 (the two ways to fit the head) -> ``train`` (the steps of a run, into a run folder).
 """
 

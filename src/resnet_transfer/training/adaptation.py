@@ -19,7 +19,7 @@ import numpy as np
 from resnet_transfer.config import ModelConfig
 from resnet_transfer.model.assembly import backbone_of
 from resnet_transfer.model.batch_norm import Recalibration, recalibrate, sample_indices
-from resnet_transfer.training.features import fingerprint_images
+from resnet_transfer.cache.keys import fingerprint_images
 
 __all__ = ["adapt_batch_norm", "adaptation_record", "adapted_weights_identity"]
 

@@ -4,7 +4,6 @@ Example:
     >>> batches = ArrayBatches(features, labels, batch_size=64, shuffle=True, seed=0)
     >>> in_memory, why = fits_in_memory(features, labels)
     >>> batches = TensorBatches(features, labels, batch_size=64, shuffle=True, seed=0)  # the same batches
-    >>> probabilities = predict_probabilities(model, features)
 """
 
 import functools
@@ -17,10 +16,7 @@ from typing import Optional, Union
 import keras
 import numpy as np
 
-from resnet_transfer.training.distribution import local_predict, predicts_locally
-
 __all__ = ["ArrayBatches", "EpochOrder", "TensorBatches", "class_weight_to_sample_weight", "fits_in_memory",
-           "predict_probabilities",
            "INFERENCE_BATCH_SIZE", "MEMORY_SHARE"]
 
 INFERENCE_BATCH_SIZE = 256
@@ -286,11 +282,3 @@ class EpochOrder(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.batches.set_epoch(epoch)
-
-
-def predict_probabilities(model: keras.Model, inputs) -> np.ndarray:
-    """The model's outputs for every row of ``inputs`` (images or features), in order
-    (on a CPU, and on a cluster's worker, which computes them all: ``predicts_locally``)."""
-    if predicts_locally():
-        return local_predict(model, inputs, batch_size=INFERENCE_BATCH_SIZE)
-    return model.predict(ArrayBatches(inputs, np.zeros(len(inputs), np.int64), batch_size=INFERENCE_BATCH_SIZE), verbose=0)

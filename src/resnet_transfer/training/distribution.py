@@ -34,7 +34,6 @@ import logging
 import os
 import shutil
 import tempfile
-import weakref
 from dataclasses import dataclass
 from typing import Optional
 
@@ -48,7 +47,7 @@ from resnet_transfer.model.precision import visible_gpus
 from resnet_transfer.signals import unfiltered, with_default_signals
 
 __all__ = [
-    "STRATEGIES", "WorkerRole", "barrier", "check_same_on_every_worker", "choose_strategy", "cluster_role", "distributed_batches", "local_predict", "predicts_locally",
+    "STRATEGIES", "WorkerRole", "barrier", "check_same_on_every_worker", "choose_strategy", "cluster_role", "distributed_batches",
     "replicas", "replicas_in_scope", "strategy_name", "strategy_scope", "trains_locally", "worker_role", "worker_scratch",
 ]
 
@@ -307,56 +306,17 @@ def distributed_batches(batches: keras.utils.PyDataset):
     return strategy.distribute_datasets_from_function(lambda context: dataset)
 
 
-# model -> its traced inference call (``local_predict``), dropped with the model.
-_LOCAL_CALLS = weakref.WeakKeyDictionary()
-
-
-def predicts_locally() -> bool:
-    """Whether inference should call the model batch by batch (``local_predict``) rather than
-    through Keras's ``predict``: on a cluster's worker (``predict`` would share the rows among
-    the workers), and with TensorFlow on a CPU outside a strategy with several replicas.
-
-    Why not ``predict`` on a CPU (the cause as read in TensorFlow's source, not traced): it
-    reads its batches through an iterator inside its tf.function, and TensorFlow then at
-    times runs the step's ops on a thread of its own intra-op pool, where oneDNN
-    (TensorFlow's ``MklDnnThreadPool::get_in_parallel``) sees a nested parallel region and
-    runs every convolution on that one thread: half the speed on 2 cores, in 5 of 8
-    ``predict`` calls of one process measured here (benchmarks/README.md). Called with a
-    tensor from the caller's thread, the ops used every core in 8 of 8.
-    """
-    if worker_role() is not None:
-        return True
-    return keras.backend.backend() == "tensorflow" and not visible_gpus() and replicas_in_scope() <= 1
-
-
 def trains_locally() -> bool:
     """Whether a small model's training steps may take their batches from the caller's
     thread (``batches.TensorBatches.train_function``; why: its docstring): with TensorFlow
     on a CPU, in one process, outside any tf.distribute strategy, even one of one replica
     (those steps do not go through ``strategy.run``, and Keras's metric variables under a
     strategy refuse updates made outside it)."""
-    if not predicts_locally() or worker_role() is not None:
+    if worker_role() is not None or keras.backend.backend() != "tensorflow" or visible_gpus():
         return False
     import tensorflow as tf
 
     return not tf.distribute.has_strategy()
-
-
-def local_predict(model: keras.Model, inputs, *, batch_size: int) -> np.ndarray:
-    """``model``'s outputs for ``inputs`` in inference mode, computed by this process alone,
-    ``batch_size`` rows a call from the caller's thread (``predicts_locally`` says when and
-    why; under a multi-worker strategy, ``predict`` would split the rows among the workers
-    and wait for all of them). Traced once per model, for any number of rows."""
-    import tensorflow as tf
-
-    if model not in _LOCAL_CALLS:  # the extraction calls it once per chunk
-        reference = weakref.ref(model)  # the call does not keep the model alive; the model keeps its call
-        _LOCAL_CALLS[model] = tf.function(lambda batch: reference()(batch, training=False), input_signature=[
-            tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)])
-    call = _LOCAL_CALLS[model]
-    outputs = [keras.ops.convert_to_numpy(call(np.asarray(inputs[start : start + batch_size], dtype="float32")))
-               for start in range(0, len(inputs), batch_size)]
-    return np.concatenate(outputs) if outputs else np.zeros((0, *model.output_shape[1:]), "float32")
 
 
 def strategy_scope(strategy: Optional[object]):

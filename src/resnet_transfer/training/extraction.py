@@ -3,7 +3,7 @@ training, whole or one shard at a time.
 
 ``train`` extracts what it needs by itself; ``extract`` is for spreading that work: the
 jobs of a job array each run ``extract --shard i/n`` with the run's settings, each
-computes its chunks (``features.cached_features``), the last to finish assembles the
+computes its chunks (``cache.extraction.cached_features``), the last to finish assembles the
 cache entries, and ``train`` with the same settings then finds them (and computes any
 chunk still missing itself). A killed ``extract`` goes on from its first unfinished chunk.
 On a cluster (TF_CONFIG), every worker computes its chunks and the chief assembles.
@@ -17,19 +17,17 @@ Example:
 import logging
 from typing import Optional
 
-from resnet_transfer.config import RunConfig, check_settings_take_effect
+from resnet_transfer.config import SPLITS, RunConfig, check_settings_take_effect
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.training.distribution import choose_strategy, cluster_role, strategy_scope
-from resnet_transfer.training.features import FeatureCache
-from resnet_transfer.training.fitting import stored_features
-from resnet_transfer.training.train import prepare
+from resnet_transfer.cache.store import FeatureCache
+from resnet_transfer.training.backbone_pass import stored_features
+from resnet_transfer.training.setup import prepare
 
 __all__ = ["extract"]
 
 logger = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
 
 
 def extract(config: RunConfig, *, shard: Optional[tuple] = None) -> dict:

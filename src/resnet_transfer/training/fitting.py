@@ -1,7 +1,7 @@
 """Fitting: one training phase, in one of two ways, with ``keras.Model.fit``.
 
 - on features (a head phase with a frozen backbone and no augmentation): the backbone
-  runs once over every image (``features.cached_features``), pooled by the head's
+  runs once over every image (``backbone_pass.stored_features``), pooled by the head's
   pooling, and the head is fit on the stored features;
 - end to end: images go through the whole model (behind the augmentation layers, if
   any) in every epoch: the article's way with ``--no-cache``, a head phase with
@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import keras
 import numpy as np
@@ -29,59 +29,25 @@ from resnet_transfer._keras_compat import own_train_function, unbind_from_strate
 from resnet_transfer.config import RunConfig
 from resnet_transfer.data.dataset import Dataset
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.model.assembly import backbone_of, compile_model, feature_extractor, head_of, make_optimizer
+from resnet_transfer.inference import predict_probabilities
+from resnet_transfer.model.assembly import backbone_of, compile_model, head_of, make_optimizer
 from resnet_transfer.model.augmentation import augmenter
 from resnet_transfer.model.heads import classifier_on_features
-from resnet_transfer.model.weights import weights_identity
-from resnet_transfer.training.adaptation import adapted_weights_identity
+from resnet_transfer.training.backbone_pass import stored_features
 from resnet_transfer.training.batches import (
     INFERENCE_BATCH_SIZE, ArrayBatches, EpochOrder, TensorBatches, class_weight_to_sample_weight, fits_in_memory,
-    predict_probabilities,
 )
+from resnet_transfer.training.callbacks import EpochTimer, StepProgress
 from resnet_transfer.training.checkpoints import Checkpoint, restore_optimizer
-from resnet_transfer.training.distribution import (
-    barrier, distributed_batches, replicas_in_scope, trains_locally, worker_role,
-)
-from resnet_transfer.training.features import FeatureCache, FeatureKey, cached_features
-from resnet_transfer.training.runtimes import choose_runtime, keyed
+from resnet_transfer.training.distribution import distributed_batches, replicas_in_scope, trains_locally, worker_role
 from resnet_transfer.verbosity import shows_progress
 
 __all__ = [
-    "BackbonePass", "EpochTimer", "FitOutcome", "Phase", "balanced_class_weight", "choose_path", "fit", "fit_on_features",
-    "fit_end_to_end", "carry_optimizer_state", "stored_features", "jit_compile_for", "StepProgress",
+    "FitOutcome", "Phase", "balanced_class_weight", "carry_optimizer_state", "choose_path", "fit", "fit_end_to_end",
+    "fit_on_features", "jit_compile_for",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Records every finished epoch: its wall-clock seconds in ``seconds``, its metrics and
-    phase in ``history`` (Keras's names, and "phase"; ``fit`` sets ``phase``).
-
-    Args:
-        write: called as ``write(history, seconds)`` after every epoch (``Run.write_history``),
-            so that a run killed in its tenth epoch leaves nine rows of history.csv.
-        history, seconds: the epochs before (a resumed run's).
-    """
-
-    def __init__(self, write: Optional[Callable[[dict, list], None]] = None, *, history: Optional[dict] = None,
-                 seconds: Optional[list] = None):
-        super().__init__()
-        self.seconds = list(seconds or [])
-        self.history = {name: list(values) for name, values in (history or {}).items()}
-        self.phase = "head"
-        self._write = write
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._started)
-        for name, value in (logs or {}).items():
-            self.history.setdefault(name, []).append(float(value))
-        self.history.setdefault("phase", []).append(self.phase)
-        if self._write is not None:
-            self._write(self.history, self.seconds)
 
 
 @dataclass(frozen=True)
@@ -106,22 +72,6 @@ class Phase:
     augmentation: Optional[keras.Sequential] = None
     unfreeze: Optional[str] = None
     train_bn: bool = False
-
-
-class StepProgress(keras.callbacks.ProgbarLogger):
-    """Keras's progress bar with its count held to the epoch's steps. With
-    ``steps_per_execution`` Keras reports the last step of a call as the batch that ended,
-    and a call that runs past the epoch's end reports a step the epoch does not have, so the
-    bar showed "16/10" and negative times left (keras-team/keras#20861)."""
-
-    def _held(self, batch: int) -> int:
-        return batch if self.target is None else min(batch, self.target - 1)
-
-    def on_train_batch_end(self, batch, logs=None):
-        super().on_train_batch_end(self._held(batch), logs)
-
-    def on_test_batch_end(self, batch, logs=None):
-        super().on_test_batch_end(self._held(batch), logs)
 
 
 @dataclass
@@ -270,117 +220,6 @@ def choose_path(config: RunConfig, model: keras.Model, phase: Optional[Phase] = 
     return True, "the backbone is frozen and no augmentation is asked for: it runs once, the head trains on stored features"
 
 
-@dataclass
-class BackbonePass:
-    """The backbone's pass over the images of a phase's splits.
-
-    Attributes:
-        seconds: the pass itself (0 when every split was in the cache).
-        runtime: what ran it ("keras", "openvino", "tflite", "onnx"; ``runtimes.choose_runtime``); None
-            when every split was in the cache.
-        conversion_seconds: converting the backbone and checking it in this process (0: a
-            converted backbone was reused; None: none was converted).
-    """
-
-    seconds: float = 0.0
-    runtime: Optional[str] = None
-    conversion_seconds: Optional[float] = None
-
-    def __add__(self, other: "BackbonePass") -> "BackbonePass":
-        conversion = [value for value in (self.conversion_seconds, other.conversion_seconds) if value is not None]
-        return BackbonePass(self.seconds + other.seconds, self.runtime or other.runtime,
-                            sum(conversion) if conversion else None)
-
-
-def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple = ("train", "val", "test"),
-                    shard: Optional[tuple] = None) -> tuple:
-    """The pooled backbone features of ``splits``, from the cache or computed and stored
-    (``shard`` (i, n): only that shard's chunks, see ``features.cached_features``), in the
-    runtime ``--extract-runtime`` picks (``runtimes.choose_runtime``).
-
-    On a cluster, every worker computes its shard's chunks; once all have, the chief
-    assembles the entries, and then the others read them (from a cache folder every
-    worker sees; where it is not shared, a worker computes what it cannot find).
-
-    Returns:
-        ({split: read-only array, or None for a split whose other shards have not finished},
-        "hit" if every split was cached, "partial" if a split is not complete, else "miss";
-        a ``BackbonePass``).
-    """
-    role = worker_role()
-    if role is None or shard is not None:
-        return _stored_features(model, dataset, config, splits=splits, shard=shard)
-    _, _, computed = _stored_features(model, dataset, config, splits=splits, shard=(role.index, role.count),
-                                      assemble=False)
-    barrier()
-    if role.is_chief:
-        features_of, status, more = _stored_features(model, dataset, config, splits=splits)
-    barrier()
-    if not role.is_chief:
-        features_of, status, more = _stored_features(model, dataset, config, splits=splits)
-    return features_of, status, computed + more
-
-
-def _stored_entry(cache: FeatureCache, key: FeatureKey, setting: str):
-    """A split's complete cache entry that ``--extract-runtime setting`` may use: its own
-    runtime's, and for "auto" also a converted backbone's or Keras's (all within 1e-5)."""
-    runtimes = ("openvino", "tflite", "onnx", "keras") if setting == "auto" else (setting,)
-    for runtime in runtimes:
-        features = cache.load(keyed(key, runtime))
-        if features is not None:
-            return features, keyed(key, runtime)
-    return None, None
-
-
-def _stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple, shard: Optional[tuple] = None,
-                     assemble: bool = True) -> tuple:
-    pooling = _pooling_of(model)
-    cache = FeatureCache(config.train.cache_dir)
-    extractor = feature_extractor(model)
-    identity = adapted_weights_identity(weights_identity(config.model.backbone, config.model.weights, config.train.seed),
-                                        dataset.x_train, config.model, seed=config.train.seed)
-    keys, stored = {}, {}
-    for split in splits:
-        keys[split] = FeatureKey.create(
-            backbone=config.model.backbone, weights=identity, preprocess=config.model.preprocess, pooling=pooling,
-            images=getattr(dataset, f"x_{split}"), dtype=config.train.cache_dtype, feature_layer=config.model.feature_layer,
-            precision=backbone_of(model).dtype_policy.compute_dtype,
-        )
-        stored[split] = _stored_entry(cache, keys[split], config.train.extract_runtime)
-    pending = [getattr(dataset, f"x_{split}") for split in splits if stored[split][0] is None]
-    choice = choose_runtime(config.train.extract_runtime, extractor, cache=cache, key=keys[splits[0]], pending=pending)
-    if pending:
-        logger.info("features: the backbone runs in %s", choice.runtime)
-        logger.debug("features: %s, because %s", choice.runtime, choice.reason)
-    features_of, statuses = {}, []
-    backbone = BackbonePass(runtime=choice.runtime if pending else None, conversion_seconds=choice.conversion_seconds)
-    for split in splits:
-        images = getattr(dataset, f"x_{split}")
-        features, key = stored[split]
-        if features is not None:
-            logger.info("features of %s split (%d images): cache hit, the backbone is skipped (%s)", split, len(images),
-                        cache.entry_path(key))
-            features_of[split] = features
-            statuses.append("hit")
-            continue
-        key = keyed(keys[split], choice.runtime)
-        features, status, seconds = cached_features(choice.runner, images, key=key, cache=cache,
-                                                    batch_size=INFERENCE_BATCH_SIZE, shard=shard, assemble=assemble)
-        if status == "partial":
-            logger.info("features of %s split (%d images): shard %d/%d computed in %.1f s; other shards' chunks are "
-                        "still missing (%s)", split, len(images), shard[0], shard[1], seconds, cache.chunks_path(key))
-        elif status == "hit":
-            logger.info("features of %s split (%d images): cache hit, the backbone is skipped (%s)", split, len(images), cache.entry_path(key))
-        else:
-            logger.info("features of %s split (%d images): computed in %s and stored in %.1f s (%s)", split,
-                        len(images), choice.runtime, seconds, cache.entry_path(key))
-        features_of[split] = features
-        backbone.seconds += seconds
-        statuses.append(status)
-    overall = "partial" if "partial" in statuses else "hit" if all(s == "hit" for s in statuses) else "miss"
-    return features_of, overall, backbone
-
-
 def jit_compile_for(config: RunConfig, *, measured_faster: bool):
     """Keras's ``jit_compile`` for a phase.
 
@@ -397,11 +236,6 @@ def jit_compile_for(config: RunConfig, *, measured_faster: bool):
     if replicas_in_scope() > 1:
         return "auto"
     return True if measured_faster and keras.backend.backend() in ("tensorflow", "jax") else "auto"
-
-
-def _pooling_of(model: keras.Model) -> str:
-    return {"Flatten": "flatten", "GlobalAveragePooling2D": "avg", "GlobalMaxPooling2D": "max"}[
-        type(head_of(model).get_layer("pooling")).__name__]
 
 
 def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase, callbacks: list, class_weight,

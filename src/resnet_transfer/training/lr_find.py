@@ -32,12 +32,13 @@ from resnet_transfer.files import write_json_atomic, write_text_atomic
 from resnet_transfer.model.assembly import backbone_of, compile_model, head_of
 from resnet_transfer.model.heads import classifier_on_features
 from resnet_transfer.report import save_figure, subplots
-from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir
+from resnet_transfer.runs import Run, RunContext, check_run_dir_free, default_run_dir
 from resnet_transfer.training.batches import ArrayBatches
 from resnet_transfer.training.distribution import choose_strategy, strategy_scope
-from resnet_transfer.training.fitting import jit_compile_for, stored_features
-from resnet_transfer.training.phases import unfreeze
-from resnet_transfer.training.train import prepare
+from resnet_transfer.training.backbone_pass import stored_features
+from resnet_transfer.training.fitting import jit_compile_for
+from resnet_transfer.training.phases import fine_tune_optimizer, unfreeze
+from resnet_transfer.training.setup import prepare
 
 __all__ = ["LearningRateSweep", "find_learning_rate", "suggest_learning_rate"]
 
@@ -147,26 +148,26 @@ def find_learning_rate(config: RunConfig, *, phase: str = "head", start_lr: floa
     except ValueError as error:
         raise ConfigError(f"lr-find found no learning rate: {error}") from error
     sweep = LearningRateSweep(rates, losses, smoothed, suggestion, reason)
-    run = Run.create(run_dir)
-    try:
-        sweep.run_dir = _write(run, sweep, config, phase)
-    except BaseException as error:  # a full disk or Ctrl-C: leave nothing that blocks running it again
-        run.abandon(error, epochs_done=0)
-        raise
+    with RunContext(run_dir) as context:  # a full disk or Ctrl-C: nothing is left that blocks running it again
+        sweep.run_dir = _write(context.run, sweep, config, phase)
+        context.finish()
     return sweep
 
 
 def _sweep_for(config: RunConfig, phase: str, *, start_lr: float, end_lr: float, steps: int) -> tuple:
     """Builds the model for ``phase`` and sweeps; returns (rates, losses, smoothed)."""
     dataset, model, _ = prepare(config, splits=("train",))
+    optimizer = None
     if phase == "head":
         features, _, _ = stored_features(model, dataset, config, splits=("train",))
         trainer, inputs = classifier_on_features(head_of(model)), features["train"]
     else:
         unfreeze(backbone_of(model), config.train.unfreeze, train_bn=config.train.train_bn)
         trainer, inputs = model, dataset.x_train
+        optimizer = fine_tune_optimizer(model, learning_rate=start_lr, weight_decay=config.train.weight_decay,
+                                        train_bn=config.train.train_bn)  # (as the fine-tune phase's)
     labels = keras.utils.to_categorical(dataset.y_train, dataset.num_classes) if config.train.label_smoothing else dataset.y_train
-    compile_model(trainer, learning_rate=start_lr, weight_decay=config.train.weight_decay,
+    compile_model(trainer, learning_rate=start_lr, optimizer=optimizer, weight_decay=config.train.weight_decay,
                   label_smoothing=config.train.label_smoothing,
                   jit_compile=jit_compile_for(config, measured_faster=True), run_eagerly=config.train.run_eagerly)
     return _sweep(trainer, inputs, labels, start_lr=start_lr, end_lr=end_lr, steps=steps,
@@ -191,5 +192,4 @@ def _write(run: Run, sweep: LearningRateSweep, config: RunConfig, phase: str) ->
     axis.grid(alpha=0.3)
     axis.legend()
     save_figure(figure, run.file("lr_find.png"))
-    run.write_status("finished")
     return run.path

@@ -43,7 +43,8 @@ from resnet_transfer.training.fitting import (
 )
 from resnet_transfer.training.frozen import FrozenWeights
 
-__all__ = ["PHASES", "PhasesOutcome", "plan_phases", "unfreeze", "freeze", "trainable_count", "run_phases"]
+__all__ = ["PHASES", "PhasesOutcome", "fine_tune_optimizer", "freeze", "plan_phases", "run_phases", "trainable_count",
+           "unfreeze"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +204,19 @@ def _remaining(phases: list, checkpoint: Checkpoint) -> list:
     return [dataclasses.replace(current, first_epoch=checkpoint.epochs_done, epochs=left)] + remaining[1:]
 
 
+def fine_tune_optimizer(model: keras.Model, *, learning_rate: float, weight_decay: float,
+                        train_bn: bool) -> keras.optimizers.Optimizer:
+    """The fine-tune phase's optimizer (``make_optimizer``); with ``train_bn`` and weight decay,
+    BatchNormalization's scale and offset are not decayed (fastai's ``bn_wd=False``: no pull
+    of the scale towards 0)."""
+    optimizer = make_optimizer(learning_rate=learning_rate, weight_decay=weight_decay)
+    if train_bn and weight_decay > 0:
+        optimizer.exclude_from_weight_decay(var_list=[
+            variable for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)
+            for variable in layer.weights if variable.trainable])
+    return optimizer
+
+
 def _fit_phase(model, dataset: Dataset, config: RunConfig, phase: Phase, callbacks: list, class_weight, *,
                predict_test: bool, checkpoint: Optional[Checkpoint] = None):
     use_cache, reason = choose_path(config, model, phase)
@@ -212,11 +226,8 @@ def _fit_phase(model, dataset: Dataset, config: RunConfig, phase: Phase, callbac
                                predict_test=predict_test, checkpoint=checkpoint)
     optimizer = None
     if phase.name == "fine-tune":
-        optimizer = make_optimizer(learning_rate=phase.learning_rate, weight_decay=config.train.weight_decay)
-        if phase.train_bn and config.train.weight_decay > 0:  # fastai's bn_wd=False: no decay towards scale 0
-            optimizer.exclude_from_weight_decay(var_list=[
-                variable for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)
-                for variable in layer.weights if variable.trainable])
+        optimizer = fine_tune_optimizer(model, learning_rate=phase.learning_rate,
+                                        weight_decay=config.train.weight_decay, train_bn=phase.train_bn)
         optimizer.build(model.trainable_variables)
         if getattr(model, "optimizer", None) is not None and model.optimizer.built:
             carry_optimizer_state(model.optimizer, optimizer, learning_rate=False)

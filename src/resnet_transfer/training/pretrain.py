@@ -46,7 +46,7 @@ import numpy as np
 
 from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.config import FEATURE_LAYERS, RunConfig, check_settings_take_effect
-from resnet_transfer.errors import ConfigError, Terminated
+from resnet_transfer.errors import ConfigError
 from resnet_transfer.files import atomic_path, first_line, hash_file, write_json_atomic
 from resnet_transfer.model.assembly import backbone_of, head_of
 from resnet_transfer.model.augmentation import build_augmentation
@@ -54,16 +54,16 @@ from resnet_transfer.model.backbone import MAX_MODE_GAP
 from resnet_transfer.model.batch_norm import recalibrate, sample_indices, training_mode_probabilities
 from resnet_transfer.model.weights import SIDECAR_FORMAT, sidecar_path
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
-from resnet_transfer.runs import Run, default_run_dir
+from resnet_transfer.runs import RunContext, default_run_dir
 from resnet_transfer.training.distribution import (
     choose_strategy, cluster_role, replicas, strategy_name, strategy_scope, worker_role, worker_scratch,
 )
-from resnet_transfer.training.batches import predict_probabilities
-from resnet_transfer.training.fitting import EpochTimer, Phase, balanced_class_weight, fit_end_to_end
+from resnet_transfer.inference import predict_probabilities
+from resnet_transfer.training.callbacks import EpochTimer, StopOnInterrupt
+from resnet_transfer.training.fitting import Phase, balanced_class_weight, fit_end_to_end
 from resnet_transfer.signals import watching_interrupts
-from resnet_transfer.training.interrupts import StopOnInterrupt
 from resnet_transfer.training.phases import trainable_count
-from resnet_transfer.training.train import check_before_run, config_record, prepare, tensorboard_callbacks
+from resnet_transfer.training.setup import check_before_run, config_record, prepare, tensorboard_callbacks
 
 __all__ = ["PretrainResult", "pretrain", "check_weights_out", "precise_batch_norm"]
 
@@ -153,9 +153,16 @@ def _pretrain_in_scope(config: RunConfig, out: str, callbacks: Optional[list], i
                        strategy) -> PretrainResult:
     dataset, model, weights_path = prepare(config, frozen_backbone=False)
     class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
-    run = Run.create(run_dir)
-    timer = EpochTimer(write=run.write_history)  # a row per finished epoch, at once
-    try:
+    # pretrain keeps no checkpoints, so a run stopped by Ctrl-C, SIGTERM or a full or read-only disk has nothing to go
+    # on with: removed, so that the same command runs again (RunContext without resumable).
+    with RunContext(run_dir, interrupts=interrupts) as context:
+        run = context.run
+
+        def written(history: dict, seconds: list) -> None:  # a row per finished epoch, at once
+            context.epochs_done = len(seconds)
+            run.write_history(history, seconds)
+
+        timer = EpochTimer(write=written)
         record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
         record["pretrain"] = {"out": os.path.abspath(out)}
         record["resolved"].update(strategy=strategy_name(strategy), replicas=replicas(strategy),
@@ -190,19 +197,10 @@ def _pretrain_in_scope(config: RunConfig, out: str, callbacks: Optional[list], i
                      images=dataset.x_test, class_names=dataset.class_names, metrics=metrics, settings=record)
         sidecar = _save_backbone(backbone_of(model), out, config, dataset, history, metrics, run_dir)
         try:
-            run.write_status("finished", epochs_done=len(timer.seconds))
+            context.finish(epochs_done=len(timer.seconds))
         except BaseException:
             _remove_backbone(out)
             raise
-    except BaseException as error:
-        # pretrain keeps no checkpoints, so a run stopped by Ctrl-C, SIGTERM or a full or read-only disk has nothing
-        # to go on with: removed, so that the same command runs again.
-        lost = interrupts or isinstance(error, OSError)
-        stop = Terminated() if interrupts.signal_name == "SIGTERM" else KeyboardInterrupt()
-        run.abandon(stop if interrupts else error, epochs_done=0 if lost else len(timer.seconds))
-        if interrupts and not isinstance(error, KeyboardInterrupt):
-            raise stop from error
-        raise
     logger.info("backbone weights in %s (sidecar %s); test accuracy on the source data %.4f; run folder %s",
                 out, sidecar_path(out), metrics["test_accuracy"], run.path)
     return PretrainResult(weights_file=out, sidecar=sidecar, run_dir=run.path, metrics=metrics)

@@ -23,7 +23,6 @@ Example:
     >>> result.metrics["test_accuracy"]
 """
 
-import importlib.util
 import json
 import logging
 import os
@@ -33,32 +32,28 @@ from typing import Optional
 
 import keras
 
+from resnet_transfer.config import HOW_SETTINGS, RunConfig, check_settings_take_effect, flat_settings
+from resnet_transfer.data.dataset import Dataset
+from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, WeightsError
 from resnet_transfer.model.precision import precision_policy
-from resnet_transfer.config import BUILTIN_DATA, HOW_SETTINGS, RunConfig, check_settings_take_effect, flat_settings
-from resnet_transfer.data.dataset import Dataset, load_dataset
-from resnet_transfer.errors import (
-    ConfigError, DataError, FrozenWeightsError, RunInterrupted, RunKept, Terminated, WeightsError,
-)
-from resnet_transfer.model.assembly import backbone_of, build_model, head_of
-from resnet_transfer.model.backbone import check_pretrained_fit
-from resnet_transfer.model.heads import resolve_pooling
-from resnet_transfer.registry import get_backbone_spec
-from resnet_transfer.model.weights import fetch_weights, read_sidecar, weights_identity
+from resnet_transfer.model.weights import weights_identity
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
-from resnet_transfer.runs import Run, check_run_dir_free, default_run_dir, environment_versions
-from resnet_transfer.training.adaptation import adapt_batch_norm, adaptation_record
+from resnet_transfer.runs import Run, RunContext, default_run_dir
+from resnet_transfer.signals import Interrupts, watching_interrupts
 from resnet_transfer.training.checkpoints import CHECKPOINTS, Checkpoint, EpochCheckpoint, clear_partial, read_checkpoint
 from resnet_transfer.training.distribution import (
     check_same_on_every_worker, choose_strategy, cluster_role, replicas, strategy_name, strategy_scope, worker_role,
     worker_scratch,
 )
-from resnet_transfer.training.features import FeatureCache
-from resnet_transfer.signals import Interrupts, watching_interrupts
-from resnet_transfer.training.interrupts import StopOnInterrupt
-from resnet_transfer.training.fitting import EpochTimer, balanced_class_weight
+from resnet_transfer.cache.store import FeatureCache
+from resnet_transfer.training.callbacks import EpochTimer, StopOnInterrupt
+from resnet_transfer.training.fitting import balanced_class_weight
 from resnet_transfer.training.phases import run_phases, trainable_count
+from resnet_transfer.training.setup import (
+    check_before_run, check_tensorboard, config_record, config_values, prepare, tensorboard_callbacks,
+)
 
-__all__ = ["RunResult", "train", "prepare", "config_record", "check_before_run"]
+__all__ = ["RunResult", "changed_settings", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,20 +66,6 @@ class RunResult:
     model: keras.Model
     history: dict
     metrics: dict
-
-
-def check_before_run(config: RunConfig, run_dir: str, *, resumable: bool = False) -> None:
-    """The checks that need no data: the run folder is free, optional packages are there,
-    the feature cache is writable."""
-    check_run_dir_free(run_dir, resumable=resumable)
-    _check_tensorboard(config)
-    if config.train.feature_cache != "off":
-        FeatureCache(config.train.cache_dir).check_writable()
-
-
-def _check_tensorboard(config: RunConfig) -> None:
-    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
 
 
 def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = None, resume: bool = False) -> RunResult:
@@ -109,7 +90,7 @@ def train(config: Optional[RunConfig] = None, *, callbacks: Optional[list] = Non
             return _train(config, callbacks, interrupts, resume)
         except Exception as error:
             if interrupts:  # Ctrl-C, which TensorFlow's C++ code turned into another exception
-                raise (Terminated() if interrupts.signal_name == "SIGTERM" else KeyboardInterrupt()) from error
+                raise interrupts.stop() from error
             raise
 
 
@@ -158,14 +139,14 @@ def _reopen(config: RunConfig) -> tuple:
         raise ConfigError("--resume needs --run-dir: the folder of the stopped run to go on with")
     run = Run.reopen(config.run_dir)
     try:
-        changed = changed_settings(run.record["config"], _config_values(config, config.run_dir))
+        changed = changed_settings(run.record["config"], config_values(config, config.run_dir))
         if changed:
             raise ConfigError(
                 f"--resume: {len(changed)} setting(s) differ from the run's config.json: {'; '.join(changed)}. A "
                 "resumed run keeps its settings: give the same ones, or start a new run with another --run-dir"
             )
         _check_same_weights(run, config)
-        _check_tensorboard(config)
+        check_tensorboard(config)
         if config.train.feature_cache != "off":
             FeatureCache(config.train.cache_dir).check_writable()
         return run, read_checkpoint(run.path)
@@ -203,73 +184,48 @@ def _train_in_scope(config: RunConfig, callbacks: Optional[list], interrupts: In
     check_same_on_every_worker(_what_it_trains(config, dataset), "settings or data")  # (on a cluster)
     class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
 
-    resumed = run is not None
-    if resumed:
+    if run is not None:
         if run.record["data_source"].get("fingerprint") != dataset.source.get("fingerprint"):
             raise DataError(f"--resume: the data at {config.data.source!r} changed since the run in {run.path!r} "
                             "started (files or arrays were added, removed or changed); start a new run instead")
         clear_partial(run.path)  # what a kill or a full disk left in the middle of a checkpoint
         run.write_status("running")
         record = run.record
+        context = RunContext(run=run, interrupts=interrupts, resumable=True, epochs_done=checkpoint.epochs_done
+                             if checkpoint else 0)
     else:
         record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
         record["resolved"].update(strategy=strategy_name(strategy), replicas=replicas(strategy),
                                   workers=role.count if (role := worker_role()) else 1)
-        run = Run.create(run_dir, record=record)  # config.json first: a folder killed now can be resumed
+        # config.json first: a folder killed now can be resumed
+        context = RunContext(run_dir, record=record, interrupts=interrupts, resumable=True)
     timer = EpochTimer(history=checkpoint.history if checkpoint else None, seconds=checkpoint.seconds if checkpoint else None)
-    # A history.csv row per finished epoch, written once the epoch's checkpoint is: a row is an epoch --resume keeps.
-    saver = EpochCheckpoint(run.path, model, timer, epochs_saved=checkpoint.epochs_done if checkpoint else 0,
-                            then=run.write_history)
-    try:
-        if resumed:
-            logger.info("run directory: %s, resumed after epoch %d", os.path.abspath(run.path), saver.epochs_saved)
+    with context:
+        run = context.run
+
+        def saved(history: dict, seconds: list) -> None:  # what a failure keeps: epochs whose checkpoint is written
+            context.epochs_done = len(seconds)
+            run.write_history(history, seconds)
+
+        # A history.csv row per finished epoch, written once the epoch's checkpoint is: a row is an epoch --resume keeps.
+        saver = EpochCheckpoint(run.path, model, timer, epochs_saved=context.epochs_done, then=saved)
+        if context.resumed:
+            logger.info("run directory: %s, resumed after epoch %d", os.path.abspath(run.path), context.epochs_done)
         else:
             logger.info("run directory: %s", os.path.abspath(run_dir))
-        if not resumed or not os.path.isfile(run.file("labels.txt")):  # (a run killed as it started has none)
+        if not context.resumed or not os.path.isfile(run.file("labels.txt")):  # (a run killed as it started has none)
             run.write_labels(dataset.class_names)
             if dataset.skipped:
                 run.write_skipped(dataset.skipped)
         # The timer records the epoch, the checkpoint saves it, and only then may Ctrl-C stop the run.
         callbacks = ([timer, saver, StopOnInterrupt(interrupts, finish_epoch=True)]
                      + tensorboard_callbacks(config, run.path) + list(callbacks or []))
-        return _fit_and_finish(run, model, dataset, config, record, timer, callbacks, class_weight, checkpoint)
-    except BaseException as error:  # Ctrl-C included: a new run without a finished epoch leaves nothing
-        interrupts.deferred = False
-        # Epochs done: those whose checkpoint (and history.csv row) was written.
-        stop = Terminated() if interrupts.signal_name == "SIGTERM" else KeyboardInterrupt()
-        run.abandon(stop if interrupts else error, epochs_done=saver.epochs_saved, keep=resumed)
-        if interrupts and os.path.isdir(run.path):
-            raise RunInterrupted(run.path, saver.epochs_saved, interrupts.signal_name) from None  # (the signal itself)
-        if isinstance(error, OSError) and saver.epochs_saved and os.path.isdir(run.path):
-            raise RunKept(run.path, saver.epochs_saved, error) from error  # (a full disk: --resume goes on)
-        raise
-    finally:
-        run.release()
+        return _fit_and_finish(context, model, dataset, config, record, timer, callbacks, class_weight, checkpoint)
 
 
-def prepare(config: RunConfig, *, splits: tuple = ("train", "val", "test"), frozen_backbone: bool = True) -> tuple:
-    """Seeds Keras, loads the data, fetches the weights and builds the model: every step that
-    fails on bad input, before anything is written (``frozen_backbone``: see ``build_model``).
-
-    Returns:
-        (dataset, model, weights_path)
-    """
-    keras.utils.set_random_seed(config.train.seed)
-    spec = get_backbone_spec(config.model.backbone)
-    dataset = load_dataset(config.data, seed=config.train.seed, default_image_size=spec.default_input_size, splits=splits)
-    weights_path = fetch_weights(config.model.backbone) if config.model.weights == "imagenet" else None
-    if config.model.weights not in ("imagenet", "none"):
-        check_pretrained_fit(config.model.weights, preprocess=config.model.preprocess,
-                             image_size=int(dataset.image_shape[0]), strict=config.data.strict)
-    model = build_model(config.model, image_shape=dataset.image_shape, num_classes=dataset.num_classes,
-                        weights_path=weights_path, frozen_backbone=frozen_backbone)
-    if config.model.bn_recalibrate and frozen_backbone:
-        adapt_batch_norm(model, dataset.x_train, config.model, seed=config.train.seed)
-    return dataset, model, weights_path
-
-
-def _fit_and_finish(run: Run, model, dataset: Dataset, config: RunConfig, record: dict, timer: EpochTimer,
+def _fit_and_finish(context: RunContext, model, dataset: Dataset, config: RunConfig, record: dict, timer: EpochTimer,
                     callbacks: list, class_weight, checkpoint: Optional[Checkpoint]) -> RunResult:
+    run = context.run
     logger.info("model: %s parameters, %s trainable (the head: %s pooling, %s)", f"{model.count_params():,}",
                 f"{trainable_count(model):,}", record["resolved"]["pooling"], record["resolved"]["pooling_reason"])
     try:
@@ -308,52 +264,10 @@ def _fit_and_finish(run: Run, model, dataset: Dataset, config: RunConfig, record
         run.path, probabilities=outcome.test_probabilities, labels=dataset.y_test, images=dataset.x_test,
         class_names=dataset.class_names, metrics=metrics, settings=record,
     )
-    run.write_status("finished", epochs_done=len(timer.seconds))
+    context.finish(epochs_done=len(timer.seconds))
     shutil.rmtree(run.file(CHECKPOINTS), ignore_errors=True)  # model.keras holds the end, as BackupAndRestore does
     logger.info("test loss %.4f, test accuracy %.4f; frozen weights unchanged; artifacts and report.html in %s",
                 metrics["test_loss"], metrics["test_accuracy"], run.path)
     return RunResult(run_dir=run.path, model=model, history=outcome.history, metrics=metrics)
 
 
-def tensorboard_callbacks(config: RunConfig, run_dir: str) -> list:
-    if not config.tensorboard:
-        return []
-    return [keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard"))]
-
-
-def _config_values(config: RunConfig, run_dir: str) -> dict:
-    """``config`` as config.json records it: paths absolute, so that evaluate/predict/export
-    work from any folder."""
-    config_values = json.loads(json.dumps(config.to_dict()))  # tuples as JSON has them: lists
-    config_values["run_dir"] = run_dir
-    data = config_values["data"]
-    if data["source"] not in BUILTIN_DATA:
-        data["source"] = os.path.abspath(data["source"])
-    if data["data_dir"] is not None:
-        data["data_dir"] = os.path.abspath(data["data_dir"])
-    return config_values
-
-
-def config_record(config: RunConfig, run_dir: str, dataset: Dataset, model, weights_path: Optional[str],
-                   class_weight) -> dict:
-    pooling, pooling_reason = resolve_pooling(config.model.pooling, tuple(backbone_of(model).output.shape[1:]))
-    return {
-        "config": _config_values(config, run_dir),
-        "seed": config.train.seed,
-        "versions": environment_versions(),
-        "data_source": dataset.source,
-        "class_names": list(dataset.class_names),
-        "image_shape": list(dataset.image_shape),
-        "class_weight": class_weight,
-        "resolved": {"pooling": pooling, "pooling_reason": pooling_reason,
-                     "head_parameters": int(head_of(model).count_params()),
-                     "feature_layer": backbone_of(model).layers[-1].name,
-                     "feature_map": list(backbone_of(model).output.shape[1:])},
-        "weights": {
-            "setting": config.model.weights,
-            "identity": weights_identity(config.model.backbone, config.model.weights, config.train.seed),
-            "path": weights_path or (None if config.model.weights == "none" else os.path.abspath(config.model.weights)),
-            "pretrained": None if config.model.weights in ("none", "imagenet") else read_sidecar(config.model.weights),
-            "bn_recalibration": adaptation_record(dataset.x_train, config.model, seed=config.train.seed),
-        },
-    }

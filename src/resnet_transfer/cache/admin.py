@@ -1,6 +1,6 @@
 """The feature cache's housekeeping: ``resnet-transfer cache list|verify|prune``.
 
-A cache folder (``features.FeatureCache``) holds complete entries ``<digest>/``
+A cache folder (``store.FeatureCache``) holds complete entries ``<digest>/``
 (``features.npy`` and ``entry.json``; or, for a backbone converted for another runtime
 (``runtimes``), ``backbone.tflite``, ``backbone.onnx`` or OpenVINO's ``backbone.xml`` and
 ``backbone.bin``, and ``entry.json``), the finished
@@ -20,50 +20,24 @@ Example:
 import json
 import os
 import re
-import shutil
-import socket
 import time
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 
+from resnet_transfer.cache.converted import CONVERTED_FILES, converted_digest
+from resnet_transfer.cache.folders import read_feature_entry, remove_folder, writer_tag
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.files import hash_file
 
-__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard", "writer_tag", "default_cache_dir",
-           "remove_folder", "CONVERTED_FILES", "converted_digest"]
+__all__ = ["CacheEntry", "list_entries", "verify_entry", "prune", "discard"]
 
 # Only these names are the cache's: anything else in the folder is left alone.
 _ENTRY = re.compile(r"^[0-9a-f]{32}$")
 _PARTIAL = re.compile(r"^\.[0-9a-f]{32}\.partial-(?:(\d+)(?:@([A-Za-z0-9]+))?-)?")
 _CHUNKS = re.compile(r"^\.[0-9a-f]{32}\.chunks$")
 _DISCARDED = re.compile(r"^\.?[0-9a-f]{32}.*\.discarded-\d+-\d+$")
-# A converted backbone's files, by the name of the one a runtime opens (entry.json's "file").
-CONVERTED_FILES = {"backbone.tflite": ("backbone.tflite",), "backbone.onnx": ("backbone.onnx",),
-                   "backbone.xml": ("backbone.xml", "backbone.bin")}
 # What a complete entry holds: features, or a converted backbone.
 _CONTENTS = ({"entry.json", "features.npy"}, *({"entry.json", *files} for files in CONVERTED_FILES.values()))
-
-
-def converted_digest(folder: str, file: str) -> str:
-    """The SHA-256 of a converted backbone whose runtime opens ``file``: its one file's, or
-    its files' joined by "+" (OpenVINO's model and weights)."""
-    return "+".join(hash_file(os.path.join(folder, name)) for name in CONVERTED_FILES[file])
-
-
-def default_cache_dir() -> str:
-    """``$RESNET_TRANSFER_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/resnet-transfer/features``
-    (``~/.cache/resnet-transfer/features`` without XDG_CACHE_HOME)."""
-    if os.environ.get("RESNET_TRANSFER_CACHE_DIR"):
-        return os.environ["RESNET_TRANSFER_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "resnet-transfer", "features")
-
-
-def writer_tag() -> str:
-    """This process as partial entries name their writer: its id and its host (letters and digits)."""
-    return f"{os.getpid()}@{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())[:40]}"
 
 
 @dataclass
@@ -170,20 +144,13 @@ def verify_entry(entry: CacheEntry) -> Optional[str]:
     try:
         with open(os.path.join(entry.path, "entry.json"), encoding="utf-8") as handle:
             record = json.load(handle)
-        if not isinstance(record, dict):
-            return "its entry.json is not an object"
-        if isinstance(record.get("file"), str) and record["file"] in CONVERTED_FILES:
+        if isinstance(record, dict) and isinstance(record.get("file"), str) and record["file"] in CONVERTED_FILES:
             if converted_digest(entry.path, record["file"]) != record.get("sha256"):
                 return "its converted backbone does not match its recorded SHA-256"
             return None
-        path = os.path.join(entry.path, "features.npy")
-        if hash_file(path) != record.get("sha256"):
-            return "its features do not match their recorded SHA-256"
-        if list(np.load(path, mmap_mode="r").shape) != record.get("shape"):
-            return "its shape does not match"
     except (OSError, ValueError, UnicodeDecodeError) as error:
         return f"it cannot be read ({error})"
-    return None
+    return read_feature_entry(entry.path)[1]
 
 
 def _writer_gone(entry: CacheEntry, now: float) -> bool:
@@ -235,14 +202,3 @@ def prune(directory: str, *, older_than_days: Optional[float] = None, max_bytes:
 def discard(entry: CacheEntry) -> None:
     """Removes an entry's folder (``remove_folder``)."""
     remove_folder(entry.path)
-
-
-def remove_folder(folder: str) -> None:
-    """Removes a cache folder, renamed first (atomic), so that no run ever reads a
-    half-removed entry; one that another process moved away already is left to it."""
-    trash = f"{folder}.discarded-{os.getpid()}-{time.monotonic_ns()}"
-    try:
-        os.rename(folder, trash)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(trash, ignore_errors=True)

@@ -1,35 +1,10 @@
-"""Run folders: the ``Run`` object that train, evaluate, predict and export all use.
-
-A run folder holds, under fixed names:
-
-    config.json   every setting, versions, seed, data source with its fingerprint
-    status.json   "running", "finished" or "failed" (with the error)
-    history.csv   epoch, phase ("head" or "fine-tune"), loss, accuracy, val_loss, val_accuracy, seconds
-    curves.png    loss and accuracy, train vs validation
-    metrics.json  test metrics, sizes and timings (strict JSON: no NaN)
-    model.keras   the full model; loads with plain ``keras.saving.load_model``
-    labels.txt    class names, one per line, in the order of the model's outputs
-    skipped.csv   inputs left out, and why (only when some were)
-    and the report files of ``report.REPORT_FILES``.
-
-Every file is written atomically (``files.atomic_path``). A folder that holds
-files is never written into by a new run.
-
-Example:
-    >>> run = Run("runs/quick")
-    >>> run.labels, run.image_geometry
-    (['0', '1', ...], (32, 'pad'))
-    >>> model = run.load_model()
-"""
+"""``Run``: one run folder, to read what a run wrote or to write a new one (the layout and
+the rules: ``runs``' docstring)."""
 
 import csv
-import importlib.metadata
-import io
 import json
 import os
-import platform
 import shutil
-from datetime import datetime, timezone
 from typing import Optional
 
 try:
@@ -44,56 +19,13 @@ from resnet_transfer.data.dataset import Dataset, load_dataset
 from resnet_transfer.errors import ConfigError, DataError, RunDirectoryError, Terminated
 from resnet_transfer.files import atomic_path, first_line, write_json_atomic, write_text_atomic
 from resnet_transfer.registry import get_backbone_spec
+from resnet_transfer.runs.folders import check_run_dir_free, csv_text
 
-__all__ = ["Run", "ARTIFACTS", "HISTORY_COLUMNS", "default_run_dir", "check_run_dir_free", "environment_versions"]
+__all__ = ["ARTIFACTS", "HISTORY_COLUMNS", "Run"]
 
 ARTIFACTS = ("config.json", "status.json", "history.csv", "curves.png", "metrics.json", "model.keras", "labels.txt")
 HISTORY_COLUMNS = ("epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 _METRIC_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-
-def default_run_dir(backbone: str, now: Optional[datetime] = None) -> str:
-    """``runs/<UTC timestamp>-<backbone>``."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-    return os.path.join("runs", f"{stamp}-{backbone}")
-
-
-def check_run_dir_free(path: str, *, resumable: bool = False) -> None:
-    """Raises ``RunDirectoryError`` if ``path`` exists and is not an empty folder
-    (``resumable``: the message mentions ``--resume``)."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise RunDirectoryError(f"run directory {path!r} is a file, not a folder; choose another --run-dir")
-    if os.path.exists(path) and os.listdir(path):
-        raise RunDirectoryError(
-            f"run directory {path!r} already exists and is not empty; runs are never overwritten. "
-            "Choose another --run-dir or remove it" + (" (or add --resume to go on with a stopped run there)."
-                                                      if resumable else ".")
-        )
-
-
-def environment_versions() -> dict:
-    """Versions of the package, Python, Keras, its backend, numpy, TensorFlow and JAX."""
-    versions = {
-        "resnet_transfer": importlib.metadata.version("resnet-transfer"),
-        "python": platform.python_version(),
-        "keras": keras.__version__,
-        "keras_backend": keras.backend.backend(),
-        "numpy": importlib.metadata.version("numpy"),
-    }
-    for package in ("tensorflow", "jax"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
-def _csv_text(header, rows) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 class Run:
@@ -218,7 +150,7 @@ class Run:
 
     def write_skipped(self, skipped: list) -> None:
         """``skipped.csv``: every input that was left out, and why."""
-        write_text_atomic(self.file("skipped.csv"), _csv_text(("path", "reason"), skipped))
+        write_text_atomic(self.file("skipped.csv"), csv_text(("path", "reason"), skipped))
 
     def write_history(self, history: dict, seconds: list) -> None:
         """One row per epoch (counted from 1, on through the phases) with the columns of
@@ -229,7 +161,7 @@ class Run:
             phase = history["phase"][index] if "phase" in history else "head"
             row = [index + 1, phase] + [history[name][index] for name in _METRIC_COLUMNS] + [epoch_seconds]
             rows.append([f"{value:.6g}" if isinstance(value, float) else value for value in row])
-        write_text_atomic(self.file("history.csv"), _csv_text(HISTORY_COLUMNS, rows))
+        write_text_atomic(self.file("history.csv"), csv_text(HISTORY_COLUMNS, rows))
 
     def write_metrics(self, metrics: dict) -> None:
         write_json_atomic(self.file("metrics.json"), metrics)
