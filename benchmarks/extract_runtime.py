@@ -31,7 +31,7 @@ from resnet_transfer.cache.keys import FeatureKey
 from resnet_transfer.cache.store import FeatureCache
 from resnet_transfer.runtimes.choice import choose_runtime
 from resnet_transfer.runtimes.conversion import relative_difference
-from resnet_transfer.runtimes.keras_runtime import multiply_adds, projected_seconds
+from resnet_transfer.runtimes.keras_runtime import multiply_adds
 
 
 def main() -> None:
@@ -60,8 +60,7 @@ def main() -> None:
     key = FeatureKey.create(backbone=arguments.backbone, weights="random:seed=0", preprocess="seed", pooling=pooling,
                             images=images, dtype="float32")
     print(f"{arguments.backbone} at {size} px, {arguments.images} images, {os.cpu_count()} cores; "
-          f"{multiply_adds(extractor) / 1e9:.3f} G multiply-adds per image, Keras's pass estimated at "
-          f"{projected_seconds(extractor, arguments.images):.1f} s")
+          f"{multiply_adds(extractor) / 1e9:.3f} G multiply-adds per image")
     folder = tempfile.mkdtemp(prefix="runtime-bench-")
     rates, reference = {}, None
     try:

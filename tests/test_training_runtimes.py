@@ -78,7 +78,7 @@ def test_openvino_leaves_the_main_threads_signal_stack_as_it_found_it(extractor,
 def test_auto_falls_back_to_keras_with_the_reason_when_the_check_fails_and_remembers_the_verdict(
         extractor, images, tmp_path, monkeypatch, caplog):
     cache = FeatureCache(str(tmp_path))
-    monkeypatch.setattr(runtime_choice, "worth_converting", lambda extractor, count: (True, "forced"))
+    monkeypatch.setattr(runtime_choice, "worth_converting", lambda extractor, pending, cache: (True, "forced"))
     monkeypatch.setattr(conversion, "TOLERANCE", -1.0)  # no converted model can pass the check
     choice = choose_runtime("auto", extractor, cache=cache, key=make_key(images), pending=[images])
     assert choice.runtime == "keras" and choice.runner is extractor
@@ -97,7 +97,7 @@ def test_a_converter_failure_leaves_auto_on_keras_and_stops_an_explicit_runtime_
         raise RuntimeError("'tfl.custom_op' op is neither a custom op nor a flex op\nmore lines of MLIR")
 
     monkeypatch.setattr(extractor, "export", fail)
-    monkeypatch.setattr(runtime_choice, "worth_converting", lambda extractor, count: (True, "forced"))
+    monkeypatch.setattr(runtime_choice, "worth_converting", lambda extractor, pending, cache: (True, "forced"))
     choice = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[images])
     assert choice.runtime == "keras" and "converting the backbone for OpenVINO failed (RuntimeError:" in choice.reason
     with pytest.raises(ConfigError, match=r"^--extract-runtime onnx: converting .* failed .*flex op\); use "
@@ -114,7 +114,7 @@ def test_a_runtime_that_cannot_load_the_converted_backbone_leaves_auto_on_keras_
                                "Exception from src/plugins/intel_cpu/src/plugin.cpp:30:\n[ CPU ] needs SSE4.2\n")
 
     monkeypatch.setitem(conversion._RUNNERS, "openvino", Unloadable)
-    monkeypatch.setattr(runtime_choice, "worth_converting", lambda extractor, count: (True, "forced"))
+    monkeypatch.setattr(runtime_choice, "worth_converting", lambda extractor, pending, cache: (True, "forced"))
     cache = FeatureCache(str(tmp_path))
     choice = choose_runtime("auto", extractor, cache=cache, key=make_key(images), pending=[images])
     assert choice.runtime == "keras" and choice.runner is extractor
@@ -126,22 +126,39 @@ def test_a_runtime_that_cannot_load_the_converted_backbone_leaves_auto_on_keras_
     assert list_entries(str(tmp_path)) == []
 
 
-def test_auto_converts_only_where_it_is_expected_to_pay_off(extractor, images, tmp_path, monkeypatch):
-    # 40 images through a small network: microseconds to gain, seconds to convert.
+def test_auto_decides_from_what_was_measured_on_this_machine(extractor, images, tmp_path, monkeypatch):
+    # Nothing converted here yet: a pass of 40 images through a small network is measured far below the first try.
     choice = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[images])
-    assert choice.runtime == "keras" and "less than converting and checking the backbone take" in choice.reason
-    assert choice.conversion_seconds is None
-    worth, why = runtime_choice.worth_converting(extractor, 10**12)
-    assert worth and "OpenVINO would save about" in why
-    # Once a converted backbone is stored (here by an explicit run), auto takes its verdict at no cost.
+    assert choice.runtime == "keras" and "has not been measured on this machine yet" in choice.reason
+    assert choice.conversion_seconds is None and list_entries(str(tmp_path)) == []
+    monkeypatch.setattr(runtime_choice, "FIRST_MEASUREMENT_AFTER_SECONDS", 0.0)
+    worth, why = runtime_choice.worth_converting(extractor, [images], cache=FeatureCache(str(tmp_path)))
+    assert worth and "converting measures it" in why
+    # A backbone converted here (by an explicit run) leaves its check: speeds, seconds, parameters and cores.
     cache = FeatureCache(str(tmp_path / "stored"))
     choose_runtime("openvino", extractor, cache=cache, key=make_key(images), pending=[images])
+    (entry,) = list_entries(cache.directory)
+    record_path = os.path.join(entry.path, "entry.json")
+    record = json.load(open(record_path))
+    assert record["check"]["parameters"] == extractor.count_params() and record["check"]["cores"] >= 1
+
+    def measured(speedup: float, convert_seconds: float) -> None:  # as if this machine had measured so
+        record["check"].update(runtime_images_per_second=record["check"]["keras_images_per_second"] * speedup,
+                               convert_seconds=convert_seconds, check_seconds=0.0)
+        with open(record_path, "w") as handle:
+            json.dump(record, handle)
+
+    measured(2.0, 1.0)
+    worth, why = runtime_choice.worth_converting(extractor, [images] * 10**6, cache=cache)  # a pass of 40 M images
+    assert worth and "2.00x when last measured here" in why
+    worth, why = runtime_choice.worth_converting(extractor, [images], cache=cache)
+    assert not worth and "less than converting and checking the backbone take" in why
+    measured(0.9, 1.0)
+    worth, why = runtime_choice.worth_converting(extractor, [images] * 10**6, cache=cache)
+    assert not worth and "ran 0.90x Keras's speed when last measured here" in why
+    # The stored backbone's own verdict decides its pass at no cost.
     stored = choose_runtime("auto", extractor, cache=cache, key=make_key(images), pending=[images])
-    assert stored.conversion_seconds == 0.0 and "less than converting" not in stored.reason
-    monkeypatch.setattr(runtime_choice, "AUTO_EXPECTED_SPEEDUP", 1.0)  # a machine where it was measured no faster
-    worth, why = runtime_choice.worth_converting(extractor, 10**12)
-    assert not worth and "OpenVINO ran no faster than Keras" in why
-    assert list_entries(str(tmp_path)) == []
+    assert stored.conversion_seconds == 0.0 and "Keras is as fast" in stored.reason
     nothing = choose_runtime("auto", extractor, cache=FeatureCache(str(tmp_path)), key=make_key(images), pending=[])
     assert nothing.runtime == "keras" and "nothing to compute" in nothing.reason
 

@@ -19,7 +19,7 @@ from typing import Optional
 from resnet_transfer.cache.folders import remove_folder
 from resnet_transfer.files import hash_file
 
-__all__ = ["CONVERTED_FILES", "RUNTIME_FILES", "converted_digest", "read_conversion"]
+__all__ = ["CONVERTED_FILES", "RUNTIME_FILES", "converted_digest", "past_checks", "read_conversion"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,26 @@ def converted_digest(folder: str, file: str) -> str:
     """The SHA-256 of a converted backbone whose runtime opens ``file``: its one file's, or
     its files' joined by "+" (OpenVINO's model and weights)."""
     return "+".join(hash_file(os.path.join(folder, name)) for name in CONVERTED_FILES[file])
+
+
+def past_checks(directory: str, runtime: str, *, cores: int) -> list:
+    """The checks of the backbones converted for ``runtime`` in the cache ``directory`` on a
+    machine with ``cores`` cores (each entry.json's "check": both speeds, and the seconds its
+    converting and checking took), the newest first. Unreadable entries are passed over
+    (``cache verify`` names them)."""
+    checks = []
+    for name in os.listdir(directory) if os.path.isdir(directory) else ():
+        try:
+            with open(os.path.join(directory, name, "entry.json"), encoding="utf-8") as handle:
+                record = json.load(handle)
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        check = record.get("check") if isinstance(record, dict) else None
+        if record.get("file") == RUNTIME_FILES[runtime] and isinstance(check, dict) and check.get("cores") == cores \
+                and check.get("passed") is True:
+            created = record.get("created")
+            checks.append((created if isinstance(created, (int, float)) else 0, check))
+    return [check for _, check in sorted(checks, key=lambda pair: -pair[0])]
 
 
 def read_conversion(folder: str, key: dict, runtime: str) -> Optional[dict]:

@@ -15,12 +15,15 @@ to 1.0x Keras at 224 px and took 30 to 100 s to convert (benchmarks/README.md).
   features, and checked against Keras's outputs on a few of the images: the largest
   difference must stay within 1e-5 of the largest output (relative to the scale, as
   ReLU features hold many zeros), else no feature it computes is stored;
-- "auto": Keras where converting cannot pay off (a pass whose expected saving at the
-  measured speed-up, ``AUTO_EXPECTED_SPEEDUP``, estimated from the backbone's multiply-adds,
-  is smaller than converting and checking are estimated to take; a GPU; a cluster of
-  TF_CONFIG; mixed precision; a Keras backend other than TensorFlow); else OpenVINO when its
-  check passes and it ran faster than Keras on the checked images, else Keras, saying why.
-  The verdict is kept with the converted model, so a later run decides without converting.
+- "auto": Keras where converting cannot pay off, decided from what was measured on the
+  user's machine and nowhere else (``worth_converting``): Keras's speed, timed on a batch of
+  the pass's first images, and OpenVINO's speed-up and the cost of converting and checking,
+  from the checks of backbones converted before in the same cache on a machine with as many
+  cores (before any, the first conversion is the measurement, tried for a long pass); also
+  Keras on a GPU, on a cluster of TF_CONFIG, with mixed precision or another Keras backend.
+  Else OpenVINO when its check passes and it ran faster than Keras on the checked images,
+  else Keras, saying why. The verdict is kept with the converted model, so a later run
+  decides without converting.
 
 Features are keyed by the runtime that computed them (``FeatureKey.runtime``); "auto" also
 takes Keras's own features where the cache holds them.
@@ -40,31 +43,30 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import keras
+import numpy as np
 
-from resnet_transfer.cache.converted import RUNTIME_FILES, read_conversion
+from resnet_transfer.cache.converted import RUNTIME_FILES, past_checks, read_conversion
+from resnet_transfer.cache.extraction import predict_in_batches
 from resnet_transfer.cache.keys import FeatureKey, conversion_digest, conversion_key
 from resnet_transfer.cache.store import FeatureCache
 from resnet_transfer.config import EXTRACT_RUNTIMES
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.model.precision import visible_gpus
 from resnet_transfer.runtimes.conversion import (
-    CHECK_BATCH, CHECK_IMAGES, NAMES, ConversionFailed, convert_and_check, load_runner,
+    CHECK_BATCH, NAMES, ConversionFailed, convert_and_check, load_runner,
 )
-from resnet_transfer.runtimes.keras_runtime import projected_seconds
+from resnet_transfer.runtimes.runner import cores
 from resnet_transfer.training.distribution import worker_role
 
-__all__ = ["EXTRACT_RUNTIMES", "RuntimeChoice", "choose_runtime", "worth_converting", "pass_batch_size", "keyed"]
+__all__ = ["EXTRACT_RUNTIMES", "RuntimeChoice", "choose_runtime", "keras_seconds", "keyed", "pass_batch_size",
+           "worth_converting"]
 
 logger = logging.getLogger(__name__)
 
-# What "auto" weighs, measured on this project's 2-core machine (benchmarks/README.md): against Keras called batch by
-# batch, as the cache runs it, OpenVINO ran 1.14 to 1.17x at 224 and 32 px (up to 1.45x in drafts at 32 px);
-# converting the feature extractor (keras.Model.export) and checking it, Keras's tracing included, took 17 to 35 s
-# for ResNet-152's 58.4 M parameters at 32 px and 18 s for ResNet-50's 23.6 M at 224 px. LiteRT ran 0.93 to 1.0x
-# and took 1.2 to 1.3 s per million parameters, tf2onnx longer still. "auto" expects the low end of OpenVINO's speed-up.
 AUTO_RUNTIME = "openvino"
-AUTO_EXPECTED_SPEEDUP = 1.15
-CONVERSION_SECONDS_PER_MILLION_PARAMETERS = 0.45
+# The one figure "auto" assumes, a policy rather than a measurement: before anything was measured on this
+# machine, converting (itself the measurement) is tried only for a Keras pass measured to take longer than this.
+FIRST_MEASUREMENT_AFTER_SECONDS = 120.0
 
 
 @dataclass
@@ -107,23 +109,49 @@ def _describe(runtime: str, check: dict) -> str:
             f"{check['max_relative_difference']:.1e} of the scale (tolerance {check['tolerance']:.0e})")
 
 
-def worth_converting(extractor: keras.Model, count: int) -> tuple:
-    """Whether converting the extractor for OpenVINO is expected to pay off over a pass of
-    ``count`` images, and why: an expected speed-up over 1 (``AUTO_EXPECTED_SPEEDUP``), and the
-    pass's expected saving larger than converting (estimated from the parameters) and checking
-    (the check's images through Keras and OpenVINO) are estimated to take."""
-    name = NAMES[AUTO_RUNTIME]
-    if AUTO_EXPECTED_SPEEDUP <= 1:
-        return False, (f"{name} ran no faster than Keras where it was measured; --extract-runtime {AUTO_RUNTIME} "
-                       "converts all the same")
-    projected = projected_seconds(extractor, count)
-    saving = projected * (1 - 1 / AUTO_EXPECTED_SPEEDUP)
-    checking = projected_seconds(extractor, CHECK_IMAGES + CHECK_BATCH) * (1 + 1 / AUTO_EXPECTED_SPEEDUP)
-    conversion = CONVERSION_SECONDS_PER_MILLION_PARAMETERS * extractor.count_params() / 1e6 + checking
-    if saving <= conversion:
-        return False, (f"the pass is estimated at {projected:.0f} s in Keras; {name} would save about {saving:.0f} s "
-                       f"of it, less than converting and checking the backbone take (about {conversion:.0f} s)")
-    return True, f"the pass is estimated at {projected:.0f} s in Keras; {name} would save about {saving:.0f} s"
+def keras_seconds(extractor: keras.Model, pending: list) -> float:
+    """Keras's pass over ``pending``, projected from a batch of its first images timed here,
+    after a warm-up call (which traces what the pass then reuses)."""
+    sample = np.asarray(next(images for images in pending if len(images))[:CHECK_BATCH], dtype="float32")
+    predict_in_batches(extractor, sample[:1], CHECK_BATCH)
+    started = time.perf_counter()
+    predict_in_batches(extractor, sample, CHECK_BATCH)
+    rate = len(sample) / max(time.perf_counter() - started, 1e-9)
+    return sum(len(images) for images in pending) / rate
+
+
+def worth_converting(extractor: keras.Model, pending: list, *, cache: FeatureCache) -> tuple:
+    """Whether converting the extractor for OpenVINO is expected to pay off over the pass of
+    ``pending``, and why, from what was measured on this machine alone: Keras's speed, timed
+    now (``keras_seconds``), and OpenVINO's speed-up and the cost of converting and checking
+    per million parameters, from the checks of the backbones converted before in this cache
+    on a machine with as many cores (``cache.converted.past_checks``; the newest decides).
+    With none yet, the first conversion is the measurement, tried for a pass longer than
+    ``FIRST_MEASUREMENT_AFTER_SECONDS``."""
+    name, projected = NAMES[AUTO_RUNTIME], keras_seconds(extractor, pending)
+    checks = [check for check in past_checks(cache.directory, AUTO_RUNTIME, cores=cores())
+              if all(isinstance(check.get(field), (int, float)) and check[field] > 0 for field in
+                     ("keras_images_per_second", "runtime_images_per_second", "convert_seconds", "parameters"))]
+    if not checks:
+        if projected <= FIRST_MEASUREMENT_AFTER_SECONDS:
+            return False, (f"the pass is measured at about {projected:.0f} s in Keras here, and {name} has not been "
+                           f"measured on this machine yet: tried for passes over {FIRST_MEASUREMENT_AFTER_SECONDS:.0f} s "
+                           f"(--extract-runtime {AUTO_RUNTIME} measures it now)")
+        return True, (f"the pass is measured at about {projected:.0f} s in Keras here; {name} has not been measured on "
+                      "this machine yet: converting measures it")
+    last = checks[0]
+    speedup = last["runtime_images_per_second"] / last["keras_images_per_second"]
+    if speedup <= 1:
+        return False, (f"{name} ran {speedup:.2f}x Keras's speed when last measured here; --extract-runtime "
+                       f"{AUTO_RUNTIME} converts all the same")
+    saving = projected * (1 - 1 / speedup)
+    cost = (last["convert_seconds"] + last.get("check_seconds", 0)) / last["parameters"] * extractor.count_params()
+    if saving <= cost:
+        return False, (f"the pass is measured at about {projected:.0f} s in Keras here; {name} ({speedup:.2f}x when "
+                       f"last measured here) would save about {saving:.0f} s of it, less than converting and checking "
+                       f"the backbone take (about {cost:.0f} s)")
+    return True, (f"the pass is measured at about {projected:.0f} s in Keras here; {name} ({speedup:.2f}x when last "
+                  f"measured here) would save about {saving:.0f} s")
 
 
 def _keras(extractor: keras.Model, reason: str, **values) -> RuntimeChoice:
@@ -180,7 +208,7 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
     folder = os.path.join(cache.directory, conversion_digest(conversion))
     record, seconds = read_conversion(folder, conversion, runtime), 0.0
     if setting == "auto" and record is None:  # a stored one costs nothing more: its verdict decides
-        worth, why = worth_converting(extractor, sum(len(images) for images in pending))
+        worth, why = worth_converting(extractor, pending, cache=cache)
         if not worth:
             return _keras(extractor, f"auto: {why}")
     if record is None:

@@ -143,7 +143,8 @@ def convert_and_check(runtime: str, extractor: keras.Model, *, conversion: dict,
         check = {"images": len(sample), "max_relative_difference": difference, "tolerance": TOLERANCE,
                  "keras_images_per_second": keras_rate, "runtime_images_per_second": runtime_rate,
                  "passed": bool(difference <= TOLERANCE), "convert_seconds": converted_seconds,
-                 "check_seconds": time.perf_counter() - started - converted_seconds, "cores": cores()}
+                 "check_seconds": time.perf_counter() - started - converted_seconds, "cores": cores(),
+                 "parameters": int(extractor.count_params())}
         record = {"key": conversion, "file": RUNTIME_FILES[runtime],
                   "sha256": converted_digest(partial, RUNTIME_FILES[runtime]), "check": check, "created": time.time()}
         write_json_atomic(os.path.join(partial, "entry.json"), record)

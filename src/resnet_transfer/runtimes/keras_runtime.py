@@ -1,23 +1,15 @@
 """The Keras runtime: the feature extractor itself, called batch by batch in inference mode
-(``cache.extraction.predict_in_batches``), bit for bit what the model computes end to end.
-Here is what "auto" needs to know about it: its pass's expected time, estimated from the
-backbone's multiply-adds (``multiply_adds``) at the rate Keras reached per core on this
-project's machine (``projected_seconds``).
+(``cache.extraction.predict_in_batches``), bit for bit what the model computes end to end,
+and the size of its work: ``multiply_adds`` (what the benchmarks report beside speeds).
 
 Example:
     >>> multiply_adds(extractor)  # one image through the backbone
-    >>> seconds = projected_seconds(extractor, len(x_train))
 """
 
 import keras
 import numpy as np
 
-from resnet_transfer.runtimes.runner import cores
-
-__all__ = ["KERAS_MULTIPLY_ADDS_PER_CORE_SECOND", "multiply_adds", "projected_seconds"]
-
-# Measured with predict on 2 cores (AVX-512): ResNet-50 at 224 px 23.5e9, at 32 px 31e9; ResNet-152 at 32 px 23e9.
-KERAS_MULTIPLY_ADDS_PER_CORE_SECOND = 25e9
+__all__ = ["multiply_adds"]
 
 
 def multiply_adds(model: keras.Model) -> int:
@@ -32,9 +24,3 @@ def multiply_adds(model: keras.Model) -> int:
         elif isinstance(layer, keras.layers.Dense):
             total += int(np.prod(layer.kernel.shape))
     return total
-
-
-def projected_seconds(extractor: keras.Model, count: int) -> float:
-    """Keras's pass over ``count`` images, estimated from the extractor's multiply-adds at
-    the rate Keras's ``predict`` reached per core on this project's machine."""
-    return multiply_adds(extractor) * count / (KERAS_MULTIPLY_ADDS_PER_CORE_SECOND * cores())
