@@ -11,7 +11,8 @@ from resnet_transfer.cli import main
 from resnet_transfer.errors import ConfigError, ExportCheckError
 
 
-pytestmark = requires_mnist  # the exports are of the shared MNIST run
+# The exports are of the shared MNIST run, which takes its worker about 25 s to train: out of the fast loop.
+pytestmark = [requires_mnist, pytest.mark.slow]
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ def shapes(tmp_path_factory):
     return write_shapes(str(tmp_path_factory.mktemp("shapes")), per_class=(16, 12, 10))["npz"]
 
 
+@pytest.mark.slow
 def test_probe_ranks_every_backbone_and_cut_and_writes_its_table_and_plot(shapes, tmp_path, capsys):
     run_dir = tmp_path / "probe"
     arguments = ["probe", "--data", shapes, "--image-size", "32", "--backbone", "resnet50,resnet50v2", "--feature-layer", "conv3,conv5",
@@ -64,6 +65,7 @@ def test_probe_refuses_bad_choices_with_one_line_and_leaves_no_folder(shapes, tm
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_a_pretrained_file_is_described_once_however_many_cuts_are_probed(shapes, tmp_path, caplog):
     import keras
 

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from resnet_transfer.signals import STARTUP_LINES, is_startup_line
 
 KNOWN = [
@@ -53,6 +55,7 @@ def _command(*arguments):
     return subprocess.run([sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=300, env=env)
 
 
+@pytest.mark.slow
 def test_info_and_help_show_no_startup_lines():
     info = _command("info")
     assert info.returncode == 0, info.stderr

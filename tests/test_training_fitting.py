@@ -26,8 +26,9 @@ def test_the_cached_path_is_taken_only_for_a_frozen_backbone():
 
 
 @pytest.mark.parametrize("settings, small_model, jit_compile", [
-    ({}, False, False), ({"label_smoothing": 0.1}, True, False), ({"class_weight": "balanced"}, True, False),
-    ({}, True, True)])
+    ({}, False, False), ({"label_smoothing": 0.1}, True, False),
+    pytest.param({"class_weight": "balanced"}, True, False, marks=pytest.mark.slow),
+    pytest.param({}, True, True, marks=pytest.mark.slow)])  # (XLA's compilation: the fast loop's longest)
 def test_features_held_in_memory_and_memory_mapped_give_the_same_history(tmp_path, monkeypatch, caplog, settings,
                                                                          small_model, jit_compile):
     # small_model: in memory, the head's steps run through TensorBatches.train_function (batches

@@ -163,6 +163,7 @@ def test_auto_decides_from_what_was_measured_on_this_machine(extractor, images, 
     assert nothing.runtime == "keras" and "nothing to compute" in nothing.reason
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime, damaged", [("tflite", "backbone.tflite"), ("openvino", "backbone.bin")])
 def test_a_damaged_converted_backbone_is_discarded_and_converted_again(runtime, damaged, extractor, images, tmp_path,
                                                                        caplog):
