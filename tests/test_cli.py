@@ -49,6 +49,8 @@ def run_cli(*arguments, env=None, timeout=600):
         (["--label-smoothing", "1"], "label_smoothing=1"),
         (["--fine-tune-lr", "0"], "fine_tune_lr=0"),
         (["--recipe", "fast"], "recipe='fast'"),
+        (["--ema", "--ema-momentum", "1"], "ema_momentum=1"),
+        (["--ema-momentum", "0.9"], "--ema-momentum changes nothing here: no moving average is kept without --ema"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_clear_line_and_write_nothing(flags, expected, tmp_path, capsys):

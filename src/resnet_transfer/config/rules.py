@@ -68,6 +68,7 @@ def check_settings_take_effect(config: RunConfig, *, verb: str = "train", fine_t
          "add --augment light or --augment strong"),
         ("train.jit_compile", config.train.run_eagerly, "--run-eagerly traces no graph for XLA to compile",
          "leave out --run-eagerly"),
+        ("train.ema_momentum", not config.train.ema, "no moving average is kept without --ema", "add --ema"),
     )
     for name, idle, why, fix in rules:
         if verb == "lr-find" and name in phase_rules:

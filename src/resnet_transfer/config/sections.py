@@ -163,6 +163,11 @@ class TrainConfig:
         learning_rate: Adam's learning rate in the head phase (Keras's default is 0.001).
         label_smoothing: Keras's ``CategoricalCrossentropy(label_smoothing=...)``; 0: none.
         weight_decay: > 0 uses AdamW with this decoupled weight decay instead of Adam.
+        ema: keep an exponential moving average of the trained weights (Keras's optimizer
+            ``use_ema``); at the end of each phase the weights become the average, so the
+            saved model, the test metrics and every export are the average's.
+        ema_momentum: the average's momentum (Keras's ``ema_momentum``): the share it keeps
+            at each step.
         fine_tune_epochs: epochs of the fine-tune phase (0: no fine-tuning).
         unfreeze: what the fine-tune phase trains: "all" layers, or the stage "convK" and
             every stage above it (Keras's ResNet layer names ``convK_...``).
@@ -212,6 +217,10 @@ class TrainConfig:
     class_weight: Optional[str] = option(None, "balanced: weight the loss by inverse class frequency")
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy (0: none)")
     weight_decay: float = option(0.0, "decoupled weight decay; > 0 uses AdamW instead of Adam")
+    ema: bool = option(False, "keep an exponential moving average of the trained weights (Keras's use_ema); each "
+                       "phase ends with the average, so the saved model, the test metrics and exports are its",
+                       const=True)
+    ema_momentum: float = option(0.99, "--ema's momentum: the share of the average kept at each step")
     fine_tune_epochs: int = option(0, "epochs of the fine-tune phase after the head phase (0: none)")
     unfreeze: str = option("all", "what fine-tuning trains: all, or conv5, conv4, conv3, conv2 and the stages above it")
     fine_tune_lr: float = option(1e-5, "learning rate of the fine-tune phase")
@@ -232,6 +241,9 @@ class TrainConfig:
         require_int("fine_tune_epochs", self.fine_tune_epochs, 0)
         require_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0)
         require_number("weight_decay", self.weight_decay, low=0.0, high=1.0)
+        if not isinstance(self.ema, bool):
+            raise ConfigError(f"ema must be true or false. Received: ema={self.ema!r}")
+        require_number("ema_momentum", self.ema_momentum, low=0.0, high=1.0, low_included=False)
         require_number("fine_tune_lr", self.fine_tune_lr, low=0.0, high=math.inf, low_included=False)
         require_choice("unfreeze", self.unfreeze, UNFREEZE_POINTS)
         require_choice("augment", self.augment, AUGMENT_LEVELS)

@@ -61,11 +61,15 @@ def build_model(
     return keras.Model(inputs, head(features), name=f"{config.backbone}_transfer")
 
 
-def make_optimizer(*, learning_rate: float, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
-    """Adam (the seed recipe's), or AdamW when ``weight_decay`` > 0."""
+def make_optimizer(*, learning_rate: float, weight_decay: float = 0.0,
+                   ema_momentum: Optional[float] = None) -> keras.optimizers.Optimizer:
+    """Adam (the seed recipe's), or AdamW when ``weight_decay`` > 0; with ``ema_momentum``,
+    keeping an exponential moving average of the weights it trains (Keras's ``use_ema``:
+    ``fit`` ends by setting the weights to the average)."""
+    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum is not None else {}
     if weight_decay > 0:
-        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
-    return keras.optimizers.Adam(learning_rate=learning_rate)
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay, **ema)
+    return keras.optimizers.Adam(learning_rate=learning_rate, **ema)
 
 
 def compile_model(

@@ -246,7 +246,7 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
     splits, status, backbone = stored_features(model, dataset, config)
     # The head's layers without its pooling, shared with the model: training it trains the head.
     trainer = classifier_on_features(head_of(model))
-    compile_model(trainer, learning_rate=phase.learning_rate, weight_decay=config.train.weight_decay,
+    compile_model(trainer, learning_rate=phase.learning_rate, optimizer=run_optimizer(config, phase.learning_rate),
                   label_smoothing=config.train.label_smoothing, steps_per_execution=steps_per_execution_for(config),
                   jit_compile=jit_compile_for(config, measured_faster=True), run_eagerly=config.train.run_eagerly)
     if checkpoint is not None:
@@ -269,11 +269,17 @@ def _adopt_optimizer(model: keras.Model, trainer: keras.Model, config: RunConfig
     the model keeps a fresh one.
     """
     learning_rate = float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))  # a MirroredVariable too
-    optimizer = make_optimizer(learning_rate=learning_rate, weight_decay=config.train.weight_decay)
-    compile_model(model, learning_rate=0.0, optimizer=optimizer, label_smoothing=config.train.label_smoothing)
+    compile_model(model, learning_rate=0.0, optimizer=run_optimizer(config, learning_rate),
+                  label_smoothing=config.train.label_smoothing)
     if trainer.optimizer.built:
         model.optimizer.build(model.trainable_variables)
         carry_optimizer_state(trainer.optimizer, model.optimizer, learning_rate=False)
+
+
+def run_optimizer(config: RunConfig, learning_rate: float) -> keras.optimizers.Optimizer:
+    """A phase's optimizer with the run's weight decay and ``--ema`` (``make_optimizer``)."""
+    return make_optimizer(learning_rate=learning_rate, weight_decay=config.train.weight_decay,
+                          ema_momentum=config.train.ema_momentum if config.train.ema else None)
 
 
 def carry_optimizer_state(source: keras.optimizers.Optimizer, target: keras.optimizers.Optimizer, *,
@@ -309,7 +315,7 @@ def fit_end_to_end(model, dataset: Dataset, config: RunConfig, *, phase: Phase, 
     optimizer goes on from a resumed run's state.
     """
     jit_compile = jit_compile_for(config, measured_faster=bool(backbone_of(model).trainable_weights))
-    compile_model(model, learning_rate=phase.learning_rate, optimizer=optimizer, weight_decay=config.train.weight_decay,
+    compile_model(model, learning_rate=phase.learning_rate, optimizer=optimizer or run_optimizer(config, phase.learning_rate),
                   label_smoothing=config.train.label_smoothing, steps_per_execution=steps_per_execution_for(config),
                   jit_compile=jit_compile, run_eagerly=config.train.run_eagerly)
     if checkpoint is not None:

@@ -204,12 +204,12 @@ def _remaining(phases: list, checkpoint: Checkpoint) -> list:
     return [dataclasses.replace(current, first_epoch=checkpoint.epochs_done, epochs=left)] + remaining[1:]
 
 
-def fine_tune_optimizer(model: keras.Model, *, learning_rate: float, weight_decay: float,
-                        train_bn: bool) -> keras.optimizers.Optimizer:
+def fine_tune_optimizer(model: keras.Model, *, learning_rate: float, weight_decay: float, train_bn: bool,
+                        ema_momentum: Optional[float] = None) -> keras.optimizers.Optimizer:
     """The fine-tune phase's optimizer (``make_optimizer``); with ``train_bn`` and weight decay,
     BatchNormalization's scale and offset are not decayed (fastai's ``bn_wd=False``: no pull
     of the scale towards 0)."""
-    optimizer = make_optimizer(learning_rate=learning_rate, weight_decay=weight_decay)
+    optimizer = make_optimizer(learning_rate=learning_rate, weight_decay=weight_decay, ema_momentum=ema_momentum)
     if train_bn and weight_decay > 0:
         optimizer.exclude_from_weight_decay(var_list=[
             variable for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)
@@ -227,7 +227,8 @@ def _fit_phase(model, dataset: Dataset, config: RunConfig, phase: Phase, callbac
     optimizer = None
     if phase.name == "fine-tune":
         optimizer = fine_tune_optimizer(model, learning_rate=phase.learning_rate,
-                                        weight_decay=config.train.weight_decay, train_bn=phase.train_bn)
+                                        weight_decay=config.train.weight_decay, train_bn=phase.train_bn,
+                                        ema_momentum=config.train.ema_momentum if config.train.ema else None)
         optimizer.build(model.trainable_variables)
         if getattr(model, "optimizer", None) is not None and model.optimizer.built:
             carry_optimizer_state(model.optimizer, optimizer, learning_rate=False)
