@@ -36,6 +36,7 @@ def test_the_readmes_commands_that_need_no_network_run_as_written(tmp_path, monk
             assert main(words[1:]) == 0, (words, capsys.readouterr().err[-3000:])
         else:  # python -m MODULE ARGUMENTS
             monkeypatch.setattr(sys, "argv", [words[2], *words[3:]])
+            monkeypatch.delitem(sys.modules, words[2], raising=False)  # (runpy runs it afresh, as python -m does)
             runpy.run_module(words[2], run_name="__main__")
     assert (tmp_path / "runs" / "quick" / "export" / "tflite").is_dir()
     assert (tmp_path / "runs" / "shapes" / "model.keras").is_file()
