@@ -1,6 +1,7 @@
 """resnet-transfer cache list|verify|prune: entries with their key and last use, checksums re-checked, what killed
 runs left removed, least recently used entries evicted to a size."""
 
+import json
 import os
 import subprocess
 import sys
@@ -132,3 +133,17 @@ def test_prune_or_verify_of_a_cache_dir_that_does_not_exist_is_a_typo_to_name(tm
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "'cache list --cache-dir DIR'" in error[0] and str(tmp_path / "cahce") in error[0]
     assert not os.path.exists(tmp_path / "cahce")
+
+
+def test_past_conversion_checks_pass_over_entries_that_are_not_records(tmp_path):
+    from resnet_transfer.cache.converted import past_checks
+
+    for name, text in (("a", "null"), ("b", "[]"), ("c", "{not json"), ("d", '{"file": "backbone.xml", "check": 3}')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "entry.json").write_text(text)
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "entry.json").write_text(json.dumps({"file": "backbone.xml", "created": 1.0, "check": {
+        "passed": True, "cores": 2, "keras_images_per_second": 10.0, "runtime_images_per_second": 12.0}}))
+    assert past_checks(str(tmp_path), "openvino", cores=2) == [{
+        "passed": True, "cores": 2, "keras_images_per_second": 10.0, "runtime_images_per_second": 12.0}]
+    assert past_checks(str(tmp_path), "openvino", cores=4) == [] and past_checks(str(tmp_path / "none"), "onnx", cores=2) == []

@@ -97,6 +97,15 @@ def test_evaluate_from_the_command_line_reproduces_the_runs_metrics(mnist_run, c
     metrics = json.loads(open(os.path.join(run_dir, "metrics.json")).read())
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert "tta" not in printed
+    # --tta adds the metrics of the averaged views beside the model's own (the run did not train with --flip)
+    assert main(["evaluate", run_dir, "--tta"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert printed["tta"]["views"] == 5 and not printed["tta"]["flip"] and 0 <= printed["tta"]["test_accuracy"] <= 1
+    assert main(["predict", run_dir, EXAMPLE_DIGITS, "--tta", "--format", "jsonl"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == len(os.listdir(EXAMPLE_DIGITS))
 
 
 def test_evaluate_of_a_folder_that_is_not_a_run_exits_2(tmp_path, capsys):

@@ -101,3 +101,19 @@ def test_a_model_built_in_a_strategy_scope_keeps_the_strategy_where_unbind_clear
 def test_the_gate_compares_minor_versions(version, tested, monkeypatch):
     monkeypatch.setattr(_keras_compat, "TESTED_KERAS", ("3.15",))
     assert _keras_compat.keras_is_tested(version) is tested
+
+
+def test_an_optimizers_averages_are_named_after_their_weights_and_can_start_at_them(gate_open):
+    """What start_averages_at_weights relies on: Keras names the average of a weight
+    ``{path with "/" as "_"}_average`` among the optimizer's variables."""
+    model = _small_model()
+    optimizer = keras.optimizers.Adam(use_ema=True)
+    optimizer.build(model.trainable_variables)
+    names = {variable.name for variable in optimizer.variables}
+    assert all(_keras_compat.average_name(weight) in names for weight in model.trainable_variables)
+    kept = _keras_compat.average_name(model.trainable_variables[0])
+    assert _keras_compat.start_averages_at_weights(optimizer, model.trainable_variables, keep={kept}) == 1
+    averages = {variable.name: np.asarray(variable) for variable in optimizer.variables}
+    np.testing.assert_array_equal(averages[_keras_compat.average_name(model.trainable_variables[1])],
+                                  np.asarray(model.trainable_variables[1]))
+    assert not np.any(averages[kept])  # the kept one as it was (Keras starts averages at zero)

@@ -127,3 +127,32 @@ def test_a_file_name_with_a_newline_stays_on_its_line_of_the_table(results):
     results = [{**results[0], "path": "x/two\nlines.png"}, results[1]]
     lines = format_predictions(results, "table").splitlines()
     assert len(lines) == 3 and lines[1].startswith("x/two\\nlines.png  cat 0.750")
+
+
+def test_tta_views_are_the_image_its_four_shifts_and_its_mirror_only_when_asked():
+    from resnet_transfer.inference import tta_views
+
+    image = np.zeros((1, 6, 6, 3), "uint8")
+    image[0, 3, 3] = 255  # one bright pixel, away from the edges
+    views = list(tta_views(image, flip=False, shift=2))
+    assert len(views) == 5 and all(view.shape == image.shape for view in views)
+    bright = [tuple(np.argwhere(view[0, :, :, 0])[0]) for view in views]
+    assert bright == [(3, 3), (3, 5), (3, 1), (5, 3), (1, 3)]  # as is, then moved right, left, down and up by 2
+    mirrored = list(tta_views(image, flip=True, shift=2))
+    assert len(mirrored) == 6 and tuple(np.argwhere(mirrored[-1][0, :, :, 0])[0]) == (3, 2)
+
+
+def test_tta_averages_the_models_outputs_over_the_views():
+    import keras
+
+    from resnet_transfer.inference import predict_with_tta, tta_views
+
+    inputs = keras.Input((6, 6, 3))  # a model whose output is known: softmax of each row's brightness
+    model = keras.Model(inputs, keras.layers.Softmax()(keras.ops.mean(inputs, axis=(2, 3)) / 64))
+    images = np.random.default_rng(0).integers(0, 256, (4, 6, 6, 3)).astype("uint8")
+    averaged, views = predict_with_tta(model, images, flip=True)
+    expected = np.mean([keras.ops.convert_to_numpy(model(view.astype("float32"))) for view in tta_views(images, flip=True)],
+                       axis=0)
+    assert views == 6
+    np.testing.assert_allclose(averaged, expected, rtol=1e-5)
+    assert not np.allclose(averaged, keras.ops.convert_to_numpy(model(images.astype("float32"))))

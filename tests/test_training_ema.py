@@ -7,6 +7,7 @@ from conftest import requires_mnist
 
 from resnet_transfer.config import RunConfig
 from resnet_transfer.model.assembly import head_of, make_optimizer
+from resnet_transfer.training.fitting import carry_optimizer_state
 from resnet_transfer.training.train import train
 
 
@@ -45,3 +46,24 @@ def test_a_run_with_ema_saves_the_average_of_its_head(tmp_path):
         np.testing.assert_array_equal(np.asarray(weight), np.asarray(loaded))
     # the same seed and batches without the average end elsewhere
     assert not np.array_equal(np.asarray(head.trainable_weights[0]), np.asarray(head_of(plain.model).trainable_weights[0]))
+
+
+def test_a_phase_that_goes_on_from_another_optimizers_steps_averages_its_new_weights_from_their_values():
+    """The fine-tune phase's optimizer takes the head phase's step count (carry_optimizer_state): the averages
+    of the backbone's weights, new to it, must start at those weights, not at zero."""
+    keras.utils.set_random_seed(0)
+    backbone, head = keras.layers.Dense(4, name="backbone"), keras.layers.Dense(3, activation="softmax", name="head")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, head(backbone(inputs)))
+    rows, labels = np.random.default_rng(0).normal(size=(64, 4)), np.arange(64) % 3
+    backbone.trainable = False  # the head phase
+    model.compile(optimizer=make_optimizer(learning_rate=0.01, ema_momentum=0.9), loss="sparse_categorical_crossentropy")
+    model.fit(rows, labels, batch_size=8, epochs=2, verbose=0)
+    backbone.trainable = True  # the fine-tune phase, at a learning rate too small to move anything
+    before = np.asarray(backbone.kernel).copy()
+    optimizer = make_optimizer(learning_rate=1e-9, ema_momentum=0.9)
+    optimizer.build(model.trainable_variables)
+    carry_optimizer_state(model.optimizer, optimizer, learning_rate=False, variables=model.trainable_variables)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model.fit(rows, labels, batch_size=8, epochs=2, verbose=0)
+    np.testing.assert_allclose(np.asarray(backbone.kernel), before, atol=1e-6)  # (from zero: 0.9**16 of it)

@@ -14,6 +14,11 @@ upstream issue it answers, runs only on the Keras minor versions it was checked 
   batches a little slower.
 - ``route_around_keras_20585`` and ``unbind_from_strategy``: Keras 3 cannot ``fit`` under
   ``MultiWorkerMirroredStrategy`` as it comes (keras-team/keras#20585, open).
+- ``start_averages_at_weights``: an optimizer with ``use_ema`` copies a weight into its
+  average only at its first step; one that goes on from another optimizer's step count
+  (``fitting.carry_optimizer_state``) would average the weights new to it from zero. Keras
+  has no public way to set an average (by design, not a bug), so they are found by Keras's
+  naming of optimizer variables.
 """
 
 import contextlib
@@ -24,7 +29,8 @@ import keras
 
 from resnet_transfer.errors import ConfigError
 
-__all__ = ["TESTED_KERAS", "keras_is_tested", "own_train_function", "route_around_keras_20585", "unbind_from_strategy"]
+__all__ = ["TESTED_KERAS", "keras_is_tested", "own_train_function", "route_around_keras_20585",
+           "start_averages_at_weights", "unbind_from_strategy"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +73,32 @@ def unbind_from_strategy(model: keras.Model) -> None:
     it builds when its step is traced, in the scope of the strategy."""
     _require_tested("multi-worker training")
     model._distribute_strategy = None
+
+
+def average_name(variable) -> str:
+    """The name Keras gives the optimizer's moving average of ``variable`` (``use_ema``):
+    ``Optimizer.add_variable_from_reference``'s ``{path with "/" as "_"}_average``."""
+    return f"{variable.path.replace('/', '_')}_average"
+
+
+def start_averages_at_weights(optimizer: keras.optimizers.Optimizer, variables: list, *, keep: set) -> int:
+    """Sets the moving average of each of ``variables`` to the variable's value, but those whose
+    average's name is in ``keep`` (carried from another optimizer). Returns how many it set.
+
+    Raises:
+        ConfigError: an untested Keras (``--ema`` with a fine-tune phase relies on the naming).
+    """
+    if not getattr(optimizer, "use_ema", False):
+        return 0
+    _require_tested("--ema with a fine-tune phase")
+    averages = {variable.name: variable for variable in optimizer.variables}
+    count = 0
+    for variable in variables:
+        name = average_name(variable)
+        if name in averages and name not in keep:
+            averages[name].assign(variable)
+            count += 1
+    return count
 
 
 def route_around_keras_20585() -> None:

@@ -186,12 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--allow-changed-data", action="store_true",
                           help="evaluate even if the data changed since the run trained")
     evaluate.add_argument("--output", metavar="DIR", help="write the report files into DIR instead of the run folder")
+    evaluate.add_argument("--tta", action="store_true", help="also the metrics of test-time augmentation: the mean "
+                          "over the image and its 2-pixel shifts (and its mirror, where the run trained with --flip)")
 
     predict = commands.add_parser("predict", help="top-k classes of image files, folders or globs", allow_abbrev=False)
     predict.add_argument("run_dir", metavar="RUN_DIR")
     predict.add_argument("inputs", nargs="+", metavar="PATH")
     predict.add_argument("--top-k", type=int, default=3, help="classes per image (default: 3)")
     predict.add_argument("--format", default="table", choices=PREDICT_FORMATS, help="output format (default: table)")
+    predict.add_argument("--tta", action="store_true", help="average over the image and its 2-pixel shifts (and its "
+                         "mirror, where the run trained with --flip)")
 
     export = commands.add_parser("export", help="write a deployable SavedModel, TFLite or ONNX model, checked against Keras",
                                  allow_abbrev=False)

@@ -97,14 +97,14 @@ def _command_evaluate(arguments: argparse.Namespace) -> int:
     from resnet_transfer.evaluation import evaluate_run
 
     print(json.dumps(json_safe(evaluate_run(arguments.run_dir, allow_changed_data=arguments.allow_changed_data,
-                                            output_dir=arguments.output))))
+                                            output_dir=arguments.output, tta=arguments.tta))))
     return 0
 
 
 def _command_predict(arguments: argparse.Namespace) -> int:
     from resnet_transfer.prediction import format_predictions, predict
 
-    results = predict(arguments.run_dir, arguments.inputs, top_k=arguments.top_k)
+    results = predict(arguments.run_dir, arguments.inputs, top_k=arguments.top_k, tta=arguments.tta)
     if not any("error" not in result for result in results):
         from resnet_transfer.errors import DataError
 

@@ -12,7 +12,7 @@ from resnet_transfer.errors import RunDirectoryError
 from resnet_transfer.files import first_line, json_safe
 from resnet_transfer.report import compute_test_metrics, write_report
 from resnet_transfer.runs import Run
-from resnet_transfer.inference import predict_probabilities
+from resnet_transfer.inference import TTA_SHIFT, predict_probabilities, predict_with_tta
 
 __all__ = ["evaluate_run", "load_run_model"]
 
@@ -22,7 +22,8 @@ def load_run_model(run_dir: str):
     return Run(run_dir).load_model()
 
 
-def evaluate_run(run_dir: str, *, allow_changed_data: bool = False, output_dir: Optional[str] = None) -> dict:
+def evaluate_run(run_dir: str, *, allow_changed_data: bool = False, output_dir: Optional[str] = None,
+                 tta: bool = False) -> dict:
     """Re-computes the test metrics of a run from its saved model and saved config.
 
     Only the test split is decoded, split exactly as in training (same settings, seed
@@ -32,9 +33,13 @@ def evaluate_run(run_dir: str, *, allow_changed_data: bool = False, output_dir: 
         run_dir: a finished run.
         allow_changed_data: use the data even when it no longer matches the run's fingerprint.
         output_dir: where the report files go (None: the run folder, replacing its report).
+        tta: also the metrics of test-time augmentation (``inference.predict_with_tta``; flips
+            only where the run trained with ``--flip``), under "tta"; the report keeps the
+            model's own outputs.
 
     Returns:
-        A dict with test_loss, test_accuracy and n_test.
+        A dict with test_loss, test_accuracy and n_test (and "tta" with test_loss,
+        test_accuracy and its views).
 
     Raises:
         RunDirectoryError: not a finished run, a damaged model, a config.json that does not
@@ -54,6 +59,12 @@ def evaluate_run(run_dir: str, *, allow_changed_data: bool = False, output_dir: 
     dataset = run.load_dataset(splits=("test",), allow_changed_data=allow_changed_data)
     probabilities = predict_probabilities(model, dataset.x_test)
     metrics = compute_test_metrics(probabilities, dataset.y_test)
+    if tta:
+        flip = bool(run.record["config"]["train"].get("flip", False))
+        averaged, views = predict_with_tta(model, dataset.x_test, flip=flip)
+        tested = compute_test_metrics(averaged, dataset.y_test)
+        metrics["tta"] = {"test_loss": tested["test_loss"], "test_accuracy": tested["test_accuracy"], "views": views,
+                          "flip": flip, "shift": TTA_SHIFT}
     folder = output_dir or run.path
     try:
         os.makedirs(folder, exist_ok=True)

@@ -17,7 +17,9 @@ from resnet_transfer.model.precision import visible_gpus
 from resnet_transfer.training.batches import INFERENCE_BATCH_SIZE, ArrayBatches
 from resnet_transfer.training.distribution import replicas_in_scope, worker_role
 
-__all__ = ["local_predict", "predict_probabilities", "predicts_locally"]
+__all__ = ["TTA_SHIFT", "local_predict", "predict_probabilities", "predict_with_tta", "predicts_locally", "tta_views"]
+
+TTA_SHIFT = 2  # pixels: test-time augmentation's shifts
 
 # model -> its traced inference call (``local_predict``), dropped with the model.
 _LOCAL_CALLS = weakref.WeakKeyDictionary()
@@ -65,3 +67,30 @@ def predict_probabilities(model: keras.Model, inputs, *, batch_size: int = INFER
     if predicts_locally():
         return local_predict(model, inputs, batch_size=batch_size)
     return model.predict(ArrayBatches(inputs, np.zeros(len(inputs), np.int64), batch_size=batch_size), verbose=0)
+
+
+def tta_views(images: np.ndarray, *, flip: bool, shift: int = TTA_SHIFT):
+    """The views that test-time augmentation averages over, one at a time: the images as they
+    are, shifted by ``shift`` pixels right, left, down and up (the edge pixels repeated into
+    the gap), and with ``flip`` mirrored left to right (only for images whose classes a mirror
+    keeps: the run's ``--flip``)."""
+    images = np.asarray(images)
+    yield images
+    if shift:
+        height, width = images.shape[1:3]
+        padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+        for top, left in ((shift, 0), (shift, 2 * shift), (0, shift), (2 * shift, shift)):
+            yield padded[:, top : top + height, left : left + width]
+    if flip:
+        yield images[:, :, ::-1]
+
+
+def predict_with_tta(model: keras.Model, inputs, *, flip: bool, shift: int = TTA_SHIFT,
+                     batch_size: int = INFERENCE_BATCH_SIZE) -> tuple:
+    """(the mean of the model's outputs over ``tta_views`` of ``inputs``, the number of views)."""
+    total, count = None, 0
+    for view in tta_views(inputs, flip=flip, shift=shift):
+        outputs = predict_probabilities(model, view, batch_size=batch_size)
+        total, count = outputs if total is None else total + outputs, count + 1
+    return total / count, count
+

@@ -14,7 +14,7 @@ import glob
 import io
 import json
 import os
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from resnet_transfer.data.arrays import check_images
 from resnet_transfer.data.images import ImageReadError, fit_images, read_image
 from resnet_transfer.errors import DataError
 from resnet_transfer.runs import Run
-from resnet_transfer.inference import predict_probabilities
+from resnet_transfer.inference import predict_probabilities, predict_with_tta
 
 __all__ = ["expand_inputs", "predict", "format_predictions", "PREDICT_FORMATS"]
 
@@ -49,7 +49,8 @@ def expand_inputs(inputs: Iterable[str]) -> list:
     return paths
 
 
-def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None, image_size=None, resize=None) -> list:
+def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None, image_size=None, resize=None,
+            tta: bool = False, flip: Optional[bool] = None) -> list:
     """Predicts the top-k classes of each image.
 
     Args:
@@ -57,6 +58,8 @@ def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None
             ``image_size`` and ``resize``).
         images: paths (files, folders, globs) or an array of images (N x H x W [x C]).
         top_k: how many classes to return per image (at most the number of classes).
+        tta: average the outputs over test-time augmentation's views (``inference.tta_views``).
+        flip: whether those views include a mirror (None: the run's ``--flip``; no mirror for a model).
 
     Returns:
         One dict per readable image: ``path`` (or the array index), ``top`` (a list of
@@ -68,6 +71,7 @@ def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None
         model = run.load_model()  # (checks config.json's class names and image size against the model)
         class_names = run.labels
         image_size, resize = run.image_geometry
+        flip = bool(run.record["config"]["train"].get("flip", False)) if flip is None else flip
     else:
         model = run
         if class_names is None or image_size is None:
@@ -91,7 +95,8 @@ def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None
     readable = [index for index, result in enumerate(results) if result is None]
     if readable:
         pixels = np.stack(prepared).astype("float32")
-        probabilities = predict_probabilities(model, pixels, batch_size=_BATCH)
+        probabilities = (predict_with_tta(model, pixels, flip=bool(flip), batch_size=_BATCH)[0] if tta
+                         else predict_probabilities(model, pixels, batch_size=_BATCH))
         for index, row in zip(readable, probabilities):
             order = np.argsort(-row)[:top_k]
             results[index] = {

@@ -5,7 +5,7 @@
   happens inside TensorFlow's C++ code running a Python callback, the exception can come
   out as another one (a bare ``TypeError``) or be swallowed, and a run would then crash
   with a traceback, or carry on as if nothing happened. ``watching_interrupts`` notes
-  every signal, so that the run's lifecycle (``runs.Run.abandon``) treats any later error
+  every signal, so that the run's lifecycle (``runs.RunContext``) treats any later error
   as the interrupt, and ``training.callbacks.StopOnInterrupt`` stops at the next batch.
   With ``deferred`` set (``train``, whose epochs end in a checkpoint), the first Ctrl-C
   during an epoch lets that epoch finish and its checkpoint be written; a second stops

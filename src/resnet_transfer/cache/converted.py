@@ -48,7 +48,9 @@ def past_checks(directory: str, runtime: str, *, cores: int) -> list:
                 record = json.load(handle)
         except (OSError, ValueError, UnicodeDecodeError):
             continue
-        check = record.get("check") if isinstance(record, dict) else None
+        if not isinstance(record, dict):
+            continue
+        check = record.get("check")
         if record.get("file") == RUNTIME_FILES[runtime] and isinstance(check, dict) and check.get("cores") == cores \
                 and check.get("passed") is True:
             created = record.get("created")

@@ -93,7 +93,7 @@ class ModelConfig:
     """The backbone, its weights and preprocessing, and the head on top.
 
     Args:
-        backbone: a name from ``resnet_transfer.model.BACKBONES``.
+        backbone: a name from ``resnet_transfer.registry.BACKBONES``.
         weights: "imagenet" (Keras downloads and caches them under KERAS_HOME),
             "none" (random initialisation) or the path of a weights file.
         preprocess: "seed" (scale pixels to [0, 1], as the article does) or

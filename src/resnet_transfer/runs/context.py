@@ -71,7 +71,7 @@ class RunContext:
         epochs = 0 if lost else self.epochs_done
         self.run.abandon(signal or error, epochs_done=epochs, keep=self.resumed)
         kept = os.path.isdir(self.run.path)
-        if signal is not None and kept:
+        if signal is not None and kept and self.resumable:
             raise RunInterrupted(self.run.path, epochs, self.interrupts.signal_name) from None  # (the signal itself)
         if isinstance(error, OSError) and epochs and kept:
             raise RunKept(self.run.path, epochs, error) from error  # (a full disk: --resume goes on)

@@ -2,7 +2,7 @@
 ``choice`` picks one per pass (``choose_runtime``, the "auto" policy); ``conversion`` converts
 the backbone for a runtime and checks it against Keras; ``openvino``, ``litert`` and ``onnx``
 run a converted backbone (on ``runner``'s batch-by-batch base), and ``keras_runtime``
-estimates Keras's own pass. Converted backbones are kept in the feature cache
+counts a backbone's multiply-adds (for the benchmarks). Converted backbones are kept in the feature cache
 (``cache.converted``). Nothing is re-exported here: import from the submodules.
 """
 

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
-from resnet_transfer._keras_compat import own_train_function, unbind_from_strategy
+from resnet_transfer._keras_compat import own_train_function, start_averages_at_weights, unbind_from_strategy
 from resnet_transfer.config import RunConfig
 from resnet_transfer.data.dataset import Dataset
 from resnet_transfer.errors import ConfigError
@@ -111,6 +111,10 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
     ``TensorBatches.train_function``. Returns Keras's history dict ({} for 0 epochs).
     """
     if phase.epochs == 0:
+        # (a resumed run whose phase had ended: its fit would have ended with the weights set to their average)
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and optimizer.built:
+            optimizer.finalize_variable_values(model.trainable_weights)
         return {}
     keras.utils.set_random_seed(config.train.seed)
     num_classes = model.output_shape[-1]
@@ -273,36 +277,46 @@ def _adopt_optimizer(model: keras.Model, trainer: keras.Model, config: RunConfig
                   label_smoothing=config.train.label_smoothing)
     if trainer.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-        carry_optimizer_state(trainer.optimizer, model.optimizer, learning_rate=False)
+        carry_optimizer_state(trainer.optimizer, model.optimizer, learning_rate=False,
+                              variables=model.trainable_variables)
 
 
 def run_optimizer(config: RunConfig, learning_rate: float) -> keras.optimizers.Optimizer:
     """A phase's optimizer with the run's weight decay and ``--ema`` (``make_optimizer``)."""
     return make_optimizer(learning_rate=learning_rate, weight_decay=config.train.weight_decay,
-                          ema_momentum=config.train.ema_momentum if config.train.ema else None)
+                          ema_momentum=ema_momentum(config))
+
+
+def ema_momentum(config: RunConfig) -> Optional[float]:
+    """``--ema-momentum`` where ``--ema`` is on, else None (no average)."""
+    return config.train.ema_momentum if config.train.ema else None
 
 
 def carry_optimizer_state(source: keras.optimizers.Optimizer, target: keras.optimizers.Optimizer, *,
-                          learning_rate: bool) -> int:
+                          learning_rate: bool, variables: Optional[list] = None) -> int:
     """Copies every optimizer variable that ``target`` shares with ``source`` by name.
 
     Optimizer variables are named after the model variable they belong to (Keras:
     ``{variable.path}_{slot}``), so Adam's moments of the head carry over from the
     head phase to the fine-tune phase, whose optimizer also trains the backbone.
-    The step count always carries over; the learning rate only if ``learning_rate``.
+    The step count always carries over; the learning rate only if ``learning_rate``. With
+    ``--ema``, the averages of ``variables`` (``target``'s) that ``source`` did not have start
+    at the variables' values (``_keras_compat.start_averages_at_weights``): the carried step
+    count would otherwise start them at zero.
 
     Returns:
         How many variables were copied.
     """
     values = {variable.name: variable for variable in source.variables}
-    copied = 0
+    copied = set()
     for variable in target.variables:
         if variable.name == "learning_rate" and not learning_rate:
             continue
         if variable.name in values and tuple(values[variable.name].shape) == tuple(variable.shape):
             variable.assign(values[variable.name])
-            copied += 1
-    return copied
+            copied.add(variable.name)
+    start_averages_at_weights(target, variables or [], keep=copied)
+    return len(copied)
 
 
 def fit_end_to_end(model, dataset: Dataset, config: RunConfig, *, phase: Phase, callbacks: list, class_weight,

@@ -39,7 +39,7 @@ from resnet_transfer.model.assembly import backbone_of, make_optimizer
 from resnet_transfer.model.augmentation import build_augmentation
 from resnet_transfer.training.checkpoints import Checkpoint, EpochCheckpoint, restore_weights, trainable_layers
 from resnet_transfer.training.fitting import (
-    Phase, carry_optimizer_state, choose_path, fit_end_to_end, fit_on_features,
+    Phase, carry_optimizer_state, choose_path, ema_momentum, fit_end_to_end, fit_on_features,
 )
 from resnet_transfer.training.frozen import FrozenWeights
 
@@ -228,10 +228,10 @@ def _fit_phase(model, dataset: Dataset, config: RunConfig, phase: Phase, callbac
     if phase.name == "fine-tune":
         optimizer = fine_tune_optimizer(model, learning_rate=phase.learning_rate,
                                         weight_decay=config.train.weight_decay, train_bn=phase.train_bn,
-                                        ema_momentum=config.train.ema_momentum if config.train.ema else None)
+                                        ema_momentum=ema_momentum(config))
         optimizer.build(model.trainable_variables)
         if getattr(model, "optimizer", None) is not None and model.optimizer.built:
-            carry_optimizer_state(model.optimizer, optimizer, learning_rate=False)
+            carry_optimizer_state(model.optimizer, optimizer, learning_rate=False, variables=model.trainable_variables)
     return fit_end_to_end(model, dataset, config, phase=phase, callbacks=callbacks, class_weight=class_weight,
                           optimizer=optimizer, predict_test=predict_test, checkpoint=checkpoint)
 
