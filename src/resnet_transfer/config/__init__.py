@@ -14,7 +14,8 @@ Example:
 
 from resnet_transfer.config.choices import (
     AUGMENT_LEVELS, AUGMENT_PHASES, BUILTIN_DATA, CACHE_DTYPES, EXPORT_FORMATS, EXTRACT_RUNTIMES, FEATURE_LAYERS, HEADS,
-    PHASES, POOLINGS, PREDICT_FORMATS, PREPROCESS_MODES, RESIZE_MODES, SPLITS, STRATEGIES, UNFREEZE_POINTS, option, parse_class_list,
+    PHASES, POOLINGS, PREDICT_FORMATS, PREPROCESS_MODES, RESIZE_MODES, SPLITS, STRATEGIES, UNFREEZE_POINTS,
+    interpolation_weight, option, parse_class_list,
     parse_count_or_fraction, parse_shard,
 )
 from resnet_transfer.config.rules import HOW_SETTINGS, check_export_settings, check_settings_take_effect, flat_settings
@@ -52,4 +53,5 @@ __all__ = [
     "EXTRACT_RUNTIMES",
     "SPLITS",
     "PREDICT_FORMATS",
+    "interpolation_weight",
 ]

@@ -10,7 +10,7 @@ from resnet_transfer.errors import ConfigError
 __all__ = [
     "AUGMENT_LEVELS", "AUGMENT_PHASES", "BUILTIN_DATA", "CACHE_DTYPES", "EXPORT_FORMATS", "EXTRACT_RUNTIMES",
     "FEATURE_LAYERS", "HEADS", "PHASES", "POOLINGS", "PREDICT_FORMATS", "PREPROCESS_MODES", "RESIZE_MODES", "SPLITS", "STRATEGIES",
-    "UNFREEZE_POINTS", "class_selection", "option", "parse_class_list", "parse_count_or_fraction", "parse_shard",
+    "UNFREEZE_POINTS", "class_selection", "interpolation_weight", "option", "parse_class_list", "parse_count_or_fraction", "parse_shard",
     "require_choice", "require_int", "require_number", "require_size", "require_text",
 ]
 
@@ -126,6 +126,24 @@ def class_selection(value: Any) -> tuple:
 # export's formats (``export.export_run``)
 EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
 PREDICT_FORMATS = ("table", "jsonl", "csv")  # predict's output formats
+
+
+def interpolation_weight(setting) -> Optional[float]:
+    """``--interpolate``'s ``a`` for a setting: None for "none" and "auto" (picked on the validation
+    split later), else the number in [0, 1].
+
+    Raises:
+        ValueError: anything else.
+    """
+    if setting in ("none", "auto"):
+        return None
+    try:
+        value = float(setting)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(setting, bool) or not 0 <= value <= 1:
+        raise ValueError(f"expected none, auto or a number from 0 to 1, got {setting!r}")
+    return value
 
 
 def parse_shard(text: str) -> tuple:

@@ -51,7 +51,7 @@ def check_settings_take_effect(config: RunConfig, *, verb: str = "train", fine_t
     if verb == "pretrain":
         no_phase = ("pretrain trains every layer in one phase", "remove it from the config file")
     no_cache = ("--no-cache runs the backbone in every epoch, with no features to store", "leave out --no-cache")
-    phase_rules = {"train.fine_tune_lr", "train.unfreeze", "train.train_bn"}
+    phase_rules = {"train.fine_tune_lr", "train.unfreeze", "train.train_bn", "train.interpolate"}
     rules = (
         ("model.head_units", config.model.head == "linear", "the linear head has no hidden layer",
          "give --head seed or --head mlp"),
@@ -62,6 +62,7 @@ def check_settings_take_effect(config: RunConfig, *, verb: str = "train", fine_t
         ("train.fine_tune_lr", not fine_tuning, *no_phase),
         ("train.unfreeze", not fine_tuning, *no_phase),
         ("train.train_bn", not fine_tuning, *no_phase),
+        ("train.interpolate", not fine_tuning, *no_phase),
         ("train.extract_runtime", config.train.feature_cache == "off", *no_cache),
         ("train.cache_dtype", config.train.feature_cache == "off", *no_cache),
         ("train.augment_phase", config.train.augment == "none", "nothing is augmented (augment='none')",

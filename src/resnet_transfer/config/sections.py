@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from resnet_transfer.config.choices import (
-    AUGMENT_LEVELS, AUGMENT_PHASES, BUILTIN_DATA, CACHE_DTYPES, EXTRACT_RUNTIMES, FEATURE_LAYERS, HEADS, POOLINGS, PREPROCESS_MODES, RESIZE_MODES, STRATEGIES, UNFREEZE_POINTS, class_selection, option, parse_class_list, parse_count_or_fraction, require_choice, require_int, require_number, require_size, require_text,
+    AUGMENT_LEVELS, AUGMENT_PHASES, BUILTIN_DATA, CACHE_DTYPES, EXTRACT_RUNTIMES, FEATURE_LAYERS, HEADS, POOLINGS,
+    PREPROCESS_MODES, RESIZE_MODES, STRATEGIES, UNFREEZE_POINTS, class_selection, interpolation_weight, option,
+    parse_class_list, parse_count_or_fraction, require_choice, require_int, require_number, require_size, require_text,
 )
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.registry import BACKBONES
@@ -168,6 +170,9 @@ class TrainConfig:
             saved model, the test metrics and every export are the average's.
         ema_momentum: the average's momentum (Keras's ``ema_momentum``): the share it keeps
             at each step.
+        interpolate: after the fine-tune phase, mix its weights with those it started from,
+            ``(1 - a) * before + a * after`` (WiSE-FT): "none", "auto" (``a`` picked on the
+            validation split) or a number in [0, 1] (``training.interpolation``).
         fine_tune_epochs: epochs of the fine-tune phase (0: no fine-tuning).
         unfreeze: what the fine-tune phase trains: "all" layers, or the stage "convK" and
             every stage above it (Keras's ResNet layer names ``convK_...``).
@@ -221,6 +226,9 @@ class TrainConfig:
                        "phase ends with the average, so the saved model, the test metrics and exports are its",
                        const=True)
     ema_momentum: float = option(0.99, "--ema's momentum: the share of the average kept at each step")
+    interpolate: str = option("none", "after fine-tuning, mix the weights with those the fine-tune phase started "
+                              "from, (1-a)*before + a*after (WiSE-FT): none, auto (a picked on the validation split "
+                              "from 0, 0.1, ..., 1) or a number a from 0 to 1")
     fine_tune_epochs: int = option(0, "epochs of the fine-tune phase after the head phase (0: none)")
     unfreeze: str = option("all", "what fine-tuning trains: all, or conv5, conv4, conv3, conv2 and the stages above it")
     fine_tune_lr: float = option(1e-5, "learning rate of the fine-tune phase")
@@ -244,6 +252,11 @@ class TrainConfig:
         if not isinstance(self.ema, bool):
             raise ConfigError(f"ema must be true or false. Received: ema={self.ema!r}")
         require_number("ema_momentum", self.ema_momentum, low=0.0, high=1.0, low_included=False)
+        try:
+            interpolation_weight(self.interpolate)
+        except ValueError:
+            raise ConfigError(f"interpolate must be none, auto or a number from 0 to 1. Received: "
+                              f"interpolate={self.interpolate!r}") from None
         require_number("fine_tune_lr", self.fine_tune_lr, low=0.0, high=math.inf, low_included=False)
         require_choice("unfreeze", self.unfreeze, UNFREEZE_POINTS)
         require_choice("augment", self.augment, AUGMENT_LEVELS)

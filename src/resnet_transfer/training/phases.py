@@ -35,6 +35,7 @@ import numpy as np
 from resnet_transfer.config import PHASES, RunConfig, UNFREEZE_POINTS
 from resnet_transfer.data.dataset import Dataset
 from resnet_transfer.errors import ConfigError, FrozenWeightsError
+from resnet_transfer.inference import predict_probabilities
 from resnet_transfer.model.assembly import backbone_of, make_optimizer
 from resnet_transfer.model.augmentation import build_augmentation
 from resnet_transfer.training.checkpoints import Checkpoint, EpochCheckpoint, restore_weights, trainable_layers
@@ -42,6 +43,7 @@ from resnet_transfer.training.fitting import (
     Phase, carry_optimizer_state, choose_path, ema_momentum, fit_end_to_end, fit_on_features,
 )
 from resnet_transfer.training.frozen import FrozenWeights
+from resnet_transfer.training.interpolation import interpolate, load_before, save_before
 
 __all__ = ["PHASES", "PhasesOutcome", "fine_tune_optimizer", "freeze", "plan_phases", "run_phases", "trainable_count",
            "unfreeze"]
@@ -63,6 +65,7 @@ class PhasesOutcome:
     extract_runtime: Optional[str] = None
     conversion_seconds: Optional[float] = None
     phases: list = field(default_factory=list)
+    interpolation: Optional[dict] = None  # --interpolate's record (training.interpolation.interpolate)
 
 
 def plan_phases(config: RunConfig) -> list:
@@ -154,6 +157,8 @@ def run_phases(model: keras.Model, dataset: Dataset, config: RunConfig, *, callb
                               "settings unfreeze; resume with the run's own settings (its config.json)")
         logger.info("phase %s: %d epochs at learning rate %g, %s trainable parameters, %d frozen weights watched",
                     phase.name, phase.epochs, phase.learning_rate, f"{trainable_count(model):,}", len(frozen))
+        interpolating = phase.name == "fine-tune" and config.train.interpolate != "none"
+        before = _weights_before_fine_tune(model, checkpoints, resumed=restored is not None) if interpolating else None
         fitted = _fit_phase(model, dataset, config, phase, callbacks, class_weight, predict_test=last,
                             checkpoint=restored)
         moved = frozen.changed()
@@ -170,7 +175,33 @@ def run_phases(model: keras.Model, dataset: Dataset, config: RunConfig, *, callb
                 phase=phase.name, moved=moved,
             )
         _record(outcome, phase, fitted)
+        if interpolating:
+            outcome.interpolation = interpolate(model, before, setting=config.train.interpolate,
+                                                validation=(dataset.x_val, dataset.y_val))
+            logger.info("interpolation: the weights are (1 - a) * before + a * after the fine-tune phase with a=%g (%s)",
+                        outcome.interpolation["alpha"], "picked on the validation split"
+                        if config.train.interpolate == "auto" else "--interpolate")
+            if last:  # (the fine-tuned model's own test accuracy, a = 1, beside the interpolated one's)
+                outcome.interpolation["fine_tuned_test_accuracy"] = float(np.mean(
+                    np.argmax(fitted.test_probabilities, axis=-1) == dataset.y_test)) if len(dataset.y_test) else None
+                outcome.test_probabilities = predict_probabilities(model, dataset.x_test)
     return outcome
+
+
+def _weights_before_fine_tune(model: keras.Model, checkpoints: list, *, resumed: bool) -> list:
+    """The weights the fine-tune phase starts from: the model's now, kept in the run's checkpoints
+    folder; those kept there when the fine-tune phase is resumed."""
+    folder = checkpoints[0].directory if checkpoints else None
+    if not resumed:
+        if folder is not None:
+            save_before(model, folder)
+        return model.get_weights()
+    before = load_before(folder, model) if folder is not None else None
+    if before is None:
+        raise ConfigError("--interpolate: the weights this run started its fine-tune phase from are not in its "
+                          "checkpoints folder (it was started by a version without --interpolate, or the file was "
+                          "removed); start the run again")
+    return before
 
 
 def _prepare(model: keras.Model, phase: Phase) -> FrozenWeights:

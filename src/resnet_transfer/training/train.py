@@ -255,6 +255,7 @@ def _fit_and_finish(context: RunContext, model, dataset: Dataset, config: RunCon
         "conversion_seconds": outcome.conversion_seconds,
         "frozen_weights_unchanged": True,
         "phases": outcome.phases,
+        "interpolation": outcome.interpolation,
     }
     if checkpoint is not None:  # train_seconds: this process's epochs; seconds_per_epoch: every epoch's
         metrics["resumed_after_epoch"] = checkpoint.epochs_done
