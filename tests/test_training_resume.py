@@ -103,9 +103,11 @@ def test_a_run_killed_in_the_head_phase_resumes_and_ends_as_the_uninterrupted_ru
 
 @pytest.mark.slow
 def test_a_run_killed_while_fine_tuning_resumes_fine_tuning_with_the_same_layers_unfrozen(tmp_path):
-    fine_tune = {"epochs": 1, "fine_tune_epochs": 2, "unfreeze": "conv5", "run_eagerly": True}
+    # (with --interpolate: the weights the fine-tune phase started from are kept for the resumed phase)
+    fine_tune = {"epochs": 1, "fine_tune_epochs": 2, "unfreeze": "conv5", "run_eagerly": True, "interpolate": "auto"}
     settings = _settings(tmp_path, "killed", **fine_tune)
     _kill_mid_epoch(settings, epoch=2)  # the second fine-tune epoch
+    assert os.path.isfile(tmp_path / "killed" / "checkpoints" / "before-fine-tune.npz")
     checkpoint = read_checkpoint(tmp_path / "killed")
     assert (checkpoint.epochs_done, checkpoint.phase, checkpoint.weights_of) == (2, "fine-tune", "model")
     assert checkpoint.trainable and all(name.startswith("conv5_") for name in checkpoint.trainable)
@@ -118,6 +120,7 @@ def test_a_run_killed_while_fine_tuning_resumes_fine_tuning_with_the_same_layers
     assert tuned["trainable_parameters"] == whole.metrics["phases"][1]["trainable_parameters"] > head["trainable_parameters"]
     assert not tuned["frozen_weights_moved"]
     assert resumed.metrics["feature_cache"] == "miss" and resumed.metrics["backbone_seconds"] > 0  # the killed head's
+    assert resumed.metrics["interpolation"]["alpha"] == whole.metrics["interpolation"]["alpha"]
     _assert_same_run(resumed, whole)
 
 
