@@ -117,3 +117,25 @@ def test_an_optimizers_averages_are_named_after_their_weights_and_can_start_at_t
     np.testing.assert_array_equal(averages[_keras_compat.average_name(model.trainable_variables[1])],
                                   np.asarray(model.trainable_variables[1]))
     assert not np.any(averages[kept])  # the kept one as it was (Keras starts averages at zero)
+
+
+def test_an_update_step_finds_its_variable_among_those_the_optimizer_was_built_with(gate_open):
+    """``variable_index``: under ``fit``'s traced step, ``update_step`` is given each variable
+    (a ``tf.Variable`` under TensorFlow) and its index is the variable's place in ``build``."""
+    seen = []
+
+    class Recording(keras.optimizers.Adam):
+        def update_step(self, gradient, variable, learning_rate):
+            seen.append((_keras_compat.variable_index(self, variable), tuple(variable.shape)))
+            return super().update_step(gradient, variable, learning_rate)
+
+    model = _small_model()
+    model.compile(optimizer=Recording(), loss="sparse_categorical_crossentropy")
+    model.fit(np.zeros((4, 3), "float32"), np.zeros(4), batch_size=4, verbose=0)
+    assert sorted(set(seen)) == [(index, tuple(variable.shape)) for index, variable in enumerate(model.trainable_variables)]
+
+
+def test_variable_index_refuses_an_untested_keras_with_one_line(gate_closed):
+    optimizer = keras.optimizers.Adam()
+    with pytest.raises(ConfigError, match="--lr-decay relies on Keras internals.*keras-team/keras#21741"):
+        _keras_compat.variable_index(optimizer, keras.Variable(0.0))

@@ -19,6 +19,10 @@ upstream issue it answers, runs only on the Keras minor versions it was checked 
   (``fitting.carry_optimizer_state``) would average the weights new to it from zero. Keras
   has no public way to set an average (by design, not a bug), so they are found by Keras's
   naming of optimizer variables.
+- ``variable_index``: which of an optimizer's variables ``update_step`` was given. Keras's
+  optimizers look up their per-variable state this way in their own ``update_step``
+  (``Optimizer._get_variable_index``); Keras has no public per-variable learning rate
+  (keras-team/keras#21741 asks for one, open), so ``model.layer_decay`` scales the rate there.
 """
 
 import contextlib
@@ -30,7 +34,7 @@ import keras
 from resnet_transfer.errors import ConfigError
 
 __all__ = ["TESTED_KERAS", "keras_is_tested", "own_train_function", "route_around_keras_20585",
-           "start_averages_at_weights", "unbind_from_strategy"]
+           "start_averages_at_weights", "unbind_from_strategy", "variable_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +139,16 @@ def route_around_keras_20585() -> None:
     trainer.reduce_per_replica = reduce_per_replica
 
 
-def _require_tested(feature: str) -> None:
+def variable_index(optimizer: keras.optimizers.Optimizer, variable) -> int:
+    """The position in the optimizer's ``build`` list of the variable an ``update_step`` is
+    given (under TensorFlow the ``tf.Variable`` inside the Keras variable, or a replica's).
+    Refused on an untested Keras, with one line (``--lr-decay``)."""
+    _require_tested("--lr-decay", issue="keras-team/keras#21741", fix="or leave out --lr-decay")
+    return optimizer._get_variable_index(variable)
+
+
+def _require_tested(feature: str, *, issue: str = "keras-team/keras#20585", fix: str = "or train on one machine") -> None:
     if not keras_is_tested():
         raise ConfigError(f"{feature} relies on Keras internals checked with Keras {', '.join(TESTED_KERAS)} "
-                          f"(keras-team/keras#20585); Keras {keras.__version__} is installed: install "
-                          f"keras=={TESTED_KERAS[-1]}.*, or train on one machine")
+                          f"({issue}); Keras {keras.__version__} is installed: install "
+                          f"keras=={TESTED_KERAS[-1]}.*, {fix}")

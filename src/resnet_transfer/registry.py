@@ -17,11 +17,13 @@ Example:
 """
 
 import difflib
+import re
 from dataclasses import dataclass
+from typing import Optional
 
 from resnet_transfer.errors import ConfigError
 
-__all__ = ["BackboneSpec", "BACKBONES", "PREPROCESS_STYLES", "get_backbone_spec", "WEIGHTS_BASE_URL"]
+__all__ = ["BackboneSpec", "BACKBONES", "PREPROCESS_STYLES", "get_backbone_spec", "stage_of_layer", "WEIGHTS_BASE_URL"]
 
 # Keras's download folder for application weights (keras/src/applications/resnet.py).
 WEIGHTS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
@@ -81,6 +83,16 @@ BACKBONES = {
         BackboneSpec("resnet152v2", "ResNet152V2", "tf", "ed17cf2e0169df9d443503ef94b23b33", stage_blocks=(3, 8, 36, 3)),
     )
 }
+
+
+def stage_of_layer(name: str) -> Optional[int]:
+    """The stage (1 for the stem, 2 to 5) a layer of Keras's ResNets belongs to, by Keras's
+    names (``convK_...``; a V2 model's ``post_bn`` and ``post_relu`` close stage 5); None for
+    a layer of no stage (the input's padding)."""
+    if name.startswith("post_"):
+        return 5
+    match = re.match(r"conv(\d)_", name)
+    return int(match[1]) if match else None
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:

@@ -51,7 +51,10 @@ def check_settings_take_effect(config: RunConfig, *, verb: str = "train", fine_t
     if verb == "pretrain":
         no_phase = ("pretrain trains every layer in one phase", "remove it from the config file")
     no_cache = ("--no-cache runs the backbone in every epoch, with no features to store", "leave out --no-cache")
-    phase_rules = {"train.fine_tune_lr", "train.unfreeze", "train.train_bn", "train.interpolate"}
+    phase_rules = {"train.fine_tune_lr", "train.unfreeze", "train.train_bn", "train.interpolate", "train.lr_decay",
+                   "train.cutmix"}
+    end_to_end = (fine_tuning or verb == "pretrain" or config.train.feature_cache == "off"
+                  or (config.train.augment != "none" and config.train.augment_phase == "both"))
     rules = (
         ("model.head_units", config.model.head == "linear", "the linear head has no hidden layer",
          "give --head seed or --head mlp"),
@@ -63,6 +66,9 @@ def check_settings_take_effect(config: RunConfig, *, verb: str = "train", fine_t
         ("train.unfreeze", not fine_tuning, *no_phase),
         ("train.train_bn", not fine_tuning, *no_phase),
         ("train.interpolate", not fine_tuning, *no_phase),
+        ("train.lr_decay", not fine_tuning, *no_phase),
+        ("train.cutmix", not end_to_end, "CutMix pastes boxes of images, and the only phase here trains the head on "
+         "stored features", "add --fine-tune-epochs N or --no-cache (or use --mixup, which mixes stored features)"),
         ("train.extract_runtime", config.train.feature_cache == "off", *no_cache),
         ("train.cache_dtype", config.train.feature_cache == "off", *no_cache),
         ("train.augment_phase", config.train.augment == "none", "nothing is augmented (augment='none')",

@@ -170,6 +170,19 @@ class TrainConfig:
             saved model, the test metrics and every export are the average's.
         ema_momentum: the average's momentum (Keras's ``ema_momentum``): the share it keeps
             at each step.
+        mixup: MixUp's alpha (0: off): every training batch becomes a mix of pairs of its rows,
+            ``l * x_i + (1 - l) * x_j`` and the same of their one-hot labels, ``l`` drawn from
+            Beta(alpha, alpha) for each row. On images (end-to-end phases) Keras's
+            ``keras.layers.MixUp``; on a head phase's stored features, the same mix of the
+            feature vectors (manifold MixUp, Verma et al. 2019), so the phase stays cached.
+        cutmix: CutMix's alpha (0: off; at most 1, as Keras's ``keras.layers.CutMix(factor=(a, a))``
+            allows): a box of one image
+            pasted into another, labels mixed by its area; images only, so end-to-end phases
+            only. With ``mixup`` too, each batch takes one of the two at random (timm's way).
+        lr_decay: layer-wise learning-rate decay in the fine-tune phase (1: off): the head
+            trains at ``fine_tune_lr``, stage conv5 at ``fine_tune_lr * lr_decay``, conv4 at
+            ``fine_tune_lr * lr_decay**2``, down to the stem (conv1) at ``lr_decay**5`` (timm's
+            ``--layer-decay``, fastai's discriminative rates; ``training.layer_decay``).
         interpolate: after the fine-tune phase, mix its weights with those it started from,
             ``(1 - a) * before + a * after`` (WiSE-FT): "none", "auto" (``a`` picked on the
             validation split) or a number in [0, 1] (``training.interpolation``).
@@ -226,6 +239,13 @@ class TrainConfig:
                        "phase ends with the average, so the saved model, the test metrics and exports are its",
                        const=True)
     ema_momentum: float = option(0.99, "--ema's momentum: the share of the average kept at each step")
+    mixup: float = option(0.0, "MixUp's alpha (0: off; 0.2 is Keras's and timm's usual): mix pairs of training "
+                          "images and their labels; a head phase on stored features mixes the feature vectors")
+    cutmix: float = option(0.0, "CutMix's alpha (0: off; 1.0 is timm's usual): paste a box of one training image "
+                           "into another, labels mixed by its area; end-to-end phases only")
+    lr_decay: float = option(1.0, "layer-wise learning-rate decay in the fine-tune phase (1: off): each stage further "
+                             "from the head trains at this factor of the stage above's rate (conv5: lr*F, conv4: "
+                             "lr*F^2, ...)")
     interpolate: str = option("none", "after fine-tuning, mix the weights with those the fine-tune phase started "
                               "from, (1-a)*before + a*after (WiSE-FT): none, auto (a picked on the validation split "
                               "from 0, 0.1, ..., 1) or a number a from 0 to 1")
@@ -252,6 +272,9 @@ class TrainConfig:
         if not isinstance(self.ema, bool):
             raise ConfigError(f"ema must be true or false. Received: ema={self.ema!r}")
         require_number("ema_momentum", self.ema_momentum, low=0.0, high=1.0, low_included=False)
+        require_number("mixup", self.mixup, low=0.0, high=100.0, high_included=True)
+        require_number("cutmix", self.cutmix, low=0.0, high=1.0, high_included=True)  # Keras's CutMix: [0, 1]
+        require_number("lr_decay", self.lr_decay, low=0.0, high=1.0, low_included=False, high_included=True)
         try:
             interpolation_weight(self.interpolate)
         except ValueError:

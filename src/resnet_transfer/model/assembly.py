@@ -19,6 +19,7 @@ import keras
 from resnet_transfer.config import ModelConfig
 from resnet_transfer.model.backbone import create_backbone
 from resnet_transfer.model.heads import build_head
+from resnet_transfer.model.layer_decay import LayerwiseAdam, LayerwiseAdamW
 from resnet_transfer.model.preprocessing import build_preprocessing
 from resnet_transfer.registry import BACKBONES
 
@@ -61,15 +62,21 @@ def build_model(
     return keras.Model(inputs, head(features), name=f"{config.backbone}_transfer")
 
 
-def make_optimizer(*, learning_rate: float, weight_decay: float = 0.0,
-                   ema_momentum: Optional[float] = None) -> keras.optimizers.Optimizer:
+def make_optimizer(*, learning_rate: float, weight_decay: float = 0.0, ema_momentum: Optional[float] = None,
+                   rate_factors: Optional[dict] = None) -> keras.optimizers.Optimizer:
     """Adam (the seed recipe's), or AdamW when ``weight_decay`` > 0; with ``ema_momentum``,
     keeping an exponential moving average of the weights it trains (Keras's ``use_ema``:
-    ``fit`` ends by setting the weights to the average)."""
+    ``fit`` ends by setting the weights to the average); with ``rate_factors`` ({variable
+    path: factor}), each variable's steps at that factor of the rate (``layer_decay``)."""
     ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum is not None else {}
-    if weight_decay > 0:
-        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay, **ema)
-    return keras.optimizers.Adam(learning_rate=learning_rate, **ema)
+    if rate_factors:
+        ema["rate_factors"] = rate_factors
+    decayed = weight_decay > 0
+    if rate_factors:
+        kind = LayerwiseAdamW if decayed else LayerwiseAdam
+    else:
+        kind = keras.optimizers.AdamW if decayed else keras.optimizers.Adam
+    return kind(learning_rate=learning_rate, **({"weight_decay": weight_decay} if decayed else {}), **ema)
 
 
 def compile_model(
@@ -80,6 +87,7 @@ def compile_model(
     optimizer: Optional[keras.optimizers.Optimizer] = None,
     weight_decay: float = 0.0,
     label_smoothing: float = 0.0,
+    one_hot: bool = False,
     jit_compile="auto",
     run_eagerly: bool = False,
 ) -> keras.Model:
@@ -87,12 +95,13 @@ def compile_model(
 
     Pass ``optimizer`` to keep an existing optimizer and its state (for example the
     head's, when the full model is compiled after the head was fit on features).
-    With ``label_smoothing`` > 0 the loss is ``CategoricalCrossentropy`` (Keras's sparse
-    loss has no smoothing), so the labels must then be one-hot.
+    With ``label_smoothing`` > 0 or ``one_hot`` (mixed labels: MixUp, CutMix) the loss is
+    ``CategoricalCrossentropy`` (Keras's sparse loss has no smoothing), so the labels must
+    then be one-hot rows.
     ``jit_compile`` is Keras's XLA switch ("auto" lets Keras decide); ``run_eagerly`` Keras's
     switch for running without a traced graph.
     """
-    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if label_smoothing > 0
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if label_smoothing > 0 or one_hot
             else "sparse_categorical_crossentropy")
     model.compile(
         optimizer=optimizer or make_optimizer(learning_rate=learning_rate, weight_decay=weight_decay),

@@ -54,13 +54,15 @@ class ArrayBatches(keras.utils.PyDataset):
         seed: the shuffling seed.
         first_epoch: the number of the first epoch (a later phase numbers on).
         transform: applied to every batch of inputs (the augmentation of training batches).
+        mix: applied to every batch after ``transform``, ``mix(inputs, labels, (seed, epoch,
+            batch)) -> (inputs, labels)`` (MixUp and CutMix: ``training.mixing``).
         pieces: the replicas a batch is shared among (1: none).
         mine: the pieces this process gives, in order (None: every piece).
         sample_weight: a weight per row of ``inputs``, given as a third element of every batch.
     """
 
     def __init__(self, inputs, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0, first_epoch: int = 0,
-                 transform=None, pieces: int = 1, mine: Optional[list] = None,
+                 transform=None, mix=None, pieces: int = 1, mine: Optional[list] = None,
                  sample_weight: Optional[np.ndarray] = None, **kwargs):
         super().__init__(**kwargs)
         if len(inputs) != len(labels):
@@ -70,7 +72,7 @@ class ArrayBatches(keras.utils.PyDataset):
         self.sample_weight = sample_weight
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.epoch = first_epoch
-        self.transform = transform
+        self.transform, self.mix = transform, mix
         self.order = self._order()
 
     def _order(self) -> np.ndarray:
@@ -87,7 +89,10 @@ class ArrayBatches(keras.utils.PyDataset):
             rows = np.array_split(rows, self.pieces)[self.mine[piece]]
         rows = np.sort(rows)
         inputs = np.asarray(self.inputs[rows], dtype="float32")
-        batch = (self.transform(inputs) if self.transform else inputs), self.labels[rows]
+        inputs, labels = (self.transform(inputs) if self.transform else inputs), self.labels[rows]
+        if self.mix is not None:
+            inputs, labels = self.mix(inputs, labels, (self.seed, self.epoch, index))
+        batch = inputs, labels
         return batch if self.sample_weight is None else (*batch, self.sample_weight[rows])
 
     def set_epoch(self, epoch: int) -> None:

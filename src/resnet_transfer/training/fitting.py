@@ -39,11 +39,12 @@ from resnet_transfer.training.batches import (
 )
 from resnet_transfer.training.callbacks import EpochTimer, StepProgress
 from resnet_transfer.training.checkpoints import Checkpoint, restore_optimizer
+from resnet_transfer.training.mixing import batch_mixer, one_hot_labels
 from resnet_transfer.training.distribution import distributed_batches, replicas_in_scope, trains_locally, worker_role
 from resnet_transfer.verbosity import shows_progress
 
 __all__ = [
-    "FitOutcome", "Phase", "balanced_class_weight", "carry_optimizer_state", "choose_path", "fit", "fit_end_to_end",
+    "FitOutcome", "Phase", "adopt_plain_optimizer", "balanced_class_weight", "carry_optimizer_state", "choose_path", "fit", "fit_end_to_end",
     "fit_on_features", "jit_compile_for",
 ]
 
@@ -96,8 +97,12 @@ def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict:
 
 
 def _loss_labels(labels: np.ndarray, config: RunConfig, num_classes: int) -> np.ndarray:
-    # Keras's sparse cross-entropy has no label smoothing; the categorical one needs one-hot labels.
-    return keras.utils.to_categorical(labels, num_classes) if config.train.label_smoothing > 0 else labels
+    # Keras's sparse cross-entropy has no label smoothing, and labels are mixed as one-hot rows.
+    return keras.utils.to_categorical(labels, num_classes) if one_hot_labels(config.train) else labels
+
+
+def _loss(config: RunConfig) -> dict:
+    return {"label_smoothing": config.train.label_smoothing, "one_hot": one_hot_labels(config.train)}
 
 
 def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, callbacks: list,
@@ -119,15 +124,16 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
     keras.utils.set_random_seed(config.train.seed)
     num_classes = model.output_shape[-1]
     augment = augmenter(phase.augmentation)
+    mix = batch_mixer(config.train, on_features=small_model)
     role = worker_role()
     if role is not None:
         batches, validation_batches, order = _cluster_batches(model, inputs, labels, validation, config=config,
                                                               phase=phase, class_weight=class_weight, transform=augment,
-                                                              role=role)
+                                                              mix=mix, role=role)
         data, class_weight = batches, None  # class weights in the batches, as sample weights
     else:
         batches, validation_batches = _local_batches(inputs, labels, validation, config=config, phase=phase,
-                                                     num_classes=num_classes, transform=augment,
+                                                     num_classes=num_classes, transform=augment, mix=mix,
                                                      class_weight=class_weight)
         order, data = EpochOrder(batches), batches
         if isinstance(batches, TensorBatches):
@@ -156,14 +162,17 @@ def fit(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, c
 
 
 def _local_batches(inputs, labels, validation, *, config: RunConfig, phase: Phase, num_classes: int,
-                   transform, class_weight: Optional[dict]) -> tuple:
+                   transform, mix, class_weight: Optional[dict]) -> tuple:
     """One process's input: its arrays held in memory when they fit (``batches.fits_in_memory``;
     ``class_weight`` then goes into the batches, as sample weights), else read batch by batch;
     the same batches either way."""
     weights = class_weight_to_sample_weight(labels, class_weight) if class_weight else None
     labels = _loss_labels(labels, config, num_classes)
     validation = (validation[0], _loss_labels(validation[1], config, num_classes))
-    in_memory, why = (False, "augmented batch by batch") if transform else fits_in_memory(inputs, labels, *validation)
+    if transform or mix:
+        in_memory, why = False, "augmented or mixed batch by batch"
+    else:
+        in_memory, why = fits_in_memory(inputs, labels, *validation)
     logger.debug("%s phase inputs: %s", phase.name, why)
     if in_memory:
         return (TensorBatches(inputs, labels, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed,
@@ -172,12 +181,12 @@ def _local_batches(inputs, labels, validation, *, config: RunConfig, phase: Phas
     # Worker threads prepare the next batches while the model runs (same order); with
     # augmentation one thread, so that the seeded random changes come in a fixed order.
     return (ArrayBatches(inputs, labels, batch_size=config.train.batch_size, shuffle=True, seed=config.train.seed,
-                         first_epoch=phase.first_epoch, transform=transform, workers=1 if transform else 2),
+                         first_epoch=phase.first_epoch, transform=transform, mix=mix, workers=1 if transform else 2),
             ArrayBatches(*validation, batch_size=INFERENCE_BATCH_SIZE))
 
 
 def _cluster_batches(model, inputs, labels, validation, *, config: RunConfig, phase: Phase, class_weight, transform,
-                     role) -> tuple:
+                     mix, role) -> tuple:
     """A worker's input on a cluster: its replicas' pieces of every batch (the global
     batches of one process, in the same order), and the whole validation split (so that
     every worker's validation metrics, which Keras averages over the replicas, are the
@@ -190,7 +199,7 @@ def _cluster_batches(model, inputs, labels, validation, *, config: RunConfig, ph
     weights = class_weight_to_sample_weight(labels, class_weight) if class_weight else None
     batches = ArrayBatches(inputs, _loss_labels(labels, config, num_classes), batch_size=config.train.batch_size,
                            shuffle=True, seed=config.train.seed, first_epoch=phase.first_epoch, transform=transform,
-                           pieces=replicas, mine=range(role.index * local, (role.index + 1) * local),
+                           mix=mix, pieces=replicas, mine=range(role.index * local, (role.index + 1) * local),
                            sample_weight=weights)
     if len(batches) == 0:
         raise ConfigError(f"{len(labels)} training images cannot give each of the cluster's {replicas} replicas one; "
@@ -251,7 +260,7 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
     # The head's layers without its pooling, shared with the model: training it trains the head.
     trainer = classifier_on_features(head_of(model))
     compile_model(trainer, learning_rate=phase.learning_rate, optimizer=run_optimizer(config, phase.learning_rate),
-                  label_smoothing=config.train.label_smoothing, steps_per_execution=steps_per_execution_for(config),
+                  **_loss(config), steps_per_execution=steps_per_execution_for(config),
                   jit_compile=jit_compile_for(config, measured_faster=True), run_eagerly=config.train.run_eagerly)
     if checkpoint is not None:
         restore_optimizer(trainer.optimizer, trainer.trainable_variables, checkpoint)
@@ -273,12 +282,22 @@ def _adopt_optimizer(model: keras.Model, trainer: keras.Model, config: RunConfig
     the model keeps a fresh one.
     """
     learning_rate = float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))  # a MirroredVariable too
-    compile_model(model, learning_rate=0.0, optimizer=run_optimizer(config, learning_rate),
-                  label_smoothing=config.train.label_smoothing)
+    compile_model(model, learning_rate=0.0, optimizer=run_optimizer(config, learning_rate), **_loss(config))
     if trainer.optimizer.built:
         model.optimizer.build(model.trainable_variables)
         carry_optimizer_state(trainer.optimizer, model.optimizer, learning_rate=False,
                               variables=model.trainable_variables)
+
+
+def adopt_plain_optimizer(model: keras.Model, config: RunConfig) -> None:
+    """Compiles ``model`` with the run's plain optimizer (``run_optimizer``) holding its present
+    optimizer's state and rate: after a phase with ``--lr-decay``, whose optimizer class is
+    ours, so that the saved model loads in plain Keras."""
+    learning_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    trained = model.optimizer
+    compile_model(model, learning_rate=0.0, optimizer=run_optimizer(config, learning_rate), **_loss(config))
+    model.optimizer.build(model.trainable_variables)
+    carry_optimizer_state(trained, model.optimizer, learning_rate=False, variables=model.trainable_variables)
 
 
 def run_optimizer(config: RunConfig, learning_rate: float) -> keras.optimizers.Optimizer:
@@ -330,7 +349,7 @@ def fit_end_to_end(model, dataset: Dataset, config: RunConfig, *, phase: Phase, 
     """
     jit_compile = jit_compile_for(config, measured_faster=bool(backbone_of(model).trainable_weights))
     compile_model(model, learning_rate=phase.learning_rate, optimizer=optimizer or run_optimizer(config, phase.learning_rate),
-                  label_smoothing=config.train.label_smoothing, steps_per_execution=steps_per_execution_for(config),
+                  **_loss(config), steps_per_execution=steps_per_execution_for(config),
                   jit_compile=jit_compile, run_eagerly=config.train.run_eagerly)
     if checkpoint is not None:
         restore_optimizer(model.optimizer, model.trainable_variables, checkpoint)

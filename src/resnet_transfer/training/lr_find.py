@@ -165,7 +165,8 @@ def _sweep_for(config: RunConfig, phase: str, *, start_lr: float, end_lr: float,
         unfreeze(backbone_of(model), config.train.unfreeze, train_bn=config.train.train_bn)
         trainer, inputs = model, dataset.x_train
         optimizer = fine_tune_optimizer(model, learning_rate=start_lr, weight_decay=config.train.weight_decay,
-                                        train_bn=config.train.train_bn)  # (as the fine-tune phase's)
+                                        train_bn=config.train.train_bn,
+                                        lr_decay=config.train.lr_decay)  # (as the fine-tune phase's)
     labels = keras.utils.to_categorical(dataset.y_train, dataset.num_classes) if config.train.label_smoothing else dataset.y_train
     compile_model(trainer, learning_rate=start_lr, optimizer=optimizer, weight_decay=config.train.weight_decay,
                   label_smoothing=config.train.label_smoothing,

@@ -25,7 +25,6 @@ Example:
 
 import dataclasses
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -37,10 +36,13 @@ from resnet_transfer.data.dataset import Dataset
 from resnet_transfer.errors import ConfigError, FrozenWeightsError
 from resnet_transfer.inference import predict_probabilities
 from resnet_transfer.model.assembly import backbone_of, make_optimizer
+from resnet_transfer.model.layer_decay import LayerwiseAdam, LayerwiseAdamW
 from resnet_transfer.model.augmentation import build_augmentation
+from resnet_transfer.model.layer_decay import stage_rate_factors
+from resnet_transfer.registry import stage_of_layer
 from resnet_transfer.training.checkpoints import Checkpoint, EpochCheckpoint, restore_weights, trainable_layers
 from resnet_transfer.training.fitting import (
-    Phase, carry_optimizer_state, choose_path, ema_momentum, fit_end_to_end, fit_on_features,
+    Phase, adopt_plain_optimizer, carry_optimizer_state, choose_path, ema_momentum, fit_end_to_end, fit_on_features,
 )
 from resnet_transfer.training.frozen import FrozenWeights
 from resnet_transfer.training.interpolation import interpolate, load_before, save_before
@@ -49,8 +51,6 @@ __all__ = ["PHASES", "PhasesOutcome", "fine_tune_optimizer", "freeze", "plan_pha
            "unfreeze"]
 
 logger = logging.getLogger(__name__)
-
-_STAGE = re.compile(r"conv(\d)_")
 
 
 @dataclass
@@ -100,8 +100,8 @@ def unfreeze(backbone: keras.Model, point: str, *, train_bn: bool = False) -> li
     backbone.trainable = True
     first_stage = 0 if point == "all" else int(point[len("conv"):])
     for layer in backbone.layers:
-        stage = _STAGE.match(layer.name)
-        in_stage = point == "all" or layer.name.startswith("post_") or bool(stage and int(stage[1]) >= first_stage)
+        stage = stage_of_layer(layer.name)
+        in_stage = point == "all" or (stage is not None and stage >= first_stage)
         batch_norm = isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = in_stage and not batch_norm
         if batch_norm:  # each time: setting a layer's trainable to the value it has leaves its variables' flags
@@ -236,11 +236,14 @@ def _remaining(phases: list, checkpoint: Checkpoint) -> list:
 
 
 def fine_tune_optimizer(model: keras.Model, *, learning_rate: float, weight_decay: float, train_bn: bool,
-                        ema_momentum: Optional[float] = None) -> keras.optimizers.Optimizer:
+                        ema_momentum: Optional[float] = None, lr_decay: float = 1.0) -> keras.optimizers.Optimizer:
     """The fine-tune phase's optimizer (``make_optimizer``); with ``train_bn`` and weight decay,
     BatchNormalization's scale and offset are not decayed (fastai's ``bn_wd=False``: no pull
-    of the scale towards 0)."""
-    optimizer = make_optimizer(learning_rate=learning_rate, weight_decay=weight_decay, ema_momentum=ema_momentum)
+    of the scale towards 0); with ``lr_decay`` < 1, each backbone stage steps at its factor
+    of the rate (``layer_decay``)."""
+    factors = stage_rate_factors(backbone_of(model), lr_decay) if lr_decay < 1 else None
+    optimizer = make_optimizer(learning_rate=learning_rate, weight_decay=weight_decay, ema_momentum=ema_momentum,
+                               rate_factors=factors)
     if train_bn and weight_decay > 0:
         optimizer.exclude_from_weight_decay(var_list=[
             variable for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)
@@ -259,12 +262,15 @@ def _fit_phase(model, dataset: Dataset, config: RunConfig, phase: Phase, callbac
     if phase.name == "fine-tune":
         optimizer = fine_tune_optimizer(model, learning_rate=phase.learning_rate,
                                         weight_decay=config.train.weight_decay, train_bn=phase.train_bn,
-                                        ema_momentum=ema_momentum(config))
+                                        ema_momentum=ema_momentum(config), lr_decay=config.train.lr_decay)
         optimizer.build(model.trainable_variables)
         if getattr(model, "optimizer", None) is not None and model.optimizer.built:
             carry_optimizer_state(model.optimizer, optimizer, learning_rate=False, variables=model.trainable_variables)
-    return fit_end_to_end(model, dataset, config, phase=phase, callbacks=callbacks, class_weight=class_weight,
-                          optimizer=optimizer, predict_test=predict_test, checkpoint=checkpoint)
+    fitted = fit_end_to_end(model, dataset, config, phase=phase, callbacks=callbacks, class_weight=class_weight,
+                            optimizer=optimizer, predict_test=predict_test, checkpoint=checkpoint)
+    if isinstance(model.optimizer, (LayerwiseAdam, LayerwiseAdamW)):
+        adopt_plain_optimizer(model, config)  # the saved model loads in plain Keras
+    return fitted
 
 
 def _record(outcome: PhasesOutcome, phase: Phase, fitted) -> None:
