@@ -12,7 +12,7 @@ import typing
 from typing import Optional
 
 from resnet_transfer.config import (
-    EXPORT_FORMATS, PHASES, PREDICT_FORMATS, DataConfig, ModelConfig, RunConfig, TrainConfig, parse_shard,
+    EXPORT_FORMATS, PHASES, PREDICT_FORMATS, TUNE_SEARCHERS, DataConfig, ModelConfig, RunConfig, TrainConfig, parse_shard,
     read_config_values,
 )
 from resnet_transfer.recipes import (
@@ -89,6 +89,16 @@ def _finite_float(text: str, *, zero: bool) -> float:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     return _finite_float(text, zero=False)
 
@@ -119,6 +129,18 @@ def _add_train_parsers(commands) -> None:
     lr_find.add_argument("--start-lr", type=_positive_float, default=1e-7, help="first learning rate (default: 1e-07)")
     lr_find.add_argument("--end-lr", type=_positive_float, default=1.0, help="last learning rate (default: 1.0)")
     lr_find.add_argument("--steps", type=int, default=100, help="optimizer steps in the sweep, at least 10 (default: 100)")
+
+    tune = _add_config_parser(commands, "tune", "search the head's settings on cached features with KerasTuner "
+                              "(writes tune.csv and best_config.json for 'train --config')")
+    tune.add_argument("--trials", type=_at_least_one, default=30, help="the most trials (default: 30)")
+    tune.add_argument("--max-minutes", type=_positive_float, default=None,
+                      help="start no new trial after this many minutes (default: no limit)")
+    tune.add_argument("--searcher", default="hyperband", choices=TUNE_SEARCHERS,
+                      help="KerasTuner's Hyperband (also picks each trial's epochs, up to --epochs) or Bayesian "
+                      "optimisation (default: hyperband)")
+    tune.add_argument("--resume", action="store_true",
+                      help="go on with the stopped search in --run-dir (same settings; --trials and --max-minutes "
+                      "may change)")
 
     reproduce = _add_config_parser(commands, "reproduce", "run a recipe and compare with the accuracy it is expected "
                                    "to reach", skip=("recipe",))

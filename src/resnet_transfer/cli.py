@@ -36,6 +36,17 @@ def _command_train(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _command_tune(arguments: argparse.Namespace) -> int:
+    config = run_config_from(arguments, ignore=("trials", "max_minutes", "searcher", "resume"))
+    from resnet_transfer.training.tune import tune
+
+    result = tune(config, trials=arguments.trials, max_minutes=arguments.max_minutes, searcher=arguments.searcher,
+                  resume=getattr(arguments, "resume", False))
+    print(json.dumps({"run_dir": result.run_dir, "best_val_accuracy": result.best_val_accuracy,
+                      "trials": result.trials, "best_config": os.path.join(result.run_dir, "best_config.json")}))
+    return 0
+
+
 def _command_extract(arguments: argparse.Namespace) -> int:
     config = run_config_from(arguments, ignore=("shard",))
     check_settings_take_effect(config)
@@ -217,6 +228,7 @@ def _command_weights(arguments: argparse.Namespace) -> int:
 _COMMANDS = {
     "train": _command_train,
     "lr-find": _command_lr_find,
+    "tune": _command_tune,
     "extract": _command_extract,
     "reproduce": _command_reproduce,
     "pretrain": _command_pretrain,
@@ -289,18 +301,18 @@ def main(argv: Optional[list] = None) -> int:
             return _fail(f"interrupted ({error.signal_name}); this worker's temporary files are removed, the chief keeps "
                          "the run",
                          debug=arguments.debug)
-        then = (f"go on with {resume_command(argv, error.run_dir)}" if arguments.command == "train"
+        then = (f"go on with {resume_command(argv, error.run_dir)}" if arguments.command in ("train", "tune")
                 else f"its folder is {error.run_dir}")
         if arguments.command == "train" and os.environ.get("TF_CONFIG"):
             then += " (on one machine: unset TF_CONFIG first; --resume does not run on a cluster yet)"
-        return _fail(f"interrupted ({error.signal_name}) after {error.epochs_done} finished epochs; the run is kept: "
+        return _fail(f"interrupted ({error.signal_name}) after {error.epochs_done} finished {error.unit}; the run is kept: "
                      f"{then}", debug=arguments.debug)
     except KeyboardInterrupt as error:
         name = "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"
         return _fail(f"interrupted ({name}); nothing of an unfinished run is left that blocks running it again",
                      debug=arguments.debug)
     except RunKept as kept:  # a full or read-only disk after a finished epoch
-        return _fail(f"{_disk_problem(kept.cause)}; the run is kept after {kept.epochs_done} finished epochs: then go on "
+        return _fail(f"{_disk_problem(kept.cause)}; the run is kept after {kept.epochs_done} finished {kept.unit}: then go on "
                      f"with {resume_command(argv, kept.run_dir)}", debug=arguments.debug)
     except OSError as error:  # a full or read-only disk, a file removed under us
         return _fail(f"{_disk_problem(error)}, then run the command again", debug=arguments.debug)

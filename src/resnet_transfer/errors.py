@@ -58,9 +58,9 @@ class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM: ``signal_name``) stopped a run after ``epochs_done`` finished
     epochs; ``train --resume --run-dir RUN_DIR`` goes on from there."""
 
-    def __init__(self, run_dir: str, epochs_done: int, signal_name: str = "Ctrl-C"):
-        super().__init__(f"interrupted ({signal_name}) after {epochs_done} finished epochs of the run in {run_dir!r}")
-        self.run_dir, self.epochs_done, self.signal_name = run_dir, epochs_done, signal_name
+    def __init__(self, run_dir: str, epochs_done: int, signal_name: str = "Ctrl-C", *, unit: str = "epochs"):
+        super().__init__(f"interrupted ({signal_name}) after {epochs_done} finished {unit} of the run in {run_dir!r}")
+        self.run_dir, self.epochs_done, self.signal_name, self.unit = run_dir, epochs_done, signal_name, unit
 
 
 class RunKept(Exception):
@@ -68,6 +68,6 @@ class RunKept(Exception):
     (``cause``: a full or read-only disk); its folder is kept, marked failed, for
     ``train --resume --run-dir RUN_DIR``."""
 
-    def __init__(self, run_dir: str, epochs_done: int, cause: BaseException):
-        super().__init__(f"{cause} after {epochs_done} finished epochs of the run in {run_dir!r}")
-        self.run_dir, self.epochs_done, self.cause = run_dir, epochs_done, cause
+    def __init__(self, run_dir: str, epochs_done: int, cause: BaseException, *, unit: str = "epochs"):
+        super().__init__(f"{cause} after {epochs_done} finished {unit} of the run in {run_dir!r}")
+        self.run_dir, self.epochs_done, self.cause, self.unit = run_dir, epochs_done, cause, unit

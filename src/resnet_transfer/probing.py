@@ -49,7 +49,7 @@ from resnet_transfer.runs import Run, RunContext, check_run_dir_free, environmen
 from resnet_transfer.training.adaptation import adapt_batch_norm
 from resnet_transfer.cache.store import FeatureCache
 from resnet_transfer.training.backbone_pass import stored_features
-from resnet_transfer.signals import watching_interrupts
+from resnet_transfer.signals import watching_interrupts, without_retracing_notices
 
 __all__ = ["ProbeResult", "probe", "format_probe", "PROBE_COLUMNS", "DEFAULT_PROBE_BACKBONES", "DEFAULT_PROBE_LAYERS",
            "DEFAULT_PROBE_LIMIT"]
@@ -128,7 +128,7 @@ def _probe(config: RunConfig, *, backbones: tuple, feature_layers: tuple, weight
     weights_paths = {entry.model.backbone: fetch_weights(entry.model.backbone) if entry.model.weights == "imagenet" else None
                      for entry in settings}
     with watching_interrupts() as interrupts, RunContext(run_dir, interrupts=interrupts) as context:
-        with _without_retracing_notices():
+        with without_retracing_notices():
             rows = [_probe_one(entry.updated({"model": {"feature_layer": layer}}), dataset, weights_paths)
                     for entry in settings for layer in feature_layers]
         best = max(rows, key=lambda row: (row["linear_accuracy"], row["knn_accuracy"]))
@@ -156,23 +156,6 @@ def _each_message_once(name: str):
         yield
     finally:
         logger.removeFilter(first_time)
-
-
-class _RetracingNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _without_retracing_notices():
-    """A probe builds one model per backbone and cut, each with its own predict function:
-    TensorFlow's notice that functions were traced again is expected here, not advice."""
-    notice, tensorflow_logger = _RetracingNotice(), logging.getLogger("tensorflow")
-    tensorflow_logger.addFilter(notice)
-    try:
-        yield
-    finally:
-        tensorflow_logger.removeFilter(notice)
 
 
 def _probe_one(config: RunConfig, dataset, weights_paths: dict) -> dict:

@@ -46,7 +46,7 @@ from resnet_transfer.errors import Terminated
 
 __all__ = [
     "STARTUP_LINES", "Interrupts", "alternate_signal_stack", "is_startup_line", "native_threads_without_sigint",
-    "quiet_startup", "unfiltered", "watching_interrupts", "with_default_signals",
+    "quiet_startup", "unfiltered", "watching_interrupts", "with_default_signals", "without_retracing_notices",
 ]
 
 logger = logging.getLogger(__name__)
@@ -253,3 +253,21 @@ def unfiltered():
         sys.stderr.flush()
         os.dup2(filtered, 2)
         os.close(filtered)
+
+
+class _RetracingNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def without_retracing_notices():
+    """For a verb that builds one model after another on purpose (probe: one per backbone and
+    cut; tune: one per trial), each with its own traced functions: TensorFlow's notice that
+    functions were traced again is expected there, not advice, and is dropped in the block."""
+    notice, tensorflow_logger = _RetracingNotice(), logging.getLogger("tensorflow")
+    tensorflow_logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        tensorflow_logger.removeFilter(notice)

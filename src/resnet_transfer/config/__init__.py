@@ -14,7 +14,7 @@ Example:
 
 from resnet_transfer.config.choices import (
     AUGMENT_LEVELS, AUGMENT_PHASES, BUILTIN_DATA, CACHE_DTYPES, EXPORT_FORMATS, EXTRACT_RUNTIMES, FEATURE_LAYERS, HEADS,
-    PHASES, POOLINGS, PREDICT_FORMATS, PREPROCESS_MODES, RESIZE_MODES, SPLITS, STRATEGIES, UNFREEZE_POINTS,
+    PHASES, POOLINGS, PREDICT_FORMATS, PREPROCESS_MODES, RESIZE_MODES, SPLITS, STRATEGIES, TUNE_SEARCHERS, UNFREEZE_POINTS,
     interpolation_weight, option, parse_class_list,
     parse_count_or_fraction, parse_shard,
 )
@@ -53,5 +53,6 @@ __all__ = [
     "EXTRACT_RUNTIMES",
     "SPLITS",
     "PREDICT_FORMATS",
+    "TUNE_SEARCHERS",
     "interpolation_weight",
 ]

@@ -34,6 +34,7 @@ class RunContext:
         record: config.json, written first (a folder killed right after it can be resumed).
         interrupts: the ``signals.Interrupts`` of the verb's ``watching_interrupts`` block.
         resumable: whether the verb can go on from a finished epoch.
+        unit: what ``epochs_done`` counts, as the messages say it ("epochs"; "trials" for tune).
 
     Example:
         >>> with watching_interrupts() as interrupts, RunContext(path=run_dir, interrupts=interrupts) as context:
@@ -42,12 +43,13 @@ class RunContext:
     """
 
     def __init__(self, path: Optional[str] = None, *, run: Optional[Run] = None, record: Optional[dict] = None,
-                 interrupts=None, resumable: bool = False, epochs_done: int = 0):
+                 interrupts=None, resumable: bool = False, epochs_done: int = 0, unit: str = "epochs"):
         if (path is None) == (run is None):
             raise ValueError("RunContext takes a new run's path or a reopened run, not both or neither")
         self.resumed = run is not None
         self.run = run if run is not None else Run.create(path, record=record)
         self.interrupts, self.resumable, self.epochs_done = interrupts, resumable, epochs_done
+        self.unit = unit  # what epochs_done counts, for the messages ("trials" for tune)
 
     def __enter__(self) -> "RunContext":
         return self
@@ -72,8 +74,8 @@ class RunContext:
         self.run.abandon(signal or error, epochs_done=epochs, keep=self.resumed)
         kept = os.path.isdir(self.run.path)
         if signal is not None and kept and self.resumable:
-            raise RunInterrupted(self.run.path, epochs, self.interrupts.signal_name) from None  # (the signal itself)
+            raise RunInterrupted(self.run.path, epochs, self.interrupts.signal_name, unit=self.unit) from None  # (the signal itself)
         if isinstance(error, OSError) and epochs and kept:
-            raise RunKept(self.run.path, epochs, error) from error  # (a full disk: --resume goes on)
+            raise RunKept(self.run.path, epochs, error, unit=self.unit) from error  # (a full disk: --resume goes on)
         if signal is not None and not isinstance(error, KeyboardInterrupt):
             raise signal from error

@@ -80,8 +80,9 @@ class Run:
         return run
 
     @classmethod
-    def reopen(cls, path: str) -> "Run":
-        """A run folder that a killed or stopped ``train`` left, to go on with (``--resume``).
+    def reopen(cls, path: str, *, finished: bool = False) -> "Run":
+        """A run folder that a killed or stopped ``train`` left, to go on with (``--resume``);
+        with ``finished``, a finished one too (a search that ``tune --resume`` extends).
 
         Raises:
             RunDirectoryError: no run there, the run finished, or its process still runs.
@@ -91,7 +92,7 @@ class Run:
             raise RunDirectoryError(f"--resume: {path!r} holds no run (no config.json); give the --run-dir of a run "
                                     "that was stopped, or leave out --resume to start a new one")
         state = run._read_json("status.json") if os.path.isfile(run.file("status.json")) else {}
-        if state.get("state") == "finished":
+        if state.get("state") == "finished" and not finished:
             raise RunDirectoryError(f"--resume: the run in {path!r} has finished; there is nothing to resume")
         run.record  # noqa: B018 -- a damaged config.json is refused here
         run.hold()

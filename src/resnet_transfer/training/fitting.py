@@ -44,7 +44,7 @@ from resnet_transfer.training.distribution import distributed_batches, replicas_
 from resnet_transfer.verbosity import shows_progress
 
 __all__ = [
-    "FitOutcome", "Phase", "adopt_plain_optimizer", "balanced_class_weight", "carry_optimizer_state", "choose_path", "fit", "fit_end_to_end",
+    "FitOutcome", "Phase", "adopt_plain_optimizer", "balanced_class_weight", "compile_on_features", "carry_optimizer_state", "choose_path", "fit", "fit_end_to_end",
     "fit_on_features", "jit_compile_for",
 ]
 
@@ -259,9 +259,7 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
     splits, status, backbone = stored_features(model, dataset, config)
     # The head's layers without its pooling, shared with the model: training it trains the head.
     trainer = classifier_on_features(head_of(model))
-    compile_model(trainer, learning_rate=phase.learning_rate, optimizer=run_optimizer(config, phase.learning_rate),
-                  **_loss(config), steps_per_execution=steps_per_execution_for(config),
-                  jit_compile=jit_compile_for(config, measured_faster=True), run_eagerly=config.train.run_eagerly)
+    compile_on_features(trainer, config, phase.learning_rate)
     if checkpoint is not None:
         restore_optimizer(trainer.optimizer, trainer.trainable_variables, checkpoint)
     started = time.perf_counter()
@@ -272,6 +270,13 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
     _adopt_optimizer(model, trainer, config)
     return FitOutcome(history, train_seconds, probabilities, status, backbone.seconds, backbone.runtime,
                       backbone.conversion_seconds)
+
+
+def compile_on_features(trainer: keras.Model, config: RunConfig, learning_rate: float) -> None:
+    """Compiles a head on features (``heads.classifier_on_features``) as the head phase trains it."""
+    compile_model(trainer, learning_rate=learning_rate, optimizer=run_optimizer(config, learning_rate),
+                  **_loss(config), steps_per_execution=steps_per_execution_for(config),
+                  jit_compile=jit_compile_for(config, measured_faster=True), run_eagerly=config.train.run_eagerly)
 
 
 def _adopt_optimizer(model: keras.Model, trainer: keras.Model, config: RunConfig) -> None:
