@@ -32,7 +32,10 @@ def _command_train(arguments: argparse.Namespace) -> int:
 
     result = train(config, resume=getattr(arguments, "resume", False))
     run_dir = result.run_dir if os.path.isdir(result.run_dir) else None  # a worker of a cluster: the chief keeps the run
-    print(json.dumps(json_safe({"run_dir": run_dir, **{k: result.metrics[k] for k in ("test_loss", "test_accuracy")}})))
+    printed = {"run_dir": run_dir, **{k: result.metrics[k] for k in ("test_loss", "test_accuracy")}}
+    if "tta" in result.metrics:
+        printed["tta_test_accuracy"] = result.metrics["tta"]["test_accuracy"]
+    print(json.dumps(json_safe(printed)))
     return 0
 
 

@@ -186,6 +186,9 @@ class TrainConfig:
         interpolate: after the fine-tune phase, mix its weights with those it started from,
             ``(1 - a) * before + a * after`` (WiSE-FT): "none", "auto" (``a`` picked on the
             validation split) or a number in [0, 1] (``training.interpolation``).
+        tta: also test the trained model with test-time augmentation (``inference.predict_with_tta``:
+            the image and its four 2-pixel shifts, its mirror with ``flip``); metrics.json records
+            both, the model's own figures staying the run's.
         fine_tune_epochs: epochs of the fine-tune phase (0: no fine-tuning).
         unfreeze: what the fine-tune phase trains: "all" layers, or the stage "convK" and
             every stage above it (Keras's ResNet layer names ``convK_...``).
@@ -249,6 +252,8 @@ class TrainConfig:
     interpolate: str = option("none", "after fine-tuning, mix the weights with those the fine-tune phase started "
                               "from, (1-a)*before + a*after (WiSE-FT): none, auto (a picked on the validation split "
                               "from 0, 0.1, ..., 1) or a number a from 0 to 1")
+    tta: bool = option(False, "also test with test-time augmentation (the image and its four 2-pixel shifts, and its "
+                       "mirror with --flip); metrics.json records both", const=True)
     fine_tune_epochs: int = option(0, "epochs of the fine-tune phase after the head phase (0: none)")
     unfreeze: str = option("all", "what fine-tuning trains: all, or conv5, conv4, conv3, conv2 and the stages above it")
     fine_tune_lr: float = option(1e-5, "learning rate of the fine-tune phase")
@@ -271,6 +276,8 @@ class TrainConfig:
         require_number("weight_decay", self.weight_decay, low=0.0, high=1.0)
         if not isinstance(self.ema, bool):
             raise ConfigError(f"ema must be true or false. Received: ema={self.ema!r}")
+        if not isinstance(self.tta, bool):
+            raise ConfigError(f"tta must be true or false. Received: tta={self.tta!r}")
         require_number("ema_momentum", self.ema_momentum, low=0.0, high=1.0, low_included=False)
         require_number("mixup", self.mixup, low=0.0, high=100.0, high_included=True)
         require_number("cutmix", self.cutmix, low=0.0, high=1.0, high_included=True)  # Keras's CutMix: [0, 1]

@@ -35,6 +35,7 @@ import keras
 from resnet_transfer.config import HOW_SETTINGS, RunConfig, check_settings_take_effect, flat_settings
 from resnet_transfer.data.dataset import Dataset
 from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, WeightsError
+from resnet_transfer.inference import TTA_SHIFT, predict_with_tta
 from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.model.weights import weights_identity
 from resnet_transfer.report import compute_test_metrics, plot_curves, write_report
@@ -257,6 +258,13 @@ def _fit_and_finish(context: RunContext, model, dataset: Dataset, config: RunCon
         "phases": outcome.phases,
         "interpolation": outcome.interpolation,
     }
+    if config.train.tta:
+        averaged, views = predict_with_tta(model, dataset.x_test, flip=config.train.flip)
+        tested = compute_test_metrics(averaged, dataset.y_test)
+        metrics["tta"] = {"test_loss": tested["test_loss"], "test_accuracy": tested["test_accuracy"], "views": views,
+                          "flip": config.train.flip, "shift": TTA_SHIFT}
+        logger.info("with test-time augmentation (%d views): test loss %.4f, test accuracy %.4f", views,
+                    tested["test_loss"], tested["test_accuracy"])
     if checkpoint is not None:  # train_seconds: this process's epochs; seconds_per_epoch: every epoch's
         metrics["resumed_after_epoch"] = checkpoint.epochs_done
         metrics["seconds_per_epoch"] = sum(timer.seconds) / len(timer.seconds) if timer.seconds else None
