@@ -84,3 +84,6 @@ def test_a_fine_tuned_run_interpolates_and_records_the_curve(tmp_path):
     assert record["setting"] == "auto" and len(record["curve"]) == len(GRID) and record["alpha"] in GRID
     assert record == result.metrics["interpolation"] and 0 <= record["fine_tuned_test_accuracy"] <= 1
     assert not (tmp_path / "run" / "checkpoints").exists()  # the kept weights go with the checkpoints
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "Weight interpolation after fine-tuning (--interpolate auto)" in page
+    assert page.count("<td>yes</td>") == 1 and f"<td>{record['alpha']:g}</td>" in page

@@ -173,14 +173,31 @@ def _table(rows: list, columns: list) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _interpolation_section(record) -> str:
+    """--interpolate's curve: the validation accuracy of each ``a`` tried, the one used marked."""
+    if not isinstance(record, dict) or not record.get("curve"):
+        return ""
+    rows = [{"a": f"{point['alpha']:g}", "validation accuracy": point["val_accuracy"],
+             "used": "yes" if point["alpha"] == record.get("alpha") else ""} for point in record["curve"]]
+    plain = record.get("fine_tuned_test_accuracy")
+    note = (f"<p>The fine-tuned model's own test accuracy (a = 1): {plain:.4f}.</p>"
+            if isinstance(plain, float) else "")
+    return (f"<h2>Weight interpolation after fine-tuning (--interpolate {html.escape(str(record.get('setting')))})</h2>"
+            f"{note}{_table(rows, ['a', 'validation accuracy', 'used'])}")
+
+
 def _html_page(run_dir: str, metrics: dict, settings: dict, rows: list) -> str:
-    metric_rows = [{"metric": key, "value": value} for key, value in metrics.items() if key != "phases"]
+    metric_rows = [{"metric": key, "value": value} for key, value in metrics.items()
+                   if key not in ("phases", "interpolation", "tta")]
+    if isinstance(metrics.get("tta"), dict):  # (train --tta, evaluate --tta)
+        metric_rows += [{"metric": f"tta {key}", "value": metrics["tta"].get(key)} for key in ("test_loss", "test_accuracy")]
     phase_columns = ["name", "epochs", "learning_rate", "trainable_parameters", "train_seconds", "frozen_weights_checked",
                      "frozen_weights_moved"]
     phase_rows = [{**phase, "learning_rate": f"{phase['learning_rate']:g}",
                    "frozen_weights_moved": len(phase.get("frozen_weights_moved", []))}
                   for phase in metrics.get("phases", [])]
     phases = f"<h2>Phases</h2>{_table(phase_rows, phase_columns)}" if phase_rows else ""
+    phases += _interpolation_section(metrics.get("interpolation"))
     title = f"resnet-transfer report: {os.path.basename(os.path.abspath(run_dir))}"
     figures = "".join(
         f"<h2>{html.escape(heading)}</h2>{_embedded(os.path.join(run_dir, name), heading)}"
