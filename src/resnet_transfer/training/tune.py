@@ -104,7 +104,8 @@ def tune(config: RunConfig, *, trials: int = 30, max_minutes: Optional[float] = 
         config: the settings every trial starts from (``config.run_dir``: the folder; None:
             ``runs/<UTC timestamp>-tune``).
         trials: at most this many trials.
-        max_minutes: no new trial starts after this many minutes (None: no limit).
+        max_minutes: no new trial starts after this many minutes from the call, the backbone's
+            pass included (None: no limit).
         searcher: "hyperband" or "bayesian" (KerasTuner's tuners).
         max_epochs: the most epochs a trial trains (None: ``config.train.epochs``).
         resume: go on with the search in ``config.run_dir`` (the same settings).
@@ -120,36 +121,53 @@ def tune(config: RunConfig, *, trials: int = 30, max_minutes: Optional[float] = 
     run = _reopen(run_dir, config, search) if resume else None
     if run is None:
         check_run_dir_free(run_dir)
-    started = time.monotonic()
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     with watching_interrupts() as interrupts:
-        dataset, model, weights_path = prepare(config, splits=("train", "val"))
-        if run is not None and run.record["data_source"].get("fingerprint") != dataset.source.get("fingerprint"):
-            run.release()
-            raise DataError(f"--resume: the data at {config.data.source!r} changed since the search in {run.path!r} "
-                            "started (files or arrays were added, removed or changed); start a new search instead")
-        with precision_policy(config.train.mixed_precision):
-            features, _, _ = stored_features(model, dataset, config, splits=("train", "val"))
-        feature_shape = tuple(backbone_of(model).output.shape[1:])
-        class_weight = balanced_class_weight(dataset.y_train, dataset.num_classes) if config.train.class_weight else None
-        if run is None:
-            record = config_record(config, run_dir, dataset, model, weights_path, class_weight)
-            context = RunContext(run_dir, record=record, interrupts=interrupts, resumable=True, unit="trials")
+        if run is not None:
+            with RunContext(run=run, interrupts=interrupts, resumable=True, unit="trials") as context:
+                prepared = _Prepared(config)
+                if run.record["data_source"].get("fingerprint") != prepared.dataset.source.get("fingerprint"):
+                    raise DataError(f"--resume: the data at {config.data.source!r} changed since the search in "
+                                    f"{run.path!r} started (files or arrays were added, removed or changed); start a "
+                                    "new search instead")
+                return _search(context, prepared, config, searcher=searcher, trials=trials, max_epochs=max_epochs,
+                               deadline=deadline)
+        prepared = _Prepared(config)  # bad input fails here, before the folder is made
+        record = config_record(config, run_dir, prepared.dataset, prepared.model, prepared.weights_path,
+                               prepared.class_weight)
+        with RunContext(run_dir, record=record, interrupts=interrupts, resumable=True, unit="trials") as context:
             write_json_atomic(context.run.file(_SEARCH_FILE), search)
-        else:
-            context = RunContext(run=run, interrupts=interrupts, resumable=True, unit="trials")
-        with context:
-            hypermodel = _HeadSearch(config, feature_shape, dataset, features, max_epochs=max_epochs,
-                                     class_weight=class_weight)
-            tuner = _make_tuner(keras_tuner, searcher, hypermodel, config, trials=trials, max_epochs=max_epochs,
-                                deadline=None if max_minutes is None else started + 60 * max_minutes, context=context)
-            context.epochs_done = _finished(tuner)
-            with contextlib.suppress(_TimeUp), _expected_notices():
-                try:
-                    tuner.search(verbose=0)
-                except _Fatal as fatal:
-                    raise fatal.error from None
-            result = _write(context.run, tuner, config)
-            context.finish(trials=result.trials)
+            return _search(context, prepared, config, searcher=searcher, trials=trials, max_epochs=max_epochs,
+                           deadline=deadline)
+
+
+class _Prepared:
+    """What every trial shares: the data, the model (for its backbone's output), the stored
+    features of the training and validation splits, the class weights."""
+
+    def __init__(self, config: RunConfig):
+        self.dataset, self.model, self.weights_path = prepare(config, splits=("train", "val"))
+        with precision_policy(config.train.mixed_precision):
+            self.features, _, _ = stored_features(self.model, self.dataset, config, splits=("train", "val"))
+        self.feature_shape = tuple(backbone_of(self.model).output.shape[1:])
+        self.class_weight = (balanced_class_weight(self.dataset.y_train, self.dataset.num_classes)
+                             if config.train.class_weight else None)
+
+
+def _search(context: RunContext, prepared: _Prepared, config: RunConfig, *, searcher: str, trials: int,
+            max_epochs: int, deadline: Optional[float]) -> TuneResult:
+    hypermodel = _HeadSearch(config, prepared.feature_shape, prepared.dataset, prepared.features,
+                             max_epochs=max_epochs, class_weight=prepared.class_weight)
+    tuner = _make_tuner(searcher, hypermodel, config, trials=trials, max_epochs=max_epochs, deadline=deadline,
+                        context=context)
+    context.epochs_done = _finished(tuner)
+    with contextlib.suppress(_TimeUp), _expected_notices():
+        try:
+            tuner.search(verbose=0)
+        except _Fatal as fatal:
+            raise fatal.error from None
+    result = _write(context.run, tuner, config)
+    context.finish(trials=result.trials)
     return result
 
 
@@ -215,7 +233,7 @@ class _HeadSearch(keras_tuner.HyperModel):
                 "seconds": time.perf_counter() - started, "epochs_trained": epochs}
 
 
-def _make_tuner(keras_tuner, searcher: str, hypermodel, config: RunConfig, *, trials: int, max_epochs: int,
+def _make_tuner(searcher: str, hypermodel, config: RunConfig, *, trials: int, max_epochs: int,
                 deadline: Optional[float], context: RunContext):
     class Searching:
         """A tuner that stops at the deadline and counts finished trials for the run folder."""
