@@ -42,6 +42,8 @@ def test_the_factors_fall_by_the_decay_per_stage_from_the_head(application, top)
     assert by_layer["conv4_block1_1_conv"] == 0.25
     assert by_layer["conv2_block1_1_conv"] == 0.0625
     assert by_layer["conv1_conv"] == 0.03125
+    cut = keras.Model(backbone.input, backbone.get_layer("conv4_block6_out").output)  # (--feature-layer conv4)
+    assert stage_rate_factors(cut, 0.5)[cut.get_layer("conv4_block1_1_conv").kernel.path] == 0.5
 
 
 def test_lr_decay_is_a_factor_in_0_1_and_needs_a_fine_tune_phase():

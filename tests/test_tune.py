@@ -34,6 +34,9 @@ def test_a_trial_sets_only_the_settings_its_head_takes():
     ({"settings": {"train": {"feature_cache": "off"}}}, "leave out --no-cache"),
     ({"settings": {"train": {"augment": "light", "augment_phase": "both"}}}, "leave out --augment-phase both"),
     ({"settings": {"model": {"head": "linear", "head_units": 64}}}, "--head-units changes nothing here"),
+    ({"settings": {"train": {"learning_rate": 0.01}}}, "--learning-rate changes nothing in tune: the search tries"),
+    ({"settings": {"model": {"head": "mlp"}}}, "--head changes nothing in tune"),
+    ({"settings": {"train": {"mixup": 0.2}}}, "--mixup changes nothing in tune"),
 ])
 def test_bad_search_settings_are_refused_before_anything_is_written(tmp_path, arguments, message):
     settings = arguments.pop("settings", {})
@@ -51,6 +54,24 @@ def test_the_command_refuses_a_bad_flag_with_one_line(capsys):
     assert "argument --trials: expected a whole number of at least 1, got '0'" in capsys.readouterr().err
 
 
+def test_train_does_not_resume_into_a_search_of_tune(tmp_path, capsys):
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "tune.json").write_text("{}")
+    assert main(["train", "--weights", "none", "--run-dir", str(tmp_path / "search"), "--resume"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "holds a search of tune, not a train run" in error
+    assert os.listdir(tmp_path / "search") == ["tune.json"]
+
+
+def test_resuming_a_search_with_a_damaged_tune_json_is_one_line(tmp_path, capsys):
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "tune.json").write_text("[1, 2]")
+    (tmp_path / "search" / "config.json").write_text("{}")
+    assert main(["tune", "--weights", "none", "--run-dir", str(tmp_path / "search"), "--resume"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "Traceback" not in error
+
+
 def _rows(path) -> list:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -62,8 +83,8 @@ def test_a_search_writes_its_trials_and_a_best_config_train_takes_and_goes_on_wi
     config = RunConfig.from_dict({
         "data": {"limit": 256, "val_size": 64, "test_limit": 64},
         "model": {"weights": "none", "backbone": "resnet50"},
-        "train": {"epochs": 3, "cache_dir": str(tmp_path / "cache")}, "run_dir": str(tmp_path / "search")})
-    result = tune(config, trials=4)
+        "train": {"epochs": 2, "cache_dir": str(tmp_path / "cache")}, "run_dir": str(tmp_path / "search")})
+    result = tune(config, trials=4)  # (Hyperband's first brackets at 2 epochs hold 2 trials: its iterations go on)
     rows = _rows(tmp_path / "search" / "tune.csv")
     assert [row["status"] for row in rows] == ["COMPLETED"] * 4 == ["COMPLETED"] * result.trials
     assert result.best_val_accuracy == max(float(row["val_accuracy"]) for row in rows)
@@ -74,6 +95,7 @@ def test_a_search_writes_its_trials_and_a_best_config_train_takes_and_goes_on_wi
     assert (best.model.head, best.train.learning_rate) == (best_row["head"], float(best_row["learning_rate"]))
     assert best.data == config.data and best.model.backbone == "resnet50"
 
+    (tmp_path / "search" / "keras_tuner" / "oracle.json").write_text("")  # as a stop in KerasTuner's write leaves it
     more = tune(config, trials=6, resume=True)  # a finished search goes on with more trials
     assert _rows(tmp_path / "search" / "tune.csv")[:4] == rows and more.trials == 6
     with pytest.raises(ConfigError, match="setting\\(s\\) differ from the search's: train.seed"):

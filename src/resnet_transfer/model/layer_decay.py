@@ -37,13 +37,15 @@ TOP_STAGE = 5  # Keras's ResNets: stem conv1, stages conv2 to conv5
 
 def stage_rate_factors(backbone: keras.Model, decay: float) -> dict:
     """{variable path: decay ** (stages from the head)} for every variable of ``backbone``'s
-    stages (stage 5 is one from the head); the head's variables are not in it (factor 1)."""
+    stages (its top stage, conv5 or the cut's, is one from the head); the head's variables are
+    not in it (factor 1)."""
+    stages = {layer.name: stage_of_layer(layer.name) for layer in backbone.layers}
+    top = max((stage for stage in stages.values() if stage is not None), default=TOP_STAGE)  # (a cut backbone's)
     factors = {}
     for layer in backbone.layers:
-        stage = stage_of_layer(layer.name)
-        if stage is not None:
+        if stages[layer.name] is not None:
             for variable in layer.weights:
-                factors[variable.path] = float(decay ** (TOP_STAGE + 1 - stage))
+                factors[variable.path] = float(decay ** (top + 1 - stages[layer.name]))
     return factors
 
 

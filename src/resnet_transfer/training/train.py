@@ -34,7 +34,7 @@ import keras
 
 from resnet_transfer.config import HOW_SETTINGS, RunConfig, check_settings_take_effect, flat_settings
 from resnet_transfer.data.dataset import Dataset
-from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, WeightsError
+from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, RunDirectoryError, WeightsError
 from resnet_transfer.inference import TTA_SHIFT, predict_with_tta
 from resnet_transfer.model.precision import precision_policy
 from resnet_transfer.model.weights import weights_identity
@@ -138,6 +138,9 @@ def _reopen(config: RunConfig) -> tuple:
     """The stopped run to go on with, and its last checkpoint (None: no epoch had finished)."""
     if config.run_dir is None:
         raise ConfigError("--resume needs --run-dir: the folder of the stopped run to go on with")
+    if os.path.isfile(os.path.join(config.run_dir, "tune.json")):
+        raise RunDirectoryError(f"--resume: {config.run_dir!r} holds a search of tune, not a train run; go on with it "
+                                "with 'resnet-transfer tune ... --resume', or give the --run-dir of a stopped train run")
     run = Run.reopen(config.run_dir)
     try:
         changed = changed_settings(run.record["config"], config_values(config, config.run_dir))

@@ -9,9 +9,12 @@ searched (``search_space``): the learning rate, the head (linear, seed or mlp), 
 width and dropout, label smoothing, weight decay and MixUp on the features. The pooling,
 the backbone, its cut and every setting not searched stay as given.
 
-A trial trains exactly as ``train``'s head phase does (``fitting.fit``: the same batches,
-seeded order and mixing), so ``best_config.json``, the given settings with the best
-trial's, is a config file ``train --config`` takes as it is. Its ``epochs`` is the epoch
+A trial trains as ``train``'s head phase does (``fitting.fit``: the same batches, seeded
+order and mixing), from first weights that depend on the seed alone, so a trial scores the
+same whenever it runs (after ``--resume`` too). ``best_config.json``, the given settings
+with the best trial's, is a config file ``train --config`` takes as it is; ``train``'s head
+starts from other first weights (drawn after the backbone's), so its validation accuracy
+measures the settings again rather than repeating the trial's. Its ``epochs`` is the epoch
 at which the best trial reached its best validation accuracy.
 
 The run folder holds ``tune.csv`` (one row per trial), ``best_config.json``,
@@ -38,11 +41,13 @@ from typing import Optional
 
 import json
 
+import keras
 import keras_tuner
 
-from resnet_transfer.config import TUNE_SEARCHERS, RunConfig, check_settings_take_effect
+from resnet_transfer.config import TUNE_SEARCHERS, RunConfig, check_settings_take_effect, flat_settings
+from resnet_transfer.recipes import apply_recipe
 from resnet_transfer.errors import ConfigError, DataError, ResnetTransferError, RunDirectoryError
-from resnet_transfer.files import write_json_atomic, write_text_atomic
+from resnet_transfer.files import first_line, write_json_atomic, write_text_atomic
 from resnet_transfer.model.assembly import backbone_of
 from resnet_transfer.model.heads import build_head, classifier_on_features
 from resnet_transfer.model.precision import precision_policy
@@ -50,6 +55,7 @@ from resnet_transfer.report import save_figure, subplots
 from resnet_transfer.runs import Run, RunContext, check_run_dir_free, default_run_dir
 from resnet_transfer.signals import watching_interrupts, without_retracing_notices
 from resnet_transfer.training.backbone_pass import stored_features
+from resnet_transfer.training.callbacks import StopOnInterrupt
 from resnet_transfer.training.fitting import Phase, balanced_class_weight, compile_on_features, fit
 from resnet_transfer.training.setup import config_record, config_values, prepare
 from resnet_transfer.training.train import changed_settings
@@ -130,6 +136,7 @@ def tune(config: RunConfig, *, trials: int = 30, max_minutes: Optional[float] = 
                     raise DataError(f"--resume: the data at {config.data.source!r} changed since the search in "
                                     f"{run.path!r} started (files or arrays were added, removed or changed); start a "
                                     "new search instead")
+                write_json_atomic(run.file(_SEARCH_FILE), search)  # (the budget given this time)
                 return _search(context, prepared, config, searcher=searcher, trials=trials, max_epochs=max_epochs,
                                deadline=deadline)
         prepared = _Prepared(config)  # bad input fails here, before the folder is made
@@ -157,9 +164,18 @@ class _Prepared:
 def _search(context: RunContext, prepared: _Prepared, config: RunConfig, *, searcher: str, trials: int,
             max_epochs: int, deadline: Optional[float]) -> TuneResult:
     hypermodel = _HeadSearch(config, prepared.feature_shape, prepared.dataset, prepared.features,
-                             max_epochs=max_epochs, class_weight=prepared.class_weight)
-    tuner = _make_tuner(searcher, hypermodel, config, trials=trials, max_epochs=max_epochs, deadline=deadline,
-                        context=context)
+                             max_epochs=max_epochs, class_weight=prepared.class_weight, interrupts=context.interrupts)
+    _restore_state(context.run)
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):  # ("Reloading Tuner from ...": stdout holds the result alone)
+        try:
+            tuner = _make_tuner(searcher, hypermodel, config, trials=trials, max_epochs=max_epochs, deadline=deadline,
+                                context=context)
+        except (ValueError, KeyError, TypeError) as error:  # (JSONDecodeError is a ValueError)
+            raise RunDirectoryError(f"--resume: KerasTuner's state in {context.run.file(PROJECT)!r} is damaged "
+                                    f"({first_line(error)}); start a new search with another --run-dir") from error
+    for line in said.getvalue().splitlines():
+        logger.debug("KerasTuner: %s", line)
     context.epochs_done = _finished(tuner)
     with contextlib.suppress(_TimeUp), _expected_notices():
         try:
@@ -189,7 +205,7 @@ class _Fatal(keras_tuner.errors.FatalError):
     """Our own error in a trial (bad input): KerasTuner would record it as a failed trial
     and go on; a ``FatalError`` ends the search, and ``tune`` raises the error itself."""
 
-    def __init__(self, error: ResnetTransferError):
+    def __init__(self, error: Exception):
         super().__init__(str(error))
         self.error = error
 
@@ -198,8 +214,9 @@ class _HeadSearch(keras_tuner.HyperModel):
     """Builds a head on features for a trial and trains it as ``train``'s head phase does."""
 
     def __init__(self, config: RunConfig, feature_shape: tuple, dataset, features: dict, *, max_epochs: int,
-                 class_weight: Optional[dict]):
+                 class_weight: Optional[dict], interrupts):
         super().__init__(name="head_search")
+        self.interrupts = interrupts
         self.config, self.feature_shape, self.dataset, self.features = config, feature_shape, dataset, features
         self.max_epochs, self.class_weight = max_epochs, class_weight
 
@@ -208,6 +225,7 @@ class _HeadSearch(keras_tuner.HyperModel):
 
     def build(self, hp):
         trial = self.trial_config(hp)
+        keras.utils.set_random_seed(trial.train.seed)  # a trial's first weights depend on the seed alone
         head = build_head(self.feature_shape, head=trial.model.head, pooling=trial.model.pooling,
                           units=trial.model.head_units, dropout=trial.model.dropout, num_classes=self.dataset.num_classes)
         trainer = classifier_on_features(head)
@@ -224,8 +242,9 @@ class _HeadSearch(keras_tuner.HyperModel):
             with quiet:
                 history = fit(model, self.features["train"], self.dataset.y_train,
                               (self.features["val"], self.dataset.y_val), config=trial, phase=phase,
-                              callbacks=list(callbacks or []), class_weight=self.class_weight, small_model=True)
-        except ResnetTransferError as error:
+                              callbacks=[*(callbacks or []), StopOnInterrupt(self.interrupts)],
+                              class_weight=self.class_weight, small_model=True)
+        except (ResnetTransferError, OSError) as error:  # (KerasTuner would count it as a failed trial)
             raise _Fatal(error) from error
         scores = [score if math.isfinite(score) else 0.0 for score in history.get("val_accuracy", [])]
         best = max(range(len(scores)), key=scores.__getitem__) if scores else -1
@@ -236,9 +255,12 @@ class _HeadSearch(keras_tuner.HyperModel):
 def _make_tuner(searcher: str, hypermodel, config: RunConfig, *, trials: int, max_epochs: int,
                 deadline: Optional[float], context: RunContext):
     class Searching:
-        """A tuner that stops at the deadline and counts finished trials for the run folder."""
+        """A tuner that stops at the deadline or at Ctrl-C (even one that native code swallowed),
+        counts finished trials for the run folder and keeps a copy of KerasTuner's state."""
 
         def pre_create_trial(self):
+            if context.interrupts:
+                raise KeyboardInterrupt
             if deadline is not None and time.monotonic() > deadline:
                 logger.info("--max-minutes has passed: no new trial starts")
                 raise _TimeUp
@@ -247,6 +269,7 @@ def _make_tuner(searcher: str, hypermodel, config: RunConfig, *, trials: int, ma
         def on_trial_end(self, trial):
             super().on_trial_end(trial)
             context.epochs_done = _finished(self)
+            _keep_state(context.run)
             metrics = trial.metrics
             if metrics.exists("val_accuracy"):
                 logger.info("trial %s: validation accuracy %.4f in %.1f s (%s)", trial.trial_id,
@@ -260,11 +283,41 @@ def _make_tuner(searcher: str, hypermodel, config: RunConfig, *, trials: int, ma
               "project_name": PROJECT, "overwrite": False, "max_consecutive_failed_trials": 1}
     if searcher == "hyperband":
         kind = type("Hyperband", (Searching, keras_tuner.Hyperband), {})
-        tuner = kind(hypermodel, max_epochs=max_epochs, factor=3, **common)
-        tuner.oracle.max_trials = trials  # (Hyperband has no max_trials of its own; its oracle honours one)
+        # Hyperband's brackets alone would end after a few trials with few epochs: its iterations go on until
+        # --trials (Hyperband has no max_trials of its own; its oracle honours one).
+        tuner = kind(hypermodel, max_epochs=max_epochs, factor=3, hyperband_iterations=trials, **common)
+        tuner.oracle.max_trials = trials
         return tuner
     kind = type("BayesianOptimization", (Searching, keras_tuner.BayesianOptimization), {})
     return kind(hypermodel, max_trials=trials, **common)
+
+
+_KEPT_STATE = "oracle.kept.json"
+
+
+def _keep_state(run: Run) -> None:
+    """A copy of KerasTuner's oracle.json after each finished trial, written atomically:
+    KerasTuner writes that file in place, so a stop during its write leaves it empty."""
+    path = os.path.join(run.file(PROJECT), "oracle.json")
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    json.loads(text)  # (only a whole state is kept)
+    write_text_atomic(run.file(_KEPT_STATE), text)
+
+
+def _restore_state(run: Run) -> None:
+    """Puts the kept copy back where a stop left KerasTuner's oracle.json damaged."""
+    path, kept = os.path.join(run.file(PROJECT), "oracle.json"), run.file(_KEPT_STATE)
+    if not os.path.isfile(path) or not os.path.isfile(kept):
+        return
+    try:
+        with open(path, encoding="utf-8") as handle:
+            json.load(handle)
+    except ValueError:
+        logger.warning("KerasTuner's oracle.json was cut short by the stop; going on from the copy kept after the "
+                       "last finished trial")
+        with open(kept, encoding="utf-8") as handle:
+            write_text_atomic(path, handle.read())
 
 
 def _finished(tuner) -> int:
@@ -288,7 +341,24 @@ def _check(config: RunConfig, *, trials, max_minutes, searcher: str, max_epochs)
         raise ConfigError("tune trains every trial on cached features, and --augment-phase both augments the head "
                           "phase's images: leave out --augment-phase both")
     check_settings_take_effect(config)
+    _refuse_searched_settings(config)
     return {"searcher": searcher, "max_epochs": max_epochs, "trials": trials, "max_minutes": max_minutes}
+
+
+SEARCHED = ("model.head", "model.head_units", "model.dropout", "train.learning_rate", "train.label_smoothing",
+            "train.weight_decay", "train.mixup")  # what search_space sets
+
+
+def _refuse_searched_settings(config: RunConfig) -> None:
+    """A searched setting given (apart from its default and its recipe's value) would change
+    nothing: the idle-flag rule, for tune."""
+    defaults, given = flat_settings(RunConfig().to_dict()), flat_settings(config.to_dict())
+    recipe = flat_settings(apply_recipe({"recipe": config.recipe}))
+    for name in SEARCHED:
+        if given[name] != defaults[name] and given[name] != recipe.get(name, defaults[name]):
+            flag = "--" + name.split(".")[1].replace("_", "-")
+            raise ConfigError(f"{flag} changes nothing in tune: the search tries its values itself. Leave out {flag} "
+                              f"(best_config.json will hold the value it picks). Received: {name}={given[name]!r}")
 
 
 def _reopen(run_dir: str, config: RunConfig, search: dict) -> Run:
@@ -299,11 +369,18 @@ def _reopen(run_dir: str, config: RunConfig, search: dict) -> Run:
     run = Run.reopen(run_dir, finished=True)  # (a finished search goes on with more --trials or --max-minutes)
     try:
         before = run.config
-        with open(run.file(_SEARCH_FILE), encoding="utf-8") as handle:
-            stored = json.load(handle)
+        try:
+            with open(run.file(_SEARCH_FILE), encoding="utf-8") as handle:
+                stored = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise RunDirectoryError(f"--resume: {run.file(_SEARCH_FILE)!r} cannot be read ({first_line(error)}); "
+                                    "start a new search with another --run-dir") from error
+        if not isinstance(stored, dict):
+            raise RunDirectoryError(f"--resume: {run.file(_SEARCH_FILE)!r} holds no search settings (a JSON object); "
+                                    "start a new search with another --run-dir")
         changed = [entry for entry in changed_settings(config_values(before, run_dir), config_values(config, run_dir))
                    if not entry.startswith("run_dir ")]
-        changed += [f"{name} (was {stored.get(name)!r}, now {search[name]!r})" for name in ("searcher", "max_epochs")
+        changed += [f"{name} (was {stored.get(name)!r}, now {search[name]!r})" for name in ("searcher",)
                     if stored.get(name) != search[name]]
         if changed:
             raise ConfigError(f"--resume: {len(changed)} setting(s) differ from the search's: {'; '.join(changed)}. "
@@ -317,7 +394,7 @@ def _reopen(run_dir: str, config: RunConfig, search: dict) -> Run:
 
 def _write(run: Run, tuner, config: RunConfig) -> TuneResult:
     rows = []
-    for trial_id, trial in sorted(tuner.oracle.trials.items()):
+    for trial_id, trial in sorted(tuner.oracle.trials.items(), key=lambda item: int(item[0])):
         values, metrics = trial.hyperparameters.values, trial.metrics
 
         def last(name):
@@ -329,7 +406,7 @@ def _write(run: Run, tuner, config: RunConfig) -> TuneResult:
     done = [row for row in rows if row["status"] == "COMPLETED" and row["val_accuracy"] is not None]
     if not done:
         raise ConfigError("tune finished no trial before --max-minutes passed: give it more minutes")
-    best_row = max(done, key=lambda row: (row["val_accuracy"], -int(row["trial"])))
+    best_row = max(done, key=lambda row: (row["val_accuracy"], -int(row["trial"])))  # (ties: the first)
     best_trial = tuner.oracle.trials[best_row["trial"]]
     settings = search_space(best_trial.hyperparameters.copy())  # (a set value is what hp.Choice returns)
     settings["train"]["epochs"] = max(1, int(best_row["best_epoch"]))
