@@ -130,7 +130,8 @@ def tune(config: RunConfig, *, trials: int = 30, max_minutes: Optional[float] = 
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     with watching_interrupts() as interrupts:
         if run is not None:
-            with RunContext(run=run, interrupts=interrupts, resumable=True, unit="trials") as context:
+            with RunContext(run=run, interrupts=interrupts, resumable=True, unit="trials",
+                            epochs_done=_finished_on_disk(run)) as context:
                 prepared = _Prepared(config)
                 if run.record["data_source"].get("fingerprint") != prepared.dataset.source.get("fingerprint"):
                     raise DataError(f"--resume: the data at {config.data.source!r} changed since the search in "
@@ -318,6 +319,18 @@ def _restore_state(run: Run) -> None:
                        "last finished trial")
         with open(kept, encoding="utf-8") as handle:
             write_text_atomic(path, handle.read())
+
+
+def _finished_on_disk(run: Run) -> int:
+    """The finished trials KerasTuner's project folder records (before the tuner is made)."""
+    count = 0
+    for name in sorted(os.listdir(run.file(PROJECT))) if os.path.isdir(run.file(PROJECT)) else ():
+        try:
+            with open(os.path.join(run.file(PROJECT), name, "trial.json"), encoding="utf-8") as handle:
+                count += json.load(handle).get("status") == "COMPLETED"
+        except (OSError, ValueError, AttributeError):
+            continue
+    return count
 
 
 def _finished(tuner) -> int:
