@@ -203,7 +203,7 @@ class _TimeUp(Exception):
 
 
 class _Fatal(keras_tuner.errors.FatalError):
-    """Our own error in a trial (bad input): KerasTuner would record it as a failed trial
+    """Our own error in a trial (bad input) or a disk error: KerasTuner would record it as a failed trial
     and go on; a ``FatalError`` ends the search, and ``tune`` raises the error itself."""
 
     def __init__(self, error: Exception):
