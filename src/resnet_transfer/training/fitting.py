@@ -44,7 +44,8 @@ from resnet_transfer.training.distribution import distributed_batches, replicas_
 from resnet_transfer.verbosity import shows_progress
 
 __all__ = [
-    "FitOutcome", "Phase", "adopt_plain_optimizer", "balanced_class_weight", "compile_on_features", "carry_optimizer_state", "choose_path", "fit", "fit_end_to_end",
+    "FitOutcome", "Phase", "adopt_plain_optimizer", "balanced_class_weight", "carry_optimizer_state", "choose_path",
+    "compile_on_features", "fit", "fit_end_to_end",
     "fit_on_features", "jit_compile_for",
 ]
 
