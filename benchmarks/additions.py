@@ -25,7 +25,6 @@ Usage:
     python benchmarks/additions.py --weights /tmp/tg/digits04.weights.h5 --workdir /tmp/additions --cache-dir /tmp/tg/cache --baseline-dir /tmp/wise --decay-dir /tmp/decay
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -33,27 +32,22 @@ import subprocess
 import sys
 import time
 
+import _runs
+
 SEEDS = (0, 1, 2)
+FINE_TUNED = ["--backbone", "resnet50", "--classes", "5,6,7,8,9", "--limit", "500", "--head", "linear", "--pooling", "avg",
+              "--epochs", "30", "--fine-tune-epochs", "8", "--fine-tune-lr", "1e-4"]  # interpolation.py's
 TOGETHER = ["--ema", "--ema-momentum", "0.9", "--mixup", "0.2", "--cutmix", "1.0", "--lr-decay", "0.5",
             "--interpolate", "auto"]
 VARIANTS = {"ema 0.9": ["--ema", "--ema-momentum", "0.9"], "mixup 0.2": ["--mixup", "0.2"],
             "cutmix 1.0": ["--cutmix", "1.0"], "together": TOGETHER}
-
-
-def _metrics(run_dir: str) -> dict:
-    with open(os.path.join(run_dir, "metrics.json")) as handle:
-        return json.load(handle)
+_metrics = _runs.metrics
 
 
 def train(arguments, name: str, flags: list, seed: int) -> str:
-    run_dir = os.path.join(arguments.workdir, f"{name.replace(' ', '-')}-seed{seed}")
-    if not os.path.isfile(os.path.join(run_dir, "metrics.json")):
-        command = [sys.executable, "-m", "resnet_transfer.cli", "--quiet", "train", "--backbone", "resnet50",
-                   "--weights", arguments.weights, "--classes", "5,6,7,8,9", "--limit", "500", "--head", "linear",
-                   "--pooling", "avg", "--epochs", "30", "--fine-tune-epochs", "8", "--fine-tune-lr", "1e-4",
-                   "--seed", str(seed), "--cache-dir", arguments.cache_dir, "--run-dir", run_dir, *flags]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return run_dir
+    return _runs.train(os.path.join(arguments.workdir, f"{name.replace(' ', '-')}-seed{seed}"),
+                       ["--weights", arguments.weights, *FINE_TUNED, "--seed", str(seed),
+                        "--cache-dir", arguments.cache_dir, *flags])
 
 
 def with_tta(arguments, run_dir: str) -> tuple:
@@ -78,15 +72,10 @@ def _seconds(metrics: dict) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True, help="the pretrained ResNet-50 (digits 0-4)")
-    parser.add_argument("--workdir", required=True, help="where the run folders go (finished ones are reused)")
-    parser.add_argument("--cache-dir", help="feature cache (default WORKDIR/cache)")
+    parser = _runs.parser(__doc__.splitlines()[0])
     parser.add_argument("--baseline-dir", required=True, help="interpolation.py's WORKDIR (its pretrained runs)")
     parser.add_argument("--decay-dir", required=True, help="layer_decay.py's WORKDIR")
-    arguments = parser.parse_args()
-    arguments.cache_dir = arguments.cache_dir or os.path.join(arguments.workdir, "cache")
-    os.makedirs(arguments.workdir, exist_ok=True)
+    arguments = _runs.parse(parser)
 
     baseline = [os.path.join(arguments.baseline_dir, f"pretrained-seed{seed}") for seed in SEEDS]
     rows = {"baseline": [(m["interpolation"]["fine_tuned_test_accuracy"], _seconds(m))

@@ -15,46 +15,32 @@ Usage:
     python benchmarks/best_recipe.py --weights /tmp/tg/digits04.weights.h5 --workdir /tmp/best --cache-dir /tmp/tg/cache
 """
 
-import argparse
-import csv
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
+
+import _runs
 
 SEEDS = (0, 1, 2)
 
 
 def run(arguments, recipe: str, seed: int) -> dict:
     run_dir = os.path.join(arguments.workdir, f"{recipe}-seed{seed}")
-    timing = os.path.join(arguments.workdir, f"{recipe}-seed{seed}.seconds")
+    timing = run_dir + ".seconds"
     if not os.path.isfile(os.path.join(run_dir, "metrics.json")):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "resnet_transfer.cli", "--quiet", "train", "--recipe", recipe,
-                        "--backbone", "resnet50", "--weights", arguments.weights, "--preprocess", "seed",
-                        "--classes", "5,6,7,8,9", "--limit", "500", "--seed", str(seed),
-                        "--cache-dir", arguments.cache_dir, "--run-dir", run_dir], check=True, stdout=subprocess.DEVNULL)
+        _runs.train(run_dir, ["--recipe", recipe, "--backbone", "resnet50", "--weights", arguments.weights,
+                              "--preprocess", "seed", "--classes", "5,6,7,8,9", "--limit", "500", "--seed", str(seed),
+                              "--cache-dir", arguments.cache_dir])
         with open(timing, "w") as handle:
             handle.write(str(time.perf_counter() - started))
-    with open(os.path.join(run_dir, "metrics.json")) as handle:
-        metrics = json.load(handle)
-    with open(os.path.join(run_dir, "history.csv")) as handle:
-        validation = float(list(csv.DictReader(handle))[-1]["val_accuracy"])
     with open(timing) as handle:
         seconds = float(handle.read())
-    return {"test": metrics["test_accuracy"], "val": validation, "seconds": seconds}
+    return {"test": _runs.metrics(run_dir)["test_accuracy"], "val": _runs.last_validation(run_dir), "seconds": seconds}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True, help="the pretrained ResNet-50 (digits 0-4)")
-    parser.add_argument("--workdir", required=True, help="where the run folders go (finished ones are reused)")
-    parser.add_argument("--cache-dir", help="feature cache (default WORKDIR/cache)")
-    arguments = parser.parse_args()
-    arguments.cache_dir = arguments.cache_dir or os.path.join(arguments.workdir, "cache")
-    os.makedirs(arguments.workdir, exist_ok=True)
+    arguments = _runs.parse(_runs.parser(__doc__.splitlines()[0]))
     print("| recipe | seed 0 | seed 1 | seed 2 | mean test accuracy | mean validation accuracy | minutes per run |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     means = {}

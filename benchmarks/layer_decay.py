@@ -16,28 +16,21 @@ Usage:
     python benchmarks/layer_decay.py --weights /tmp/tg/digits04.weights.h5 --workdir /tmp/decay --cache-dir /tmp/tg/cache --baseline-dir /tmp/wise
 """
 
-import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
+
+import _runs
 
 SEEDS = (0, 1, 2)
 DECAY = "0.5"
+FINE_TUNED = ["--backbone", "resnet50", "--classes", "5,6,7,8,9", "--limit", "500", "--head", "linear", "--pooling", "avg",
+              "--epochs", "30", "--fine-tune-epochs", "8", "--fine-tune-lr", "1e-4"]  # interpolation.py's
 
 
 def run(arguments, seed: int) -> dict:
-    run_dir = os.path.join(arguments.workdir, f"decay{DECAY}-seed{seed}")
-    if not os.path.isfile(os.path.join(run_dir, "metrics.json")):
-        command = [sys.executable, "-m", "resnet_transfer.cli", "--quiet", "train", "--backbone", "resnet50",
-                   "--weights", arguments.weights, "--classes", "5,6,7,8,9", "--limit", "500", "--head", "linear",
-                   "--pooling", "avg", "--epochs", "30", "--fine-tune-epochs", "8", "--fine-tune-lr", "1e-4",
-                   "--lr-decay", DECAY, "--seed", str(seed), "--cache-dir", arguments.cache_dir,
-                   "--run-dir", run_dir]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    with open(os.path.join(run_dir, "metrics.json")) as handle:
-        return json.load(handle)
+    return _runs.metrics(_runs.train(os.path.join(arguments.workdir, f"decay{DECAY}-seed{seed}"),
+                                     ["--weights", arguments.weights, *FINE_TUNED, "--lr-decay", DECAY,
+                                      "--seed", str(seed), "--cache-dir", arguments.cache_dir]))
 
 
 def _fine_tune_epoch_seconds(metrics: dict) -> float:
@@ -46,20 +39,14 @@ def _fine_tune_epoch_seconds(metrics: dict) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True, help="the pretrained ResNet-50 (digits 0-4)")
-    parser.add_argument("--workdir", required=True, help="where the run folders go (finished ones are reused)")
-    parser.add_argument("--cache-dir", help="feature cache (default WORKDIR/cache)")
+    parser = _runs.parser(__doc__.splitlines()[0])
     parser.add_argument("--baseline-dir", required=True, help="interpolation.py's WORKDIR (its pretrained runs)")
-    arguments = parser.parse_args()
-    arguments.cache_dir = arguments.cache_dir or os.path.join(arguments.workdir, "cache")
-    os.makedirs(arguments.workdir, exist_ok=True)
+    arguments = _runs.parse(parser)
     print(f"| seed | fine-tuned | with --lr-decay {DECAY} | gain | seconds per fine-tune epoch (without, with) |")
     print("| --- | --- | --- | --- | --- |")
     gains = []
     for seed in SEEDS:
-        with open(os.path.join(arguments.baseline_dir, f"pretrained-seed{seed}", "metrics.json")) as handle:
-            plain = json.load(handle)
+        plain = _runs.metrics(os.path.join(arguments.baseline_dir, f"pretrained-seed{seed}"))
         baseline = plain["interpolation"]["fine_tuned_test_accuracy"]
         metrics = run(arguments, seed)
         tuned = metrics["test_accuracy"]

@@ -12,41 +12,26 @@ Usage:
     python benchmarks/mixup.py --weights /tmp/tg/digits04.weights.h5 --workdir /tmp/ema --cache-dir /tmp/tg/cache
 """
 
-import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
+
+import _runs
 
 VARIANTS = {"baseline": [], "mixup 0.2": ["--mixup", "0.2"], "mixup 0.4": ["--mixup", "0.4"]}
 SEEDS = (0, 1, 2)
-
-
-def run(arguments, name: str, flags: list, seed: int) -> dict:
-    run_dir = os.path.join(arguments.workdir, f"{name.replace(' ', '-')}-seed{seed}")
-    if not os.path.isfile(os.path.join(run_dir, "metrics.json")):
-        command = [sys.executable, "-m", "resnet_transfer.cli", "--quiet", "train", "--backbone", "resnet50",
-                   "--weights", arguments.weights, "--classes", "5,6,7,8,9", "--limit", "500",
-                   "--feature-layer", "conv4", "--head", "linear", "--pooling", "avg", "--epochs", "30",
-                   "--seed", str(seed), "--cache-dir", arguments.cache_dir, "--run-dir", run_dir, *flags]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    with open(os.path.join(run_dir, "metrics.json")) as handle:
-        return json.load(handle)
+FLAGS = ["--backbone", "resnet50", "--classes", "5,6,7,8,9", "--limit", "500", "--feature-layer", "conv4",
+         "--head", "linear", "--pooling", "avg", "--epochs", "30"]  # ema.py's
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True, help="the pretrained ResNet-50 (digits 0-4)")
-    parser.add_argument("--workdir", required=True, help="where the run folders go (finished ones are reused)")
-    parser.add_argument("--cache-dir", help="feature cache (default WORKDIR/cache)")
-    arguments = parser.parse_args()
-    arguments.cache_dir = arguments.cache_dir or os.path.join(arguments.workdir, "cache")
-    os.makedirs(arguments.workdir, exist_ok=True)
+    arguments = _runs.parse(_runs.parser(__doc__.splitlines()[0]))
     print("| variant | seed 0 | seed 1 | seed 2 | mean | seconds per head epoch (mean) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, flags in VARIANTS.items():
-        results = [run(arguments, name, flags, seed) for seed in SEEDS]
+        results = [_runs.metrics(_runs.train(os.path.join(arguments.workdir, f"{name.replace(' ', '-')}-seed{seed}"),
+                                             ["--weights", arguments.weights, *FLAGS, "--seed", str(seed),
+                                              "--cache-dir", arguments.cache_dir, *flags]))
+                   for seed in SEEDS]
         accuracies = [result["test_accuracy"] for result in results]
         seconds = statistics.mean(result["seconds_per_epoch"] for result in results)
         print(f"| {name} | " + " | ".join(f"{accuracy:.2%}" for accuracy in accuracies)

@@ -19,38 +19,21 @@ Usage:
     python benchmarks/tune.py --weights /tmp/tg/digits04.weights.h5 --workdir /tmp/tunebench --cache-dir /tmp/tg/cache
 """
 
-import argparse
 import csv
-import json
 import os
-import subprocess
-import sys
 
+import _runs
 from resnet_transfer.samples import write_shapes
 
 
-def _cli(*arguments) -> None:
-    subprocess.run([sys.executable, "-m", "resnet_transfer.cli", "--quiet", *arguments], check=True,
-                   stdout=subprocess.DEVNULL)
-
-
 def _train(run_dir: str, flags: list) -> dict:
-    if not os.path.isfile(os.path.join(run_dir, "metrics.json")):
-        _cli("train", *flags, "--run-dir", run_dir)
-    with open(os.path.join(run_dir, "history.csv")) as handle:
-        validation = float(list(csv.DictReader(handle))[-1]["val_accuracy"])
-    with open(os.path.join(run_dir, "metrics.json")) as handle:
-        return {"val": validation, "test": json.load(handle)["test_accuracy"]}
+    _runs.train(run_dir, flags)
+    return {"val": _runs.last_validation(run_dir), "test": _runs.metrics(run_dir)["test_accuracy"]}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True, help="the pretrained ResNet-50 (digits 0-4)")
-    parser.add_argument("--workdir", required=True, help="where the run folders go (finished ones are reused)")
-    parser.add_argument("--cache-dir", help="feature cache (default WORKDIR/cache)")
-    arguments = parser.parse_args()
-    cache = arguments.cache_dir or os.path.join(arguments.workdir, "cache")
-    os.makedirs(arguments.workdir, exist_ok=True)
+    arguments = _runs.parse(_runs.parser(__doc__.splitlines()[0]))
+    cache = arguments.cache_dir
     shapes = os.path.join(arguments.workdir, "shapes")
     if not os.path.isfile(os.path.join(shapes, "shapes.npz")):
         write_shapes(shapes, per_class=(600, 600, 600), seed=0)
@@ -69,7 +52,7 @@ def main() -> None:
         default = _train(os.path.join(arguments.workdir, f"default-{index}"), flags)
         search = os.path.join(arguments.workdir, f"tune-{index}")
         if not os.path.isfile(os.path.join(search, "best_config.json")):
-            _cli("tune", *flags, "--max-minutes", "10", "--trials", "500", "--epochs", "40", "--run-dir", search)
+            _runs.cli("tune", *flags, "--max-minutes", "10", "--trials", "500", "--epochs", "40", "--run-dir", search)
         with open(os.path.join(search, "tune.csv")) as handle:
             trials = [row for row in csv.DictReader(handle) if row["status"] == "COMPLETED"]
         best = max(float(row["val_accuracy"]) for row in trials)
