@@ -10,7 +10,7 @@ from conftest import requires_mnist
 from resnet_transfer.cli import main
 from resnet_transfer.config import RunConfig, check_settings_take_effect, load_config_file
 from resnet_transfer.errors import ConfigError
-from resnet_transfer.training.tune import search_space, tune
+from resnet_transfer.training.tune import SEARCHED, search_space, tune
 
 
 def test_a_trial_sets_only_the_settings_its_head_takes():
@@ -22,6 +22,8 @@ def test_a_trial_sets_only_the_settings_its_head_takes():
     assert search_space(hp)["model"] == {"head": "mlp", "head_units": 256, "dropout": 0.3}
     hp.values["head"] = "seed"
     assert search_space(hp)["model"] == {"head": "seed", "head_units": 256}
+    searched = {f"{section}.{name}" for section, values in search_space(hp).items() for name in values}
+    assert searched | {"model.dropout"} == set(SEARCHED)  # (the mlp head adds its dropout)
     for values in (search_space(hp), first):  # every trial is a config that train takes
         check_settings_take_effect(RunConfig().updated(values))
 

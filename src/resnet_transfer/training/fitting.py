@@ -44,7 +44,7 @@ from resnet_transfer.training.distribution import distributed_batches, replicas_
 from resnet_transfer.verbosity import shows_progress
 
 __all__ = [
-    "FitOutcome", "Phase", "adopt_plain_optimizer", "balanced_class_weight", "carry_optimizer_state", "choose_path",
+    "FitOutcome", "Phase", "adopt_optimizer", "balanced_class_weight", "carry_optimizer_state", "choose_path",
     "compile_on_features", "fit", "fit_end_to_end",
     "fit_on_features", "jit_compile_for",
 ]
@@ -268,7 +268,7 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
                   config=config, phase=phase, callbacks=callbacks, class_weight=class_weight, small_model=True)
     train_seconds = time.perf_counter() - started
     probabilities = predict_probabilities(trainer, splits["test"]) if predict_test else None
-    _adopt_optimizer(model, trainer, config)
+    adopt_optimizer(model, trainer.optimizer, config)
     return FitOutcome(history, train_seconds, probabilities, status, backbone.seconds, backbone.runtime,
                       backbone.conversion_seconds)
 
@@ -280,30 +280,18 @@ def compile_on_features(trainer: keras.Model, config: RunConfig, learning_rate: 
                   jit_compile=jit_compile_for(config, measured_faster=True), run_eagerly=config.train.run_eagerly)
 
 
-def _adopt_optimizer(model: keras.Model, trainer: keras.Model, config: RunConfig) -> None:
-    """Compiles ``model`` with a new optimizer holding the trained head's optimizer state.
-
-    The full model's trainable variables are the head's, so every optimizer variable
-    carries over. With 0 epochs the head's optimizer never ran (nor was built), and
-    the model keeps a fresh one.
-    """
-    learning_rate = float(keras.ops.convert_to_numpy(trainer.optimizer.learning_rate))  # a MirroredVariable too
+def adopt_optimizer(model: keras.Model, source: keras.optimizers.Optimizer, config: RunConfig) -> None:
+    """Compiles ``model`` with the run's plain optimizer (``run_optimizer``) holding ``source``'s
+    state and learning rate: after a head phase on features (``source``: the head's optimizer;
+    the full model's trainable variables are the head's, so every optimizer variable carries
+    over), and after a phase with ``--lr-decay``, whose optimizer class is ours, so that the
+    saved model loads in plain Keras. An optimizer that never ran (0 epochs: never built)
+    leaves the model a fresh one."""
+    learning_rate = float(keras.ops.convert_to_numpy(source.learning_rate))  # a MirroredVariable too
     compile_model(model, learning_rate=0.0, optimizer=run_optimizer(config, learning_rate), **_loss(config))
-    if trainer.optimizer.built:
+    if source.built:
         model.optimizer.build(model.trainable_variables)
-        carry_optimizer_state(trainer.optimizer, model.optimizer, learning_rate=False,
-                              variables=model.trainable_variables)
-
-
-def adopt_plain_optimizer(model: keras.Model, config: RunConfig) -> None:
-    """Compiles ``model`` with the run's plain optimizer (``run_optimizer``) holding its present
-    optimizer's state and rate: after a phase with ``--lr-decay``, whose optimizer class is
-    ours, so that the saved model loads in plain Keras."""
-    learning_rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-    trained = model.optimizer
-    compile_model(model, learning_rate=0.0, optimizer=run_optimizer(config, learning_rate), **_loss(config))
-    model.optimizer.build(model.trainable_variables)
-    carry_optimizer_state(trained, model.optimizer, learning_rate=False, variables=model.trainable_variables)
+        carry_optimizer_state(source, model.optimizer, learning_rate=False, variables=model.trainable_variables)
 
 
 def run_optimizer(config: RunConfig, learning_rate: float) -> keras.optimizers.Optimizer:

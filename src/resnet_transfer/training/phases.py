@@ -42,7 +42,7 @@ from resnet_transfer.model.layer_decay import stage_rate_factors
 from resnet_transfer.registry import stage_of_layer
 from resnet_transfer.training.checkpoints import Checkpoint, EpochCheckpoint, restore_weights, trainable_layers
 from resnet_transfer.training.fitting import (
-    Phase, adopt_plain_optimizer, carry_optimizer_state, choose_path, ema_momentum, fit_end_to_end, fit_on_features,
+    Phase, adopt_optimizer, carry_optimizer_state, choose_path, ema_momentum, fit_end_to_end, fit_on_features,
 )
 from resnet_transfer.training.frozen import FrozenWeights
 from resnet_transfer.training.interpolation import interpolate, load_before, save_before
@@ -269,7 +269,7 @@ def _fit_phase(model, dataset: Dataset, config: RunConfig, phase: Phase, callbac
     fitted = fit_end_to_end(model, dataset, config, phase=phase, callbacks=callbacks, class_weight=class_weight,
                             optimizer=optimizer, predict_test=predict_test, checkpoint=checkpoint)
     if isinstance(model.optimizer, (LayerwiseAdam, LayerwiseAdamW)):
-        adopt_plain_optimizer(model, config)  # the saved model loads in plain Keras
+        adopt_optimizer(model, model.optimizer, config)  # the saved model loads in plain Keras
     return fitted
 
 
