@@ -110,7 +110,7 @@ def _nonnegative_float(text: str) -> float:
 # pretrain trains every layer end to end in one phase, BatchNormalization in training mode (its statistics are
 # recomputed at the end): no recipe, cut, fine-tune phase, feature cache, AdaBN or --train-bn
 PRETRAIN_SKIPS = ("recipe", "feature_layer", "fine_tune_epochs", "unfreeze", "fine_tune_lr", "augment_phase",
-                  "feature_cache", "cache_dir", "cache_dtype", "extract_runtime", "bn_recalibrate", "train_bn")
+                  "feature_cache", "cache_dir", "cache_dtype", "extract_runtime", "bn_recalibrate", "train_bn", "calibrate")
 
 
 def _add_train_parsers(commands) -> None:

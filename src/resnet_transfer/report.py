@@ -30,9 +30,11 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from resnet_transfer.files import atomic_path, json_safe, write_text_atomic
 
-__all__ = ["REPORT_FILES", "compute_test_metrics", "plot_curves", "save_figure", "subplots", "write_report"]
+__all__ = ["LITERAL_TEXT", "REPORT_FILES", "compute_test_metrics", "plot_curves", "save_figure", "subplots", "write_report"]
 
 REPORT_FILES = ("confusion_matrix.png", "classification_report.csv", "misclassified.png", "report.html")
+OPTIONAL_FIGURES = (("Calibration: reliability diagram (temperature scaling)", "reliability.png"),
+                    ("Map of the features (t-SNE), from resnet-transfer audit", "feature_map.png"))
 _ANNOTATE_UP_TO = 20
 _WORST = 16
 
@@ -47,7 +49,7 @@ def compute_test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-_LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
+LITERAL_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
 def subplots(rows: int = 1, columns: int = 1, *, figsize: tuple, squeeze: bool = True) -> tuple:
@@ -64,7 +66,7 @@ def save_figure(figure, path: str) -> None:
         figure.savefig(temporary, dpi=100, format="png", bbox_inches="tight")
 
 
-@matplotlib.rc_context(_LITERAL_TEXT)
+@matplotlib.rc_context(LITERAL_TEXT)
 def plot_curves(history: dict, path: str) -> None:
     """Writes the two-panel figure: loss (train vs val) and accuracy (train vs val) per epoch.
 
@@ -92,7 +94,7 @@ def plot_curves(history: dict, path: str) -> None:
     save_figure(figure, path)
 
 
-@matplotlib.rc_context(_LITERAL_TEXT)
+@matplotlib.rc_context(LITERAL_TEXT)
 def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple, path: str) -> None:
     totals = matrix.sum(axis=1, keepdims=True)
     rates = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
@@ -113,7 +115,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple, path: str) -> 
     save_figure(figure, path)
 
 
-@matplotlib.rc_context(_LITERAL_TEXT)
+@matplotlib.rc_context(LITERAL_TEXT)
 def plot_worst(images, labels, probabilities, losses, class_names: tuple, path: str) -> None:
     worst = np.argsort(-losses)[:_WORST]
     columns = 4
@@ -188,9 +190,16 @@ def _interpolation_section(record) -> str:
 
 def _html_page(run_dir: str, metrics: dict, settings: dict, rows: list) -> str:
     metric_rows = [{"metric": key, "value": value} for key, value in metrics.items()
-                   if key not in ("phases", "interpolation", "tta")]
+                   if key not in ("phases", "interpolation", "tta", "calibration")]
     if isinstance(metrics.get("tta"), dict):  # (train --tta, evaluate --tta)
         metric_rows += [{"metric": f"tta {key}", "value": metrics["tta"].get(key)} for key in ("test_loss", "test_accuracy")]
+    calibration = metrics.get("calibration")
+    if isinstance(calibration, dict):  # (train's --calibrate temperature)
+        metric_rows.append({"metric": "calibration temperature", "value": calibration.get("temperature")})
+        for split in ("val", "test"):
+            for key in ("ece_before", "ece_after", "nll_before", "nll_after"):
+                if isinstance(calibration.get(split), dict):
+                    metric_rows.append({"metric": f"{split} {key.replace('_', ' ')}", "value": calibration[split].get(key)})
     phase_columns = ["name", "epochs", "learning_rate", "trainable_parameters", "train_seconds", "frozen_weights_checked",
                      "frozen_weights_moved"]
     phase_rows = [{**phase, "learning_rate": f"{phase['learning_rate']:g}",
@@ -201,8 +210,16 @@ def _html_page(run_dir: str, metrics: dict, settings: dict, rows: list) -> str:
     title = f"resnet-transfer report: {os.path.basename(os.path.abspath(run_dir))}"
     figures = "".join(
         f"<h2>{html.escape(heading)}</h2>{_embedded(os.path.join(run_dir, name), heading)}"
-        for heading, name in (("Training curves", "curves.png"), ("Confusion matrix", "confusion_matrix.png"), ("Largest-loss test images", "misclassified.png"))
+        for heading, name in (("Training curves", "curves.png"), ("Confusion matrix", "confusion_matrix.png"),
+                              ("Largest-loss test images (Grad-CAM of the predicted class beside each)", "misclassified.png"))
     )
+    figures += "".join(  # what only some runs have: calibration's diagram, audit's feature map
+        f"<h2>{html.escape(heading)}</h2>{_embedded(os.path.join(run_dir, name), heading)}"
+        for heading, name in OPTIONAL_FIGURES if os.path.isfile(os.path.join(run_dir, name))
+    )
+    if os.path.isfile(os.path.join(run_dir, "audit.html")):
+        figures += ('<h2>Data audit</h2><p><a href="audit.html">audit.html</a>: label issues, near-duplicates and '
+                    'leakage across splits, outliers and overlapping classes (<code>resnet-transfer audit</code>).</p>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:75em}} table{{border-collapse:collapse;margin:1em 0}}

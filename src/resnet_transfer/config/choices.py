@@ -9,7 +9,7 @@ from resnet_transfer.errors import ConfigError
 
 __all__ = [
     "AUGMENT_LEVELS", "AUGMENT_PHASES", "BUILTIN_DATA", "CACHE_DTYPES", "EXPORT_FORMATS", "EXTRACT_RUNTIMES",
-    "FEATURE_LAYERS", "HEADS", "PHASES", "POOLINGS", "PREDICT_FORMATS", "PREPROCESS_MODES", "RESIZE_MODES", "SPLITS", "STRATEGIES",
+    "CALIBRATIONS", "FEATURE_LAYERS", "HEADS", "PHASES", "POOLINGS", "PREDICT_FORMATS", "PREPROCESS_MODES", "RESIZE_MODES", "SPLITS", "STRATEGIES",
     "UNFREEZE_POINTS", "class_selection", "interpolation_weight", "option", "parse_class_list", "parse_count_or_fraction", "parse_shard",
     "require_choice", "require_int", "require_number", "require_size", "require_text",
 ]
@@ -30,6 +30,8 @@ STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 EXTRACT_RUNTIMES = ("auto", "keras", "openvino", "tflite", "onnx")
 # Where features are taken: the end of a residual stage (fastai's "cut"); conv5 is the backbone's output.
 FEATURE_LAYERS = ("conv2", "conv3", "conv4", "conv5")
+# How a run's probabilities are calibrated after training (calibration)
+CALIBRATIONS = ("temperature", "none")
 
 
 def parse_class_list(text: str) -> tuple:

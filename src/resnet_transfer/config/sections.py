@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from resnet_transfer.config.choices import (
-    AUGMENT_LEVELS, AUGMENT_PHASES, BUILTIN_DATA, CACHE_DTYPES, EXTRACT_RUNTIMES, FEATURE_LAYERS, HEADS, POOLINGS,
+    AUGMENT_LEVELS, AUGMENT_PHASES, BUILTIN_DATA, CALIBRATIONS, CACHE_DTYPES, EXTRACT_RUNTIMES, FEATURE_LAYERS, HEADS, POOLINGS,
     PREPROCESS_MODES, RESIZE_MODES, STRATEGIES, UNFREEZE_POINTS, class_selection, interpolation_weight, option,
     parse_class_list, parse_count_or_fraction, require_choice, require_int, require_number, require_size, require_text,
 )
@@ -189,6 +189,9 @@ class TrainConfig:
         tta: also test the trained model with test-time augmentation (``inference.predict_with_tta``:
             the image and its four 2-pixel shifts, its mirror with ``flip``); metrics.json records
             both, the model's own figures staying the run's.
+        calibrate: "temperature" (after training, a temperature fitted on the validation split
+            is folded into the last layer, so the saved model's probabilities are calibrated;
+            ``calibration``) or "none" (the raw model).
         fine_tune_epochs: epochs of the fine-tune phase (0: no fine-tuning).
         unfreeze: what the fine-tune phase trains: "all" layers, or the stage "convK" and
             every stage above it (Keras's ResNet layer names ``convK_...``).
@@ -254,6 +257,8 @@ class TrainConfig:
                               "from 0, 0.1, ..., 1) or a number a from 0 to 1")
     tta: bool = option(False, "also test with test-time augmentation (the image and its four 2-pixel shifts, and its "
                        "mirror with --flip); metrics.json records both", const=True)
+    calibrate: str = option("temperature", "after training, fit a temperature on the validation split and fold it "
+                            "into the last layer (calibrated probabilities, same predictions), or none")
     fine_tune_epochs: int = option(0, "epochs of the fine-tune phase after the head phase (0: none)")
     unfreeze: str = option("all", "what fine-tuning trains: all, or conv5, conv4, conv3, conv2 and the stages above it")
     fine_tune_lr: float = option(1e-5, "learning rate of the fine-tune phase")
@@ -287,6 +292,7 @@ class TrainConfig:
         except ValueError:
             raise ConfigError(f"interpolate must be none, auto or a number from 0 to 1. Received: "
                               f"interpolate={self.interpolate!r}") from None
+        require_choice("calibrate", self.calibrate, CALIBRATIONS)
         require_number("fine_tune_lr", self.fine_tune_lr, low=0.0, high=math.inf, low_included=False)
         require_choice("unfreeze", self.unfreeze, UNFREEZE_POINTS)
         require_choice("augment", self.augment, AUGMENT_LEVELS)

@@ -44,7 +44,7 @@ from resnet_transfer.training.distribution import distributed_batches, replicas_
 from resnet_transfer.verbosity import shows_progress
 
 __all__ = [
-    "FitOutcome", "Phase", "adopt_optimizer", "balanced_class_weight", "carry_optimizer_state", "choose_path",
+    "FitOutcome", "Phase", "adopt_optimizer", "balanced_class_weight", "calibrates", "carry_optimizer_state", "choose_path",
     "compile_on_features", "fit", "fit_end_to_end",
     "fit_on_features", "jit_compile_for",
 ]
@@ -79,7 +79,7 @@ class Phase:
 @dataclass
 class FitOutcome:
     """What a phase gives back: Keras's history, seconds, test probabilities (when asked
-    for), and the cache's figures."""
+    for; then also the validation split's, where the run calibrates), and the cache's figures."""
 
     history: dict
     train_seconds: float
@@ -88,6 +88,7 @@ class FitOutcome:
     backbone_seconds: Optional[float]
     extract_runtime: Optional[str] = None
     conversion_seconds: Optional[float] = None
+    val_probabilities: Optional[np.ndarray] = None
 
 
 def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict:
@@ -268,9 +269,10 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
                   config=config, phase=phase, callbacks=callbacks, class_weight=class_weight, small_model=True)
     train_seconds = time.perf_counter() - started
     probabilities = predict_probabilities(trainer, splits["test"]) if predict_test else None
+    validation = predict_probabilities(trainer, splits["val"]) if predict_test and calibrates(config) else None
     adopt_optimizer(model, trainer.optimizer, config)
     return FitOutcome(history, train_seconds, probabilities, status, backbone.seconds, backbone.runtime,
-                      backbone.conversion_seconds)
+                      backbone.conversion_seconds, val_probabilities=validation)
 
 
 def compile_on_features(trainer: keras.Model, config: RunConfig, learning_rate: float) -> None:
@@ -352,4 +354,10 @@ def fit_end_to_end(model, dataset: Dataset, config: RunConfig, *, phase: Phase, 
                   config=config, phase=phase, callbacks=callbacks, class_weight=class_weight)
     train_seconds = time.perf_counter() - started
     probabilities = predict_probabilities(model, dataset.x_test) if predict_test else None
-    return FitOutcome(history, train_seconds, probabilities, "off", None)
+    validation = predict_probabilities(model, dataset.x_val) if predict_test and calibrates(config) else None
+    return FitOutcome(history, train_seconds, probabilities, "off", None, val_probabilities=validation)
+
+
+def calibrates(config: RunConfig) -> bool:
+    """Whether the run calibrates its probabilities after training (``--calibrate``)."""
+    return config.train.calibrate != "none"

@@ -42,7 +42,7 @@ from resnet_transfer.model.layer_decay import stage_rate_factors
 from resnet_transfer.registry import stage_of_layer
 from resnet_transfer.training.checkpoints import Checkpoint, EpochCheckpoint, restore_weights, trainable_layers
 from resnet_transfer.training.fitting import (
-    Phase, adopt_optimizer, carry_optimizer_state, choose_path, ema_momentum, fit_end_to_end, fit_on_features,
+    Phase, adopt_optimizer, calibrates, carry_optimizer_state, choose_path, ema_momentum, fit_end_to_end, fit_on_features,
 )
 from resnet_transfer.training.frozen import FrozenWeights
 from resnet_transfer.training.interpolation import interpolate, load_before, save_before
@@ -59,6 +59,7 @@ class PhasesOutcome:
 
     history: dict = field(default_factory=dict)
     test_probabilities: Optional[np.ndarray] = None
+    val_probabilities: Optional[np.ndarray] = None  # where the run calibrates (fitting.calibrates)
     train_seconds: float = 0.0
     feature_cache: str = "off"
     backbone_seconds: Optional[float] = None
@@ -185,6 +186,8 @@ def run_phases(model: keras.Model, dataset: Dataset, config: RunConfig, *, callb
                 outcome.interpolation["fine_tuned_test_accuracy"] = float(np.mean(
                     np.argmax(fitted.test_probabilities, axis=-1) == dataset.y_test)) if len(dataset.y_test) else None
                 outcome.test_probabilities = predict_probabilities(model, dataset.x_test)
+                if calibrates(config):
+                    outcome.val_probabilities = predict_probabilities(model, dataset.x_val)
     return outcome
 
 
@@ -281,6 +284,7 @@ def _record(outcome: PhasesOutcome, phase: Phase, fitted) -> None:
     outcome.train_seconds += fitted.train_seconds
     if fitted.test_probabilities is not None:
         outcome.test_probabilities = fitted.test_probabilities
+        outcome.val_probabilities = fitted.val_probabilities
     if fitted.backbone_seconds is not None:
         outcome.feature_cache, outcome.backbone_seconds = fitted.feature_cache, fitted.backbone_seconds
         outcome.extract_runtime, outcome.conversion_seconds = fitted.extract_runtime, fitted.conversion_seconds

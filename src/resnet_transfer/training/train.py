@@ -32,6 +32,7 @@ from typing import Optional
 
 import keras
 
+from resnet_transfer.calibration import calibrate, plot_reliability
 from resnet_transfer.config import HOW_SETTINGS, RunConfig, check_settings_take_effect, flat_settings
 from resnet_transfer.data.dataset import Dataset
 from resnet_transfer.errors import ConfigError, DataError, FrozenWeightsError, RunDirectoryError, WeightsError
@@ -241,6 +242,15 @@ def _fit_and_finish(context: RunContext, model, dataset: Dataset, config: RunCon
     run.write_history(outcome.history, timer.seconds)
     if timer.seconds:
         plot_curves(outcome.history, run.file("curves.png"))
+    calibration = None
+    if outcome.val_probabilities is not None:  # (--calibrate temperature) before the model is saved: it is folded in
+        raw = outcome.test_probabilities
+        calibration, outcome.test_probabilities = calibrate(model, outcome.val_probabilities, dataset.y_val, raw,
+                                                            dataset.y_test)
+        plot_reliability(raw, outcome.test_probabilities, dataset.y_test, run.file("reliability.png"))
+        logger.info("calibration: temperature %.3f fitted on the validation split; test ECE %.4f -> %.4f, NLL %.4f -> "
+                    "%.4f", calibration["temperature"], calibration["test"]["ece_before"],
+                    calibration["test"]["ece_after"], calibration["test"]["nll_before"], calibration["test"]["nll_after"])
     run.save_model(model)
     epochs = config.train.epochs + config.train.fine_tune_epochs
     metrics = {
@@ -260,6 +270,7 @@ def _fit_and_finish(context: RunContext, model, dataset: Dataset, config: RunCon
         "frozen_weights_unchanged": True,
         "phases": outcome.phases,
         "interpolation": outcome.interpolation,
+        "calibration": calibration,
     }
     if config.train.tta:
         averaged, views = predict_with_tta(model, dataset.x_test, flip=config.train.flip)
