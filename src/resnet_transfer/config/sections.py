@@ -39,6 +39,7 @@ class DataConfig:
         classes: keep only these classes (names, or indices into the source's class order),
             in every split; the model's outputs keep the source's order. None: all.
         strict: turn every skipped input into an error.
+        exclude: a file listing images to leave out, in every split (``data.exclusion``).
     """
 
     source: str = option("mnist", "mnist, fashion_mnist, cifar10, cifar100, a folder of class folders, a .csv or a .npz file", flag="--data")
@@ -55,6 +56,8 @@ class DataConfig:
     classes: Optional[tuple] = option(None, "keep only these classes: names or indices, comma-separated (e.g. 0,1,2,3,4)",
                                       parse=parse_class_list, metavar="A,B,...")
     strict: bool = option(False, "stop on any unreadable or unusable input instead of skipping it", const=True)
+    exclude: Optional[str] = option(None, "leave out the images a file lists (audit's exclude.txt or audit.csv, or "
+                                    "one path, or x_train[i] for arrays, per line), in every split", metavar="FILE")
 
     def __post_init__(self):
         if self.classes is not None:
@@ -76,6 +79,9 @@ class DataConfig:
             require_choice("resize", self.resize, RESIZE_MODES)
         if self.data_dir is not None and (not isinstance(self.data_dir, str) or not os.path.isdir(self.data_dir)):
             raise ConfigError(f"data_dir must be an existing folder. Received: data_dir={self.data_dir!r}")
+        if self.exclude is not None and (not isinstance(self.exclude, str) or not os.path.isfile(self.exclude)):
+            raise ConfigError(f"exclude must be an existing file that lists images (audit's exclude.txt, for example). "
+                              f"Received: exclude={self.exclude!r}")
         require_text("path_column", self.path_column)
         require_text("label_column", self.label_column)
         require_text("encoding", self.encoding, allow_none=True)

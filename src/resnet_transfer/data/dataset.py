@@ -34,6 +34,7 @@ from sklearn.model_selection import train_test_split
 
 from resnet_transfer.config import DataConfig
 from resnet_transfer.data.images import decode_to_store, fit_images, image_size_of
+from resnet_transfer.data.exclusion import exclude_samples, read_sample_list
 from resnet_transfer.data.readers import SPLITS, RawData, Samples, read_source
 from resnet_transfer.data.stores import image_store_dir
 from resnet_transfer.errors import DataError
@@ -57,6 +58,8 @@ class Dataset:
         class_names: names in the order of the model's outputs.
         source: the source's description, ``fingerprint``, ``image_size`` and ``resize``.
         skipped: ``(path, reason)`` of every input left out.
+        ids: for each decoded split, what names each image for a user, row by row: its file's
+            path, or its place in the source's arrays ("x_train[12]"); what ``--exclude`` takes.
     """
 
     x_train: np.ndarray
@@ -68,6 +71,7 @@ class Dataset:
     class_names: tuple
     source: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)
+    ids: dict = field(default_factory=dict)
 
     @property
     def image_shape(self) -> tuple:
@@ -109,7 +113,7 @@ def _known_only(samples: Optional[Samples], classes: list, split: str, skipped: 
     known = set(classes)
     keep = [i for i, label in enumerate(samples.labels) if label in known]
     for i in sorted(set(range(len(samples))) - set(keep)):
-        where = samples.paths[i] if samples.paths is not None else f"x_{split}[{i}]"
+        where = samples.names[i]
         skipped.append((where, f"label {samples.labels[i]!r} of the {split} split is not a training class"))
     return samples.take(keep)
 
@@ -214,12 +218,12 @@ def _first_size(samples: Samples) -> Optional[tuple]:
 
 
 def _decode(samples: Samples, size: int, resize: str, skipped: list) -> tuple:
-    """(images, label names) of the readable samples."""
+    """(images, label names, sample names) of the readable samples."""
     if samples.images is not None:
-        return fit_images(samples.images, size=size, resize=resize), samples.labels
+        return fit_images(samples.images, size=size, resize=resize), samples.labels, samples.names
     images, kept, unreadable = decode_to_store(samples.paths, len(samples), size=size, resize=resize, folder=image_store_dir())
     skipped += unreadable
-    return images, [samples.labels[i] for i in kept]
+    return images, [samples.labels[i] for i in kept], [samples.paths[i] for i in kept]
 
 
 def _drop_unreadable_classes(decoded: dict, classes: list, skipped: list) -> list:
@@ -230,14 +234,16 @@ def _drop_unreadable_classes(decoded: dict, classes: list, skipped: list) -> lis
     return readable
 
 
-def _indexed(images, labels: list, classes: list, split: str, skipped: list) -> tuple:
+def _indexed(images, labels: list, names: list, classes: list, split: str, skipped: list) -> tuple:
+    """(images, class indices, sample names) of the samples whose class is kept."""
     index = {name: i for i, name in enumerate(classes)}
     keep = np.array([label in index for label in labels], dtype=bool)
     if not keep.all():
         for label in sorted(set(np.asarray(labels, dtype=object)[~keep])):
             skipped.append((label, f"{int(np.sum(np.asarray(labels, dtype=object) == label))} {split} image(s) of dropped class {label!r}"))
         images = images[keep]
-    return images, np.array([index[label] for label, kept in zip(labels, keep) if kept], dtype=np.int64)
+    return (images, np.array([index[label] for label, kept in zip(labels, keep) if kept], dtype=np.int64),
+            [name for name, kept in zip(names, keep) if kept])
 
 
 def _check_strict(config: DataConfig, skipped: list) -> None:
@@ -279,6 +285,8 @@ def load_dataset(
     skipped: list = []
     raw = read_source(config, skipped=skipped)
     _check_strict(config, skipped)
+    if config.exclude is not None:
+        raw = exclude_samples(raw, read_sample_list(config.exclude), source=config.exclude)
     if config.classes is not None:
         raw = _only(raw, select_classes(list(raw.class_order), config.classes))
         logger.info("classes: %s (--classes)", ", ".join(map(str, raw.class_order)))
@@ -305,8 +313,9 @@ def load_dataset(
         logger.warning("%d input(s) skipped (listed in skipped.csv of the run directory)", len(skipped))
     empty = (None, None)
     return Dataset(
-        *arrays.get("train", empty), *arrays.get("val", empty), *arrays.get("test", empty),
+        *arrays.get("train", empty)[:2], *arrays.get("val", empty)[:2], *arrays.get("test", empty)[:2],
         class_names=tuple(classes),
         source={**raw.description, "fingerprint": raw.fingerprint, "image_size": size, "resize": resize},
         skipped=skipped,
+        ids={name: arrays[name][2] for name in splits},
     )

@@ -47,9 +47,15 @@ class Samples:
     labels: list
     images: Optional[np.ndarray] = None
     paths: Optional[list] = None
+    ids: Optional[list] = None  # arrays' samples: "x_train[12]", their place in the source's own arrays
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def names(self) -> list:
+        """What names each sample for a user: its file's path, or its place in the source's arrays."""
+        return self.paths if self.paths is not None else self.ids
 
     def take(self, indices) -> "Samples":
         indices = list(indices)
@@ -57,6 +63,7 @@ class Samples:
             labels=[self.labels[i] for i in indices],
             images=None if self.images is None else self.images[np.asarray(indices, dtype=np.int64)],
             paths=None if self.paths is None else [self.paths[i] for i in indices],
+            ids=None if self.ids is None else [self.ids[i] for i in indices],
         )
 
 
@@ -85,7 +92,8 @@ class RawData:
 def _array_samples(images, labels, name: str) -> Samples:
     images = check_images(images, name=f"x_{name}")
     labels = check_labels(labels, name=f"y_{name}", count=len(images))
-    return Samples(labels=[str(label) for label in labels.tolist()], images=images)
+    return Samples(labels=[str(label) for label in labels.tolist()], images=images,
+                   ids=[f"x_{name}[{index}]" for index in range(len(images))])
 
 
 def _array_raw(x_train, y_train, x_test, y_test, description: dict, fingerprint: str) -> RawData:
