@@ -12,7 +12,7 @@ import typing
 from typing import Optional
 
 from resnet_transfer.config import (
-    EXPORT_FORMATS, PHASES, PREDICT_FORMATS, TUNE_SEARCHERS, DataConfig, ModelConfig, RunConfig, TrainConfig, parse_shard,
+    EXPORT_FORMATS, FEATURE_LAYERS, PHASES, PREDICT_FORMATS, TUNE_SEARCHERS, DataConfig, ModelConfig, RunConfig, TrainConfig, parse_shard,
     read_config_values,
 )
 from resnet_transfer.recipes import (
@@ -218,6 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", default="table", choices=PREDICT_FORMATS, help="output format (default: table)")
     predict.add_argument("--tta", action="store_true", help="average over the image and its 2-pixel shifts (and its "
                          "mirror, where the run trained with --flip)")
+
+    explain = commands.add_parser("explain", help="Grad-CAM: where in each image the run's model looked for its "
+                                  "class (one PNG per image)", allow_abbrev=False)
+    explain.add_argument("run_dir", metavar="RUN_DIR")
+    explain.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders or globs")
+    explain.add_argument("--class", dest="class_name", metavar="NAME",
+                         help="explain this class in every image (default: each image's predicted class)")
+    explain.add_argument("--feature-layer", dest="layer", choices=FEATURE_LAYERS,
+                         help="the backbone stage whose feature map is explained (default: the last one at least "
+                         "4x4: conv5 at 224 px, conv3 for ResNet50 at 32 px)")
+    explain.add_argument("--output", metavar="DIR", help="folder for the PNGs (default: RUN_DIR/explanations)")
 
     export = commands.add_parser("export", help="write a deployable SavedModel, TFLite or ONNX model, checked against Keras",
                                  allow_abbrev=False)

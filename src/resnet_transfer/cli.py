@@ -130,6 +130,18 @@ def _command_predict(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _command_explain(arguments: argparse.Namespace) -> int:
+    from resnet_transfer.explanation import explain_run
+
+    for row in explain_run(arguments.run_dir, arguments.inputs, class_name=arguments.class_name, layer=arguments.layer,
+                           output_dir=arguments.output):
+        if "error" in row:
+            print(f"skipped {row['path']}: {row['error']}", file=sys.stderr)
+        else:
+            print(f"{row['explanation']}  {row['class']} {row['probability']:.3f} at {row['layer']}  ({row['path']})")
+    return 0
+
+
 def _command_export(arguments: argparse.Namespace) -> int:
     check_export_settings(arguments.format, arguments.quantize)
     from resnet_transfer.export import export_run
@@ -238,6 +250,7 @@ _COMMANDS = {
     "probe": _command_probe,
     "evaluate": _command_evaluate,
     "predict": _command_predict,
+    "explain": _command_explain,
     "export": _command_export,
     "info": _command_info,
     "cache": _command_cache,

@@ -70,7 +70,7 @@ def evaluate_run(run_dir: str, *, allow_changed_data: bool = False, output_dir: 
         os.makedirs(folder, exist_ok=True)
         write_report(
             folder, probabilities=probabilities, labels=dataset.y_test, images=dataset.x_test,
-            class_names=tuple(run.labels), metrics={**run.metrics, **metrics}, settings=run.record,
+            class_names=tuple(run.labels), metrics={**run.metrics, **metrics}, settings=run.record, model=model,
         )
     except OSError as error:
         raise RunDirectoryError(

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix
 
+from resnet_transfer.explanation import grad_cam, overlay
 from resnet_transfer.files import atomic_path, json_safe, write_text_atomic
 
 __all__ = ["LITERAL_TEXT", "REPORT_FILES", "compute_test_metrics", "plot_curves", "save_figure", "subplots", "write_report"]
@@ -115,23 +116,32 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: tuple, path: str) -> 
     save_figure(figure, path)
 
 
+def worst_indices(losses) -> np.ndarray:
+    """The test images the report shows: the largest losses first."""
+    return np.argsort(-np.asarray(losses))[:_WORST]
+
+
 @matplotlib.rc_context(LITERAL_TEXT)
-def plot_worst(images, labels, probabilities, losses, class_names: tuple, path: str) -> None:
-    worst = np.argsort(-losses)[:_WORST]
+def plot_worst(images, labels, probabilities, losses, class_names: tuple, path: str, heatmaps=None) -> None:
+    """The largest-loss test images; with ``heatmaps`` (one per image of ``worst_indices``,
+    Grad-CAM's of the predicted class) each is shown with its heat map over it."""
+    worst = worst_indices(losses)
     columns = 4
     rows = max(1, int(np.ceil(len(worst) / columns)))
     figure, axes = subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
-    for axis, index in zip(axes.ravel(), worst):
+    for position, (axis, index) in enumerate(zip(axes.ravel(), worst)):
         predicted = int(np.argmax(probabilities[index]))
-        axis.imshow(np.asarray(images[index]))
+        image = np.asarray(images[index])
+        axis.imshow(image if heatmaps is None else overlay(image, heatmaps[position]))
         axis.set_title(
             f"true {class_names[labels[index]]} / predicted {class_names[predicted]}\n"
             f"p={probabilities[index, predicted]:.2f}, loss {losses[index]:.2f}",
             fontsize=9, color="black" if predicted == labels[index] else "darkred",
         )
-    figure.suptitle("Test images with the largest loss")
+    figure.suptitle("Test images with the largest loss" + ("" if heatmaps is None else
+                                                          ", each with Grad-CAM's heat map of its predicted class"))
     save_figure(figure, path)
 
 
@@ -211,7 +221,7 @@ def _html_page(run_dir: str, metrics: dict, settings: dict, rows: list) -> str:
     figures = "".join(
         f"<h2>{html.escape(heading)}</h2>{_embedded(os.path.join(run_dir, name), heading)}"
         for heading, name in (("Training curves", "curves.png"), ("Confusion matrix", "confusion_matrix.png"),
-                              ("Largest-loss test images (Grad-CAM of the predicted class beside each)", "misclassified.png"))
+                              ("Largest-loss test images", "misclassified.png"))
     )
     figures += "".join(  # what only some runs have: calibration's diagram, audit's feature map
         f"<h2>{html.escape(heading)}</h2>{_embedded(os.path.join(run_dir, name), heading)}"
@@ -235,7 +245,8 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head>
 """
 
 
-def write_report(run_dir: str, *, probabilities, labels, images, class_names: tuple, metrics: dict, settings: dict) -> None:
+def write_report(run_dir: str, *, probabilities, labels, images, class_names: tuple, metrics: dict, settings: dict,
+                 model=None) -> None:
     """Writes the four report files of ``REPORT_FILES`` into ``run_dir`` (atomically).
 
     Args:
@@ -245,13 +256,19 @@ def write_report(run_dir: str, *, probabilities, labels, images, class_names: tu
         class_names: names shown on every axis and table.
         metrics: shown in the page's metrics table.
         settings: the run's config record, shown in the page.
+        model: the run's model (``build_model``'s): the worst images then show Grad-CAM's heat
+            map of their predicted class (``explanation.grad_cam``; on TensorFlow only).
     """
     labels = np.asarray(labels)
     predictions = np.argmax(probabilities, axis=-1)
     matrix = confusion_matrix(labels, predictions, labels=list(range(len(class_names))))
     plot_confusion_matrix(matrix, class_names, os.path.join(run_dir, "confusion_matrix.png"))
     losses = keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
-    plot_worst(images, labels, probabilities, losses, class_names, os.path.join(run_dir, "misclassified.png"))
+    heatmaps = None
+    if model is not None and keras.backend.backend() == "tensorflow" and len(labels):
+        heatmaps = grad_cam(model, np.asarray(images)[worst_indices(losses)])[0]
+    plot_worst(images, labels, probabilities, losses, class_names, os.path.join(run_dir, "misclassified.png"),
+               heatmaps=heatmaps)
     rows = _classification_rows(labels, predictions, class_names)
     _write_csv(rows, os.path.join(run_dir, "classification_report.csv"))
     write_text_atomic(os.path.join(run_dir, "report.html"), _html_page(run_dir, metrics, settings, rows))

@@ -285,7 +285,7 @@ def _fit_and_finish(context: RunContext, model, dataset: Dataset, config: RunCon
     run.write_metrics(metrics)
     write_report(
         run.path, probabilities=outcome.test_probabilities, labels=dataset.y_test, images=dataset.x_test,
-        class_names=dataset.class_names, metrics=metrics, settings=record,
+        class_names=dataset.class_names, metrics=metrics, settings=record, model=model,
     )
     context.finish(epochs_done=len(timer.seconds))
     shutil.rmtree(run.file(CHECKPOINTS), ignore_errors=True)  # model.keras holds the end, as BackupAndRestore does
