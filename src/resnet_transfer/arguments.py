@@ -142,6 +142,17 @@ def _add_train_parsers(commands) -> None:
                       help="go on with the stopped search in --run-dir (same settings; --trials and --max-minutes "
                       "may change)")
 
+    audit = _add_config_parser(commands, "audit", "find label issues, duplicates and leakage across splits, outliers "
+                               "and overlapping classes from cached features (writes audit.html, audit.csv and "
+                               "exclude.txt for 'train --exclude')")
+    audit.add_argument("audited_run", nargs="?", default=None, metavar="RUN_DIR",
+                       help="a finished run: audit its data from its cached features, into its folder (else: the data "
+                       "that train's flags name, into --run-dir)")
+    audit.add_argument("--extract", action="store_true", default=False,
+                       help="with RUN_DIR: run the backbone for features the cache lacks")
+    audit.add_argument("--allow-changed-data", action="store_true", default=False,
+                       help="with RUN_DIR: audit the data as it is now even if it changed since the run trained")
+
     reproduce = _add_config_parser(commands, "reproduce", "run a recipe and compare with the accuracy it is expected "
                                    "to reach", skip=("recipe",))
     reproduce.add_argument("recipe", choices=tuple(RECIPES), help="the recipe to run")

@@ -50,6 +50,38 @@ def _command_tune(arguments: argparse.Namespace) -> int:
     return 0
 
 
+_AUDIT_OWN = ("audited_run", "extract", "allow_changed_data")
+
+
+def _command_audit(arguments: argparse.Namespace) -> int:
+    from resnet_transfer.errors import ConfigError
+
+    given = sorted(name for name in vars(arguments) if name not in ("command", "debug", "verbosity") + _AUDIT_OWN)
+    if arguments.audited_run is not None:
+        if given:
+            raise ConfigError(f"audit RUN_DIR audits the run's own data with its own settings; leave out "
+                              f"{', '.join('--' + name.rpartition('.')[2].replace('_', '-') for name in given)} (or "
+                              "audit other data without RUN_DIR)")
+        from resnet_transfer.audit import audit_run
+
+        summary = audit_run(arguments.audited_run, extract=arguments.extract,
+                            allow_changed_data=arguments.allow_changed_data)
+        folder = arguments.audited_run
+    else:
+        if arguments.extract or arguments.allow_changed_data:
+            raise ConfigError("--extract and --allow-changed-data go with audit RUN_DIR; without it, audit computes the "
+                              "features of the data it is given")
+        config = run_config_from(arguments, ignore=_AUDIT_OWN)
+        check_settings_take_effect(config)
+        from resnet_transfer.audit import audit_data
+
+        summary = audit_data(config)
+        folder = summary["folder"]
+    print(json.dumps({"audit": os.path.join(folder, "audit.html"), **summary["counts"],
+                      "exclude_list": os.path.join(folder, "exclude.txt")}))
+    return 0
+
+
 def _command_extract(arguments: argparse.Namespace) -> int:
     config = run_config_from(arguments, ignore=("shard",))
     check_settings_take_effect(config)
@@ -251,6 +283,7 @@ _COMMANDS = {
     "evaluate": _command_evaluate,
     "predict": _command_predict,
     "explain": _command_explain,
+    "audit": _command_audit,
     "export": _command_export,
     "info": _command_info,
     "cache": _command_cache,

@@ -31,7 +31,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 from resnet_transfer.explanation import grad_cam, overlay
 from resnet_transfer.files import atomic_path, json_safe, write_text_atomic
 
-__all__ = ["LITERAL_TEXT", "REPORT_FILES", "compute_test_metrics", "plot_curves", "save_figure", "subplots", "write_report"]
+__all__ = ["LITERAL_TEXT", "OPTIONAL_FIGURES", "REPORT_FILES", "refresh_report_page", "compute_test_metrics", "plot_curves", "save_figure", "subplots", "write_report"]
 
 REPORT_FILES = ("confusion_matrix.png", "classification_report.csv", "misclassified.png", "report.html")
 OPTIONAL_FIGURES = (("Calibration: reliability diagram (temperature scaling)", "reliability.png"),
@@ -271,4 +271,17 @@ def write_report(run_dir: str, *, probabilities, labels, images, class_names: tu
                heatmaps=heatmaps)
     rows = _classification_rows(labels, predictions, class_names)
     _write_csv(rows, os.path.join(run_dir, "classification_report.csv"))
+    write_text_atomic(os.path.join(run_dir, "report.html"), _html_page(run_dir, metrics, settings, rows))
+
+
+def refresh_report_page(run_dir: str) -> None:
+    """Writes report.html again from the run folder's files (metrics.json, config.json,
+    classification_report.csv and the figures), for what a later command added to the folder
+    (``audit``'s feature map and page)."""
+    with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as handle:
+        settings = json.load(handle)
+    with open(os.path.join(run_dir, "classification_report.csv"), encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     write_text_atomic(os.path.join(run_dir, "report.html"), _html_page(run_dir, metrics, settings, rows))

@@ -55,7 +55,7 @@ class BackbonePass:
 
 
 def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple = ("train", "val", "test"),
-                    shard: Optional[tuple] = None) -> tuple:
+                    shard: Optional[tuple] = None, compute: bool = True) -> tuple:
     """The pooled backbone features of ``splits``, from the cache or computed and stored
     (``shard`` (i, n): only that shard's chunks, see ``cache.extraction.cached_features``), in the
     runtime ``--extract-runtime`` picks (``runtimes.choice.choose_runtime``).
@@ -64,14 +64,16 @@ def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple
     assembles the entries, and then the others read them (from a cache folder every
     worker sees; where it is not shared, a worker computes what it cannot find).
 
+    With ``compute`` False the backbone never runs: a split the cache lacks is None (``audit``).
+
     Returns:
         ({split: read-only array, or None for a split whose other shards have not finished},
         "hit" if every split was cached, "partial" if a split is not complete, else "miss";
         a ``BackbonePass``).
     """
     role = worker_role()
-    if role is None or shard is not None:
-        return _stored_features(model, dataset, config, splits=splits, shard=shard)
+    if role is None or shard is not None or not compute:
+        return _stored_features(model, dataset, config, splits=splits, shard=shard, compute=compute)
     _, _, computed = _stored_features(model, dataset, config, splits=splits, shard=(role.index, role.count),
                                       assemble=False)
     barrier()
@@ -95,7 +97,7 @@ def _stored_entry(cache: FeatureCache, key: FeatureKey, setting: str):
 
 
 def _stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple, shard: Optional[tuple] = None,
-                     assemble: bool = True) -> tuple:
+                     assemble: bool = True, compute: bool = True) -> tuple:
     pooling = resolve_pooling(config.model.pooling, tuple(backbone_of(model).output.shape[1:]))[0]
     cache = FeatureCache(config.train.cache_dir)
     extractor = feature_extractor(model)
@@ -110,6 +112,9 @@ def _stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tupl
         )
         stored[split] = _stored_entry(cache, keys[split], config.train.extract_runtime)
     pending = [getattr(dataset, f"x_{split}") for split in splits if stored[split][0] is None]
+    if not compute:
+        found = {split: stored[split][0] for split in splits}
+        return found, "hit" if not pending else "partial", BackbonePass()
     choice = choose_runtime(config.train.extract_runtime, extractor, cache=cache, key=keys[splits[0]], pending=pending)
     if pending:
         logger.info("features: the backbone runs in %s", choice.runtime)
