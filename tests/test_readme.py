@@ -30,7 +30,7 @@ def test_the_readmes_commands_that_need_no_network_run_as_written(tmp_path, monk
     commands = [shlex.split(line) for block in _blocks("bash") for line in block.splitlines()
                 if line.startswith(("resnet-transfer ", "python -m resnet_transfer"))]
     commands = [words for words in commands if words != ["resnet-transfer", "train"]]  # (needs ImageNet weights)
-    assert len(commands) == 7, commands  # the small run's five and the own images' two
+    assert len(commands) == 9, commands  # the small run's seven and the own images' two
     for words in commands:
         if words[0] == "resnet-transfer":
             assert main(words[1:]) == 0, (words, capsys.readouterr().err[-3000:])
@@ -39,6 +39,8 @@ def test_the_readmes_commands_that_need_no_network_run_as_written(tmp_path, monk
             monkeypatch.delitem(sys.modules, words[2], raising=False)  # (runpy runs it afresh, as python -m does)
             runpy.run_module(words[2], run_name="__main__")
     assert (tmp_path / "runs" / "quick" / "export" / "tflite").is_dir()
+    assert (tmp_path / "runs" / "quick" / "explanations" / "test00-label7-gradcam.png").is_file()
+    assert (tmp_path / "runs" / "quick" / "audit.html").is_file()
     assert (tmp_path / "runs" / "shapes" / "model.keras").is_file()
     capsys.readouterr()
     snippet, = _blocks("python")
