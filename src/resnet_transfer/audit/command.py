@@ -24,8 +24,8 @@ from typing import Optional
 import numpy as np
 
 from resnet_transfer.audit.findings import (
-    DUPLICATE_SIMILARITY, FOLDS, OUTLIER_FENCE, OUTLIER_NEIGHBOURS, SPLITS, duplicates, feature_map,
-    label_issues, out_of_sample_probabilities, outliers, overlapping_classes, reduce_features,
+    DUPLICATE_FRACTION, FOLDS, OUTLIER_FENCE, SPLITS, duplicates, feature_map,
+    label_issues, nearest_training_images, out_of_sample_probabilities, outliers, overlapping_classes, reduce_features,
 )
 from resnet_transfer.audit.page import KINDS, plot_feature_map, write_audit_csv, write_audit_page, write_exclude_list
 from resnet_transfer.config import RunConfig
@@ -145,11 +145,12 @@ def audit_features(features: dict, dataset: Dataset, folder: str, *, title: str,
     overlaps = overlapping_classes(labels["train"], probabilities["train"], dataset.class_names)
     seconds["label_issues"] = time.perf_counter() - started
     started = time.perf_counter()
-    found += duplicates(images, features, reduced)
-    seconds["duplicates"] = time.perf_counter() - started
+    nearest = nearest_training_images(reduced)
+    seconds["neighbours"] = time.perf_counter() - started
     started = time.perf_counter()
-    found += outliers(reduced, seed=seed)[0]
-    seconds["outliers"] = time.perf_counter() - started
+    found += duplicates(images, features, nearest)
+    found += outliers(reduced, labels)[0]
+    seconds["duplicates_and_outliers"] = time.perf_counter() - started
     found.sort(key=lambda finding: (list(KINDS).index(finding.kind), -finding.score))
     started = time.perf_counter()
     places, coordinates = feature_map(reduced, flagged=found, seed=seed)
@@ -173,8 +174,9 @@ def audit_features(features: dict, dataset: Dataset, folder: str, *, title: str,
         "out_of_sample_accuracy": accuracy,
         "method": {"reduced_dimensions": int(reduced["train"].shape[1]), "folds": FOLDS,
                    "classifier": "logistic regression (scikit-learn)", "label_issues": "cleanlab find_label_issues, "
-                   "prune_by_noise_rate", "duplicate_similarity": DUPLICATE_SIMILARITY,
-                   "outlier_neighbours": OUTLIER_NEIGHBOURS, "outlier_fence_iqr": OUTLIER_FENCE},
+                   "prune_by_noise_rate", "duplicate_fraction_of_median_neighbour_distance": DUPLICATE_FRACTION,
+                   "outliers": "Mahalanobis distance to the nearest class (shared Ledoit-Wolf covariance)",
+                   "outlier_fence_iqr": OUTLIER_FENCE},
         "seconds": {name: round(value, 2) for name, value in seconds.items()},
     }
     write_json_atomic(os.path.join(folder, "audit.json"), summary)

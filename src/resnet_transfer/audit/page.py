@@ -27,9 +27,9 @@ KINDS = {
                 "accuracy counts it as unseen. Score: cosine similarity of the features (1: the same pixels)."),
     "duplicate": ("Duplicates within a split", "the same or a nearly identical image twice in one split. Score: "
                   "cosine similarity of the features (1: the same pixels)."),
-    "outlier": ("Outliers", "far from every training image in feature space (cleanlab's mean distance to the 10 "
-                "nearest), beyond Tukey's far-out fence of the training images' distances. Score: 1 - cleanlab's "
-                "outlier score."),
+    "outlier": ("Outliers", "far from every class: the Mahalanobis distance of the image's features to the nearest "
+                "class, beyond Tukey's far-out fence of the training images' distances. Score: 1 - exp(-distance / "
+                "median distance)."),
 }
 _SHOWN_PER_KIND = 60
 _THUMBNAIL = 72
