@@ -114,3 +114,47 @@ def test_a_run_records_its_calibration_and_saves_the_calibrated_model(small_conf
     assert not os.path.exists(os.path.join(raw.run_dir, "reliability.png"))
     assert raw.metrics["test_accuracy"] == result.metrics["test_accuracy"]  # the same predictions
     assert raw.metrics["test_loss"] == pytest.approx(record["test"]["nll_before"], abs=1e-4)
+
+
+def _tiny_model():
+    inputs = keras.Input((1, 1, 4))
+    return keras.Model(inputs, build_head((1, 1, 4), head="linear", num_classes=2)(inputs))
+
+
+def _unchanged(model, weights) -> bool:
+    return all(np.array_equal(before, variable.numpy()) for before, variable in zip(weights, model.weights))
+
+
+def test_a_split_that_cannot_tell_a_temperature_leaves_the_model_as_it_is_and_says_why(caplog):
+    """Two images, a split without a mistake, or probabilities of a diverged training: no temperature is folded."""
+    rng = np.random.default_rng(0)
+    probabilities, labels = _overconfident(count=200, classes=2, seed=3)
+    right = np.eye(2, dtype=np.float32)[labels] * 0.8 + 0.1  # every image right, at 0.9
+    cases = {"2 image(s), fewer than the 50": (probabilities[:2], labels[:2]),
+             "classifies all 200 validation images correctly": (right, labels),
+             "not finite numbers": (np.where(rng.random(probabilities.shape) < 0.1, np.nan, probabilities), labels)}
+    for reason, (validation, validation_labels) in cases.items():
+        model = _tiny_model()
+        weights = [variable.numpy().copy() for variable in model.weights]
+        with caplog.at_level("WARNING", logger="resnet_transfer.calibration"):
+            record, calibrated = calibrate(model, validation, validation_labels, probabilities, labels)
+        assert _unchanged(model, weights), reason
+        assert record["method"] == "none" and reason in record["skipped"] and record["temperature"] == 1.0
+        assert np.array_equal(calibrated, probabilities)
+        assert record["test"]["nll_after"] == record["test"]["nll_before"]  # (what train.py logs still exists)
+        assert reason in caplog.text and "calibration skipped" in caplog.text
+        caplog.clear()
+
+
+def test_probabilities_that_are_not_finite_have_no_calibration_error_and_raise_no_warning(tmp_path):
+    import warnings
+
+    from resnet_transfer.calibration import plot_reliability
+
+    nan = np.full((10, 3), np.nan, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (numpy's "invalid value encountered in cast" came out on stderr)
+        assert np.isnan(expected_calibration_error(nan, np.zeros(10, int)))  # (not 0: that reads "perfect")
+        plot_reliability(nan, nan, np.zeros(10, int), str(tmp_path / "reliability.png"))
+    with pytest.raises(ValueError, match="needs finite probabilities"):
+        fit_temperature(nan, np.zeros(10, int))

@@ -74,3 +74,51 @@ def test_the_command_line_refuses_a_list_of_unknown_images_in_one_line(shapes, t
     error = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(error) == 1 and "x_validation[1]" in error[0] and "Traceback" not in error[0]
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_a_list_of_a_whole_class_drops_the_class_as_asked_not_as_unreadable(shapes, tmp_path, caplog):
+    whole = load_dataset(DataConfig(source=shapes["images"]), seed=0)
+    circles = sorted(os.path.join(folder, name) for folder, _, names in os.walk(shapes["images"])
+                     for name in names if os.path.basename(folder) == "circle")
+    exclude = _write(tmp_path / "circles.txt", circles)
+    with caplog.at_level("WARNING", logger="resnet_transfer.data.exclusion"):
+        kept = load_dataset(DataConfig(source=shapes["images"], exclude=exclude, strict=True), seed=0)
+    assert whole.class_names == ("circle", "square", "triangle") and kept.class_names == ("square", "triangle")
+    assert kept.skipped == []  # (--strict passes: nothing was unreadable)
+    assert "names every training image of class(es) 'circle'" in caplog.text
+
+
+def test_a_list_that_leaves_nothing_or_one_class_to_train_on_stops_naming_the_list(shapes, tmp_path):
+    everything = sorted(os.path.join(folder, name) for folder, _, names in os.walk(shapes["images"]) for name in names)
+    with pytest.raises(DataError, match=r"--exclude '.*all.txt' names all 60 training images .* nothing is left"):
+        load_dataset(DataConfig(source=shapes["images"], exclude=_write(tmp_path / "all.txt", everything)), seed=0)
+    two = [path for path in everything if os.sep + "triangle" + os.sep not in path]
+    with pytest.raises(DataError, match=r"leaves training images of 1 class\(es\) .*\(triangle\): training needs at "
+                                        r"least 2"):
+        load_dataset(DataConfig(source=shapes["images"], exclude=_write(tmp_path / "two.txt", two)), seed=0)
+    array_places = [f"x_train[{index}]" for index in range(200)]
+    with pytest.raises(DataError, match="names all .* training images"):
+        load_dataset(DataConfig(source=shapes["npz"], exclude=_write(tmp_path / "places.txt", array_places[:48])),
+                     seed=0)
+
+
+def test_names_are_read_as_people_write_them(shapes, tmp_path, caplog):
+    """Windows line endings, repeats, spacing and case in array places, a one-column CSV, an empty list."""
+    whole = load_dataset(DataConfig(source=shapes["npz"], val_size=6), seed=0)
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(b"x_train[ 3]\r\nX_TRAIN[03]\r\nx_train[17]\r\n\r\n# note\r\n")
+    one_column = _write(tmp_path / "one.csv", ["path", "x_train[3]", "x_train[17]"])
+    for exclude in (str(crlf), one_column):
+        kept = load_dataset(DataConfig(source=shapes["npz"], val_size=6, exclude=exclude), seed=0)
+        assert _all_ids(kept) == _all_ids(whole) - {"x_train[3]", "x_train[17]"}, exclude
+    empty = _write(tmp_path / "empty.txt", [""])
+    with caplog.at_level("WARNING", logger="resnet_transfer.data.exclusion"):
+        assert _all_ids(load_dataset(DataConfig(source=shapes["npz"], val_size=6, exclude=empty), seed=0)) == \
+            _all_ids(whole)
+    assert "names no image: nothing is left out" in caplog.text
+
+
+def test_a_csv_without_a_path_column_is_refused_with_its_columns(shapes, tmp_path):
+    exclude = _write(tmp_path / "flagged.csv", ["file,kind", "x_train[1],label_issue"])
+    with pytest.raises(DataError, match=r"is a CSV without a \"path\" column \(its columns: file, kind\)"):
+        load_dataset(DataConfig(source=shapes["npz"], exclude=exclude), seed=0)

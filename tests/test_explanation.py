@@ -203,3 +203,114 @@ def test_overlay_blends_jet_colours_over_an_image_of_its_size():
         overlay(image, heatmap, alpha=1.5)
     with pytest.raises(ValueError, match=r"Received: a heat map of shape \(1, 4, 4\)"):
         overlay(image, heatmap[None])
+
+
+# --- explain_run and the command line: what a user can get wrong -------------------------------------------------
+
+
+def test_the_inputs_skip_missing_names_repeated_files_and_earlier_explanations_in_the_output_folder(tmp_path):
+    from resnet_transfer.explanation import _explainable_files
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.png", "b.png", "a-gradcam.png"):
+        (images / name).write_bytes(b"")
+    files = _explainable_files([str(images / "a.png"), str(tmp_path / "missing.png"), str(images)], str(images))
+    files = [(os.path.relpath(path, tmp_path), reason.split(" (")[0]) for path, reason in files]
+    assert files == [("images/a.png", ""), ("missing.png", "no such file or folder, and no glob match"),
+                     ("images/a-gradcam.png", "an explanation written by explain into the output folder"),
+                     ("images/a.png", "given twice"), ("images/b.png", "")]
+    # named on its own, or in another folder than the output, an explanation is an image like any other
+    assert _explainable_files([str(images / "a-gradcam.png")], str(images)) == [(str(images / "a-gradcam.png"), "")]
+    assert all(reason == "" for _, reason in _explainable_files([str(images)], str(tmp_path / "elsewhere")))
+
+
+def test_an_output_folder_that_is_a_file_is_refused_by_its_flag_before_any_work(tmp_path):
+    from resnet_transfer.errors import DataError
+    from resnet_transfer.explanation import _check_output_dir
+
+    (tmp_path / "afile").write_text("x")
+    _check_output_dir(str(tmp_path / "new" / "deeper"))  # (made later)
+    with pytest.raises(DataError, match=r"--output '.*afile' is a file, not a folder"):
+        _check_output_dir(str(tmp_path / "afile"))
+    with pytest.raises(DataError, match=r"--output '.*afile/sub' lies under '.*afile', a file"):
+        _check_output_dir(str(tmp_path / "afile" / "sub"))
+
+
+def test_a_class_given_by_its_place_or_in_another_case_is_pointed_to_its_name():
+    from resnet_transfer.explanation import _unknown_class
+
+    names = ["circle", "square", "triangle"]
+    assert _unknown_class("1", names, "runs/r").endswith("class 1 is --class 'square'")
+    assert _unknown_class("Circle", names, "runs/r").endswith("did you mean --class 'circle'?")
+    assert _unknown_class("cat", names, "runs/r") == ("--class 'cat' is not a class of run 'runs/r'; its classes: "
+                                                      "circle, square, triangle")
+
+
+def test_a_stage_beyond_the_runs_cut_is_refused_in_the_flags_words():
+    from resnet_transfer.errors import ConfigError
+    from resnet_transfer.explanation import _check_run_layer
+
+    model = build_model(ModelConfig(backbone="resnet50", weights="none", head="linear", pooling="avg",
+                                    feature_layer="conv4"), image_shape=(32, 32, 3), num_classes=3)
+    _check_run_layer(model, "conv4", "runs/r")
+    with pytest.raises(ConfigError, match=r"--feature-layer 'conv5': run 'runs/r' cuts its backbone at conv4 .* "
+                                          r"computes conv2, conv3, conv4; give one of those"):
+        _check_run_layer(model, "conv5", "runs/r")
+
+
+def test_stems_that_differ_only_in_case_get_their_own_files():
+    from resnet_transfer.explanation import _unique_stems
+
+    assert _unique_stems(["a/Cat.PNG", "b/cat.png", "c/CAT.jpg"]) == ["Cat", "cat-2", "CAT-3"]
+
+
+def test_a_failed_write_names_the_png_not_its_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    from resnet_transfer import explanation
+
+    def full_disk(self, *arguments, **keywords):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    with pytest.raises(OSError) as raised:
+        explanation._write_png(np.zeros((4, 4, 3), "uint8"), str(tmp_path / "cat-gradcam.png"))
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / "cat-gradcam.png")
+    assert os.listdir(tmp_path) == []  # (no temporary file is left behind)
+
+
+@pytest.mark.slow
+def test_explain_on_the_command_line_skips_and_lists_what_it_cannot_explain(seed_model, tmp_path, capsys):
+    import json
+
+    from resnet_transfer.cli import main
+    from resnet_transfer.config import RunConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    seed_model.save(str(run / "model.keras"))
+    (run / "config.json").write_text(json.dumps({
+        "config": RunConfig.from_dict({"model": {"weights": "none", "backbone": "resnet50"}}).to_dict(), "seed": 0,
+        "class_names": ["circle", "square", "triangle"], "image_shape": [32, 32, 3],
+        "data_source": {"image_size": 32, "resize": "stretch"}}))
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(some_images(1)[0].astype("uint8")).save(images / "one.png")
+    (images / "notes.txt").write_text("no image")
+    output = tmp_path / "out"
+
+    for _ in range(2):  # the second time, the folder holds the first time's explanation: it is not explained again
+        assert main(["explain", str(run), str(images), str(tmp_path / "missing.png"), "--output", str(output)]) == 0
+    captured = capsys.readouterr()
+    assert os.listdir(output) == ["one-gradcam.png"]
+    assert captured.out.count("one-gradcam.png") == 2 and "Traceback" not in captured.err
+    assert "skipped " + str(tmp_path / "missing.png") in captured.err and "notes.txt" in captured.err
+
+    (tmp_path / "afile").write_text("x")
+    for arguments, message in ((["--output", str(tmp_path / "afile")], "is a file, not a folder"),
+                               (["--class", "1"], "class 1 is --class 'square'")):
+        assert main(["explain", str(run), str(images), *arguments]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and message in error[0]
+    assert not os.path.exists(run / "explanations")

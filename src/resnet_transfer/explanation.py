@@ -371,15 +371,16 @@ def write_explanations(model: keras.Model, images, names: Sequence[str], *, clas
 
 
 def _unique_stems(names: list) -> list:
-    """Each name's file stem, with "-2", "-3" ... after a stem already taken."""
+    """Each name's file stem, with "-2", "-3" ... after a stem already taken. Stems are compared
+    without case: on a case-insensitive disk (macOS, Windows) "Cat" and "cat" are one file."""
     taken, stems = set(), []
     for position, name in enumerate(names):
         base = os.path.splitext(os.path.basename(name.rstrip("/\\")))[0] or f"image-{position + 1}"
         stem, copy = base, 1
-        while stem in taken:
+        while stem.casefold() in taken:
             copy += 1
             stem = f"{base}-{copy}"
-        taken.add(stem)
+        taken.add(stem.casefold())
         stems.append(stem)
     return stems
 
@@ -393,14 +394,25 @@ def _enlarged(image: np.ndarray) -> np.ndarray:
 
 
 def _write_png(pixels: np.ndarray, path: str) -> None:
-    with atomic_path(path) as temporary:
-        Image.fromarray(pixels).save(temporary, format="PNG")
+    try:
+        with atomic_path(path) as temporary:
+            Image.fromarray(pixels).save(temporary, format="PNG")
+    except OSError as error:  # (a full or read-only disk: name the PNG, not the temporary file beside it)
+        if error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, path) from error
 
 
 def explain_run(run_dir: str, inputs: Sequence[str], *, class_name: Optional[str] = None, layer: Optional[str] = None,
                 output_dir: Optional[str] = None) -> list:
     """Grad-CAM PNGs for image files with a run's model (``write_explanations``), the images
     prepared as in training (the run's size and resize mode).
+
+    What cannot be explained is skipped and listed, the others are explained: an input that
+    names nothing, a file that is no readable image, a file given twice (through a folder and
+    a glob, say), and an explanation that an earlier ``explain`` wrote into ``output_dir``
+    (a ``*-gradcam.png`` there, found through a folder or a glob: explaining it again would
+    write ``*-gradcam-gradcam.png`` on every run).
 
     Args:
         run_dir: a finished run.
@@ -411,37 +423,102 @@ def explain_run(run_dir: str, inputs: Sequence[str], *, class_name: Optional[str
         output_dir: where the PNGs go (None: the run's ``explanations`` folder).
 
     Returns:
-        ``write_explanations``' rows, then {"path", "error"} for each file that is no readable image.
+        ``write_explanations``' rows, then {"path", "error"} for each input skipped.
 
     Raises:
-        DataError: no readable image among ``inputs``, or a class the run does not have.
+        DataError: no readable image among ``inputs``, a class the run does not have, or an
+            ``output_dir`` that is a file (or lies under one).
         ConfigError: a ``layer`` the backbone does not compute, or a Keras backend other than TensorFlow.
         RunDirectoryError: not a finished run.
+
+    Example:
+        >>> rows = explain_run("runs/quick", ["examples/digits"], class_name="7")
+        >>> rows[0]["explanation"]
+        'runs/quick/explanations/test00-label7-gradcam.png'
     """
     check_backend()
     run = Run(run_dir)
     model = run.load_model()
+    output_dir = output_dir or run.file("explanations")
+    _check_output_dir(output_dir)
     class_names = list(run.labels)
     if class_name is not None and class_name not in class_names:
-        shown = ", ".join(class_names[:20]) + (", ..." if len(class_names) > 20 else "")
-        raise DataError(f"--class {class_name!r} is not a class of run {run.path!r}; its classes: {shown}")
-    choose_layer(model, layer)  # (a bad --feature-layer stops before any image is read)
+        raise DataError(_unknown_class(class_name, class_names, run.path))
+    _check_run_layer(model, layer, run.path)  # (a bad --feature-layer stops before any image is read)
     size, resize = run.image_geometry
-    images, names, unreadable = [], [], []
-    for path in expand_inputs(inputs):
+    images, names, skipped = [], [], []
+    for path, reason in _explainable_files(inputs, output_dir):
+        if reason:
+            skipped.append({"path": path, "error": reason})
+            continue
         try:
             images.append(read_image(path, size=size, resize=resize))
             names.append(path)
         except ImageReadError as error:
-            unreadable.append({"path": path, "error": error.reason})
+            skipped.append({"path": path, "error": error.reason})
     if not images:
-        first = f" (for example {unreadable[0]['path']!r}: {unreadable[0]['error']})" if unreadable else ""
+        first = f" (for example {skipped[0]['path']!r}: {skipped[0]['error']})" if skipped else ""
         raise DataError(f"no readable image in {', '.join(map(repr, inputs))}{first}; give image files (PNG, JPEG, "
                         "...) or folders holding them")
-    rows = write_explanations(model, np.stack(images), names, class_names=class_names,
-                              output_dir=output_dir or run.file("explanations"),
+    rows = write_explanations(model, np.stack(images), names, class_names=class_names, output_dir=output_dir,
                               class_index=None if class_name is None else class_names.index(class_name), layer=layer)
-    return rows + unreadable
+    return rows + skipped
+
+
+def _check_output_dir(output_dir: str) -> None:
+    """Refuses an output folder that is a file, or lies under one, before any work is done."""
+    folder = os.path.abspath(output_dir)
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        where = "is a file" if folder == os.path.abspath(output_dir) else f"lies under {folder!r}, a file"
+        raise DataError(f"--output {output_dir!r} {where}, not a folder: give a folder for the PNGs (it is made if "
+                        "missing)")
+
+
+def _unknown_class(class_name: str, class_names: list, run_path: str) -> str:
+    shown = ", ".join(class_names[:20]) + (", ..." if len(class_names) > 20 else "")
+    hint = ""
+    close = [name for name in class_names if name.casefold() == class_name.strip().casefold()]
+    if close:
+        hint = f"; did you mean --class {close[0]!r}?"
+    elif class_name.strip().isdigit() and int(class_name) < len(class_names):
+        hint = (f"; --class takes a class's name, not its place: class {int(class_name)} is "
+                f"--class {class_names[int(class_name)]!r}")
+    return f"--class {class_name!r} is not a class of run {run_path!r}; its classes: {shown}{hint}"
+
+
+def _check_run_layer(model: keras.Model, layer: Optional[str], run_path: str) -> None:
+    """``choose_layer``'s check, in the command line's words: which stages this run's model computes."""
+    stages = list(_stage_maps(backbone_of(model)))
+    if layer is not None and layer in FEATURE_LAYERS and layer not in stages:
+        raise ConfigError(f"--feature-layer {layer!r}: run {run_path!r} cuts its backbone at {stages[-1]} (it was "
+                          f"trained with --feature-layer {stages[-1]}), so its model computes {', '.join(stages)}; "
+                          "give one of those, or leave --feature-layer out")
+    choose_layer(model, layer)
+
+
+def _explainable_files(inputs: Sequence[str], output_dir: str) -> list:
+    """(path, "") for each file to explain, (path or input, why not) for each one skipped."""
+    output_dir = os.path.realpath(output_dir)
+    files, seen = [], {}
+    for item in inputs:
+        try:
+            paths = expand_inputs([item])
+        except DataError:
+            files.append((item, "no such file or folder, and no glob match"))
+            continue
+        for path in paths:
+            real = os.path.realpath(path)
+            if real in seen:
+                files.append((path, f"given twice (the same file as {seen[real]!r})"))
+            elif (path != item and real.endswith(EXPLANATION_SUFFIX)
+                  and os.path.dirname(real) == output_dir):
+                files.append((path, f"an explanation written by explain into the output folder (*{EXPLANATION_SUFFIX})"))
+            else:
+                seen[real] = path
+                files.append((path, ""))
+    return files
 
 
 def check_backend() -> None:

@@ -45,11 +45,12 @@ def expand_inputs(inputs: Iterable[str]) -> list:
         elif glob.has_magic(item) and glob.glob(item, recursive=True):
             paths += sorted(path for path in glob.glob(item, recursive=True) if os.path.isfile(path))
         else:
-            raise DataError(f"no image file, folder or glob match at {item!r}")
+            raise DataError(f"no image file, folder or glob match at {item!r}; give an existing image file, a folder, "
+                            "or a glob that matches files")
     return paths
 
 
-def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None, image_size=None, resize=None,
+def predict(run: Union[str, object], images, *, top_k: Optional[int] = None, class_names=None, image_size=None, resize=None,
             tta: bool = False, flip: Optional[bool] = None) -> list:
     """Predicts the top-k classes of each image.
 
@@ -57,7 +58,8 @@ def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None
         run: a run directory, or a loaded Keras model (then give ``class_names``,
             ``image_size`` and ``resize``).
         images: paths (files, folders, globs) or an array of images (N x H x W [x C]).
-        top_k: how many classes to return per image (at most the number of classes).
+        top_k: how many classes to return per image (at most the number of classes; None:
+            3, or every class of a run with fewer).
         tta: average the outputs over test-time augmentation's views (``inference.tta_views``).
         flip: whether those views include a mirror (None: the run's ``--flip``; no mirror for a model).
 
@@ -77,6 +79,7 @@ def predict(run: Union[str, object], images, *, top_k: int = 3, class_names=None
         if class_names is None or image_size is None:
             raise ValueError("with a model instead of a run directory, give class_names and image_size (and resize)")
         resize = resize or "pad"
+    top_k = min(3, len(class_names)) if top_k is None else top_k
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(class_names):
         raise DataError(f"top_k must be between 1 and {len(class_names)} (the number of classes). Received: top_k={top_k}")
     if isinstance(images, np.ndarray):

@@ -204,7 +204,9 @@ def _html_page(run_dir: str, metrics: dict, settings: dict, rows: list) -> str:
     if isinstance(metrics.get("tta"), dict):  # (train --tta, evaluate --tta)
         metric_rows += [{"metric": f"tta {key}", "value": metrics["tta"].get(key)} for key in ("test_loss", "test_accuracy")]
     calibration = metrics.get("calibration")
-    if isinstance(calibration, dict):  # (train's --calibrate temperature)
+    if isinstance(calibration, dict) and calibration.get("skipped"):
+        metric_rows.append({"metric": "calibration", "value": f"skipped: {calibration['skipped']}"})
+    elif isinstance(calibration, dict):  # (train's --calibrate temperature)
         metric_rows.append({"metric": "calibration temperature", "value": calibration.get("temperature")})
         for split in ("val", "test"):
             for key in ("ece_before", "ece_after", "nll_before", "nll_after"):

@@ -25,6 +25,7 @@ Example:
 
 import dataclasses
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
@@ -223,7 +224,7 @@ def _decode(samples: Samples, size: int, resize: str, skipped: list) -> tuple:
         return fit_images(samples.images, size=size, resize=resize), samples.labels, samples.names
     images, kept, unreadable = decode_to_store(samples.paths, len(samples), size=size, resize=resize, folder=image_store_dir())
     skipped += unreadable
-    return images, [samples.labels[i] for i in kept], [samples.paths[i] for i in kept]
+    return images, [samples.labels[i] for i in kept], [os.path.abspath(samples.paths[i]) for i in kept]
 
 
 def _drop_unreadable_classes(decoded: dict, classes: list, skipped: list) -> list:

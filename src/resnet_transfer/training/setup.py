@@ -77,6 +77,8 @@ def config_values(config: RunConfig, run_dir: str) -> dict:
         data["source"] = os.path.abspath(data["source"])
     if data["data_dir"] is not None:
         data["data_dir"] = os.path.abspath(data["data_dir"])
+    if data.get("exclude") is not None:
+        data["exclude"] = os.path.abspath(data["exclude"])
     return config_values
 
 

@@ -191,7 +191,8 @@ def _train_in_scope(config: RunConfig, callbacks: Optional[list], interrupts: In
 
     if run is not None:
         if run.record["data_source"].get("fingerprint") != dataset.source.get("fingerprint"):
-            raise DataError(f"--resume: the data at {config.data.source!r} changed since the run in {run.path!r} "
+            raise DataError(f"--resume: the data at {config.data.source!r} (or its --exclude list) changed since the run "
+                            f"in {run.path!r} "
                             "started (files or arrays were added, removed or changed); start a new run instead")
         clear_partial(run.path)  # what a kill or a full disk left in the middle of a checkpoint
         run.write_status("running")
@@ -247,6 +248,7 @@ def _fit_and_finish(context: RunContext, model, dataset: Dataset, config: RunCon
         raw = outcome.test_probabilities
         calibration, outcome.test_probabilities = calibrate(model, outcome.val_probabilities, dataset.y_val, raw,
                                                             dataset.y_test)
+    if calibration is not None and not calibration.get("skipped"):
         plot_reliability(raw, outcome.test_probabilities, dataset.y_test, run.file("reliability.png"))
         logger.info("calibration: temperature %.3f fitted on the validation split; test ECE %.4f -> %.4f, NLL %.4f -> "
                     "%.4f", calibration["temperature"], calibration["test"]["ece_before"],
