@@ -16,6 +16,7 @@ Example:
 """
 
 import collections
+import io
 import os
 import tempfile
 import warnings
@@ -28,7 +29,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from resnet_transfer.config.choices import RESIZE_MODES
 from resnet_transfer.files import reserve_space
 
-__all__ = ["RESIZE_MODES", "ImageReadError", "fit_image", "fit_images", "read_image", "image_size_of", "decode_to_store"]
+__all__ = ["RESIZE_MODES", "ImageReadError", "fit_image", "fit_images", "read_image", "decode_image", "image_size_of",
+           "decode_to_store"]
 
 # Pillow modes of more than 8 bits per channel and their largest value.
 _WIDE_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": None, "F": None}
@@ -127,6 +129,51 @@ def read_image(path: str, *, size: int, resize: str) -> np.ndarray:
         raise ImageReadError(path, "not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError, TypeError) as error:  # truncated or corrupt data
         raise ImageReadError(path, f"unreadable or truncated image ({error})") from None
+
+
+def decode_image(data: bytes, *, size: int, resize: str, name: str = "<bytes>") -> np.ndarray:
+    """Decodes one image from the bytes of its file (an upload) exactly as ``read_image`` does
+    from the file: the same checks, EXIF orientation, 8-bit scaling and fit.
+
+    Args:
+        data: the encoded image (PNG, JPEG, ... : what the file holds).
+        size, resize: as for ``read_image``.
+        name: what the image is called in an ``ImageReadError`` (a file name, an index).
+
+    Returns:
+        uint8 pixels of shape (size, size, 3), equal to ``read_image``'s for the same file.
+
+    Raises:
+        ImageReadError: empty, not an image, truncated, or over Pillow's pixel limit.
+
+    Example:
+        >>> pixels = decode_image(request_body, size=32, resize="pad", name="upload.png")
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be the bytes of an image file. Received: data of type {type(data).__name__}")
+    if len(data) == 0:
+        raise ImageReadError(name, "empty file")
+    limit = Image.MAX_IMAGE_PIXELS  # (the same refusal as ``_open``'s, by the size itself)
+    message = (f"over Pillow's safety limit of {limit} pixels, a guard against decompression bombs: downscale the "
+               "image if you trust it (from Python: raise PIL.Image.MAX_IMAGE_PIXELS)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                image = Image.open(io.BytesIO(data))
+            except Image.DecompressionBombError as error:
+                raise ImageReadError(name, message) from error
+        with image:
+            if limit and image.width * image.height > limit:
+                raise ImageReadError(name, message)
+            image.load()
+            return fit_image(ImageOps.exif_transpose(image), size=size, resize=resize)
+    except Image.DecompressionBombError as error:  # a few formats check the size only as they load
+        raise ImageReadError(name, f"over Pillow's safety limit of {Image.MAX_IMAGE_PIXELS} pixels ({error})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(name, "not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, TypeError) as error:  # truncated or corrupt data
+        raise ImageReadError(name, f"unreadable or truncated image ({error})") from None
 
 
 def image_size_of(path: str) -> Optional[tuple]:
