@@ -15,6 +15,7 @@ from resnet_transfer.config import (
     EXPORT_FORMATS, FEATURE_LAYERS, PHASES, PREDICT_FORMATS, TUNE_SEARCHERS, DataConfig, ModelConfig, RunConfig, TrainConfig, parse_shard,
     read_config_values,
 )
+from resnet_transfer.serving.command import add_serve_parser
 from resnet_transfer.recipes import (
     DEFAULT_PROBE_BACKBONES, DEFAULT_PROBE_LAYERS, DEFAULT_PROBE_LIMIT, PRETRAIN_SETTINGS, RECIPES, merge_settings,
 )
@@ -225,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="top-k classes of image files, folders or globs", allow_abbrev=False)
     predict.add_argument("run_dir", metavar="RUN_DIR")
     predict.add_argument("inputs", nargs="+", metavar="PATH")
-    predict.add_argument("--top-k", type=int, default=3, help="classes per image (default: 3)")
+    predict.add_argument("--top-k", type=int, default=None,
+                         help="classes per image (default: 3, or every class of a run with fewer)")
     predict.add_argument("--format", default="table", choices=PREDICT_FORMATS, help="output format (default: table)")
     predict.add_argument("--tta", action="store_true", help="average over the image and its 2-pixel shifts (and its "
                          "mirror, where the run trained with --flip)")
@@ -246,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", metavar="RUN_DIR")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     export.add_argument("--quantize", action="store_true", help="dynamic-range quantisation (tflite only)")
+    export.add_argument("--int8", action="store_true",
+                        help="INT8 post-training quantisation (openvino through NNCF, tflite full-integer), calibrated "
+                        "on the run's training images and refused when it loses more than --max-accuracy-drop")
+    export.add_argument("--calibration-images", type=_at_least_one, default=300,
+                        help="with --int8: training images to calibrate on (default: 300)")
+    export.add_argument("--max-accuracy-drop", type=_nonnegative_float, default=1.0, metavar="POINTS",
+                        help="with --int8: the most top-1 accuracy on the run's test split the INT8 model may lose, "
+                        "in points (default: 1.0)")
     export.add_argument("--output", help="output folder (default RUN_DIR/export/FORMAT)")
     export.add_argument("--allow-changed-data", action="store_true",
                         help="check the export on the run's data even if it changed since training")
@@ -273,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     import_parser.add_argument("--backbone", required=True)
     fetch_parser = weights_commands.add_parser("fetch", help="download weights ahead of time (needs network)")
     fetch_parser.add_argument("backbones", nargs="+", metavar="NAME")
+    add_serve_parser(commands)
     for subparser in (*commands.choices.values(), *weights_commands.choices.values()):
         _add_verbosity_flags(subparser, default=argparse.SUPPRESS)  # (SUPPRESS: the top level's value stays)
     return parser

@@ -18,6 +18,7 @@ from resnet_transfer.config import check_export_settings, check_settings_take_ef
 from resnet_transfer.errors import ResnetTransferError, RunInterrupted, RunKept, Terminated
 from resnet_transfer.files import json_safe
 from resnet_transfer.recipes import DEFAULT_PROBE_LIMIT, PRETRAIN_SETTINGS
+from resnet_transfer.serving.command import command_serve
 from resnet_transfer.signals import quiet_startup
 from resnet_transfer.verbosity import verbosity
 
@@ -175,11 +176,13 @@ def _command_explain(arguments: argparse.Namespace) -> int:
 
 
 def _command_export(arguments: argparse.Namespace) -> int:
-    check_export_settings(arguments.format, arguments.quantize)
+    check_export_settings(arguments.format, arguments.quantize, arguments.int8)
     from resnet_transfer.export import export_run
 
     result = export_run(arguments.run_dir, arguments.format, quantize=arguments.quantize, output_dir=arguments.output,
-                        allow_changed_data=arguments.allow_changed_data)
+                        allow_changed_data=arguments.allow_changed_data, int8=arguments.int8,
+                        calibration_images=arguments.calibration_images,
+                        max_accuracy_drop=arguments.max_accuracy_drop)
     print(json.dumps(result))
     return 0
 
@@ -283,11 +286,21 @@ _COMMANDS = {
     "evaluate": _command_evaluate,
     "predict": _command_predict,
     "explain": _command_explain,
+    "serve": command_serve,
     "audit": _command_audit,
     "export": _command_export,
     "info": _command_info,
     "cache": _command_cache,
     "weights": _command_weights,
+}
+
+
+# What a command stopped by Ctrl-C or SIGTERM leaves, where that is not "an unfinished run"
+_LEFT_AFTER_INTERRUPT = {
+    "explain": "the PNGs written so far are complete; run the command again for the rest",
+    "audit": "the files of an audit are each complete or not written; run the command again",
+    "export": "an export is written aside and renamed when checked, so none was left; run the command again",
+    "serve": "the server stopped",
 }
 
 
@@ -358,8 +371,9 @@ def main(argv: Optional[list] = None) -> int:
                      f"{then}", debug=arguments.debug)
     except KeyboardInterrupt as error:
         name = "SIGTERM" if isinstance(error, Terminated) else "Ctrl-C"
-        return _fail(f"interrupted ({name}); nothing of an unfinished run is left that blocks running it again",
-                     debug=arguments.debug)
+        left = _LEFT_AFTER_INTERRUPT.get(arguments.command, "nothing of an unfinished run is left that blocks running "
+                                                                "it again")
+        return _fail(f"interrupted ({name}); {left}", debug=arguments.debug)
     except RunKept as kept:  # a full or read-only disk after a finished epoch
         return _fail(f"{_disk_problem(kept.cause)}; the run is kept after {kept.epochs_done} finished {kept.unit}: then go on "
                      f"with {resume_command(argv, kept.run_dir)}", debug=arguments.debug)

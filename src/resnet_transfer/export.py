@@ -1,13 +1,15 @@
-"""Export: a run's model as SavedModel, TFLite or ONNX, checked against Keras.
+"""Export: a run's model as SavedModel, TFLite, ONNX or OpenVINO IR, checked against Keras.
 
 Each export takes raw uint8 images of the training size (the preprocessing is
 inside the model), and is written with the format's well-kept converter through
 ``keras.Model.export`` (TensorFlow's SavedModel and TFLite converters, tf2onnx for
-ONNX) into a folder holding the model, ``labels.txt`` and ``preprocessing.json``.
-The export is then run on a few of the run's test images with the format's own
-runtime (``tf.saved_model``, LiteRT's interpreter, onnxruntime) and compared
-with the Keras model: the largest difference in probabilities must stay within
-1e-4 (1e-2 for a quantised TFLite model).
+ONNX, OpenVINO's converter) into a folder holding the model, ``labels.txt``,
+``preprocessing.json`` and ``export.json`` (what was checked). The export is then run
+on a few of the run's test images with the format's own runtime (``tf.saved_model``,
+LiteRT's interpreter, onnxruntime, OpenVINO) and compared with the Keras model: the
+largest difference in probabilities must stay within 1e-4 (1e-2 for a quantised TFLite
+model). An INT8 export (``int8``, OpenVINO or TFLite) is instead gated on accuracy over
+the whole test split (``quantization``).
 
 TensorFlow is needed here (the converters are TensorFlow's), whatever the Keras backend.
 
@@ -25,9 +27,11 @@ import keras
 import numpy as np
 
 from resnet_transfer.config import EXPORT_FORMATS, check_export_settings
-from resnet_transfer.errors import ExportCheckError, RunDirectoryError
+from resnet_transfer.errors import ConfigError, ExportCheckError, RunDirectoryError
 from resnet_transfer.files import make_temporary_folder, write_json_atomic, write_text_atomic
+from resnet_transfer.quantization import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP, quantize_and_gate
 from resnet_transfer.runs import Run
+from resnet_transfer.signals import native_threads_without_sigint
 
 __all__ = ["EXPORT_FORMATS", "TOLERANCE", "QUANTIZED_TOLERANCE", "export_run"]
 
@@ -35,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 TOLERANCE, QUANTIZED_TOLERANCE = 1e-4, 1e-2
 _CHECK_IMAGES = 8
-_FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+_FILES = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx", "openvino": "model.xml"}
 
 
 def _uint8_model(model):
@@ -52,6 +56,8 @@ def _write(model, output_format: str, path: str, quantize: bool) -> None:
 
         options = {"optimizations": [tf.lite.Optimize.DEFAULT]} if quantize else {}
         model.export(path, format="litert", verbose=False, **options)
+    elif output_format == "openvino":
+        model.export(path, format="openvino", verbose=False)
     else:
         model.export(path, format="onnx", verbose=False)
 
@@ -71,15 +77,15 @@ def _run_export(output_format: str, path: str, images: np.ndarray) -> np.ndarray
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
         interpreter.invoke()
         return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    if output_format == "openvino":
+        import openvino
+
+        with native_threads_without_sigint():
+            return openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(images)[0]
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: images})[0]
-
-
-def _check_images(run: Run, allow_changed_data: bool) -> np.ndarray:
-    dataset = run.load_dataset(splits=("test",), allow_changed_data=allow_changed_data)
-    return np.ascontiguousarray(np.asarray(dataset.x_test[:_CHECK_IMAGES], dtype=np.uint8))
 
 
 def _check_output_dir(output_dir: str) -> None:
@@ -91,34 +97,55 @@ def _check_output_dir(output_dir: str) -> None:
 
 
 def export_run(run_dir: str, output_format: str, *, quantize: bool = False, output_dir: Optional[str] = None,
-               allow_changed_data: bool = False) -> dict:
+               allow_changed_data: bool = False, int8: bool = False,
+               calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+               max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP, calibration: Optional[np.ndarray] = None) -> dict:
     """Exports a run's model and checks it against the Keras model.
 
     Args:
         run_dir: a finished run.
-        output_format: "savedmodel", "tflite" or "onnx".
+        output_format: "savedmodel", "tflite", "onnx" or "openvino".
         quantize: dynamic-range quantisation (TFLite only).
-        output_dir: where to write (default ``RUN_DIR/export/<format>``); must not hold files.
+        output_dir: where to write (default ``RUN_DIR/export/<format>``, ``<format>-int8`` with
+            ``int8``); must not hold files.
         allow_changed_data: check on the run's test images even if the data changed since training.
+        int8: INT8 post-training quantisation (OpenVINO through NNCF, TFLite full-integer),
+            calibrated on ``calibration_images`` of the run's training images (seeded), and
+            kept only if it loses at most ``max_accuracy_drop`` points of top-1 accuracy on the
+            run's test split (``quantization.quantize_and_gate``).
+        calibration: with ``int8``, the calibration images themselves instead (uint8, N x H x W x 3).
 
     Returns:
-        A dict with the format, the model's path, the images checked and the largest
-        absolute difference in probabilities.
+        A dict with the format, the model's path, and what was checked: the images checked
+        and the largest absolute difference in probabilities, or with ``int8`` the float
+        and INT8 accuracy, size and images per second (also in the folder's export.json).
 
     Raises:
-        ConfigError: an unknown format, or ``quantize`` with a format other than TFLite.
+        ConfigError: an unknown format, ``quantize`` with a format other than TFLite, or
+            ``int8`` with a format other than OpenVINO and TFLite, or a calibration count below 1.
         RunDirectoryError: the output is a file or a folder that holds files.
         DataError: the run's data changed since training (without ``allow_changed_data``).
         ExportCheckError: the exported model differs from Keras by more than the tolerance
             (the export is then not kept).
+        AccuracyDropError: the INT8 model loses more than ``max_accuracy_drop`` points (nothing kept).
     """
-    check_export_settings(output_format, quantize)
-    output_dir = output_dir or os.path.join(run_dir, "export", output_format + ("-quantized" if quantize else ""))
+    check_export_settings(output_format, quantize, int8)
+    if int8 and calibration is None and (isinstance(calibration_images, bool) or not isinstance(calibration_images, int)
+                                         or calibration_images < 1):
+        raise ConfigError(f"calibration_images must be a whole number of at least 1. Received: "
+                          f"calibration_images={calibration_images!r}")
+    if int8 and (not isinstance(max_accuracy_drop, (int, float)) or not 0 <= max_accuracy_drop <= 100):
+        raise ConfigError(f"max_accuracy_drop must be a number of points from 0 to 100. Received: "
+                          f"max_accuracy_drop={max_accuracy_drop!r}")
+    suffix = "-int8" if int8 else "-quantized" if quantize else ""
+    output_dir = output_dir or os.path.join(run_dir, "export", output_format + suffix)
     _check_output_dir(output_dir)
     run = Run(run_dir)
     record = run.record
     model = _uint8_model(run.load_model())
-    images = _check_images(run, allow_changed_data)
+    splits = ("train", "test") if int8 and calibration is None else ("test",)
+    dataset = run.load_dataset(splits=splits, allow_changed_data=allow_changed_data)
+    images = np.ascontiguousarray(np.asarray(dataset.x_test[:_CHECK_IMAGES], dtype=np.uint8))
     expected = model.predict(images, verbose=0)
 
     parent = os.path.dirname(os.path.abspath(output_dir))
@@ -129,14 +156,21 @@ def export_run(run_dir: str, output_format: str, *, quantize: bool = False, outp
         raise RunDirectoryError(f"cannot write the export into {parent!r} ({error.strerror}); choose a writable --output") from error
     try:
         model_path = os.path.join(staging, _FILES[output_format])
-        _write(model, output_format, model_path, quantize)
-        difference = float(np.max(np.abs(_run_export(output_format, model_path, images) - expected)))
-        tolerance = QUANTIZED_TOLERANCE if quantize else TOLERANCE
-        if not difference <= tolerance:
-            raise ExportCheckError(
-                f"the {output_format} export differs from the Keras model by {difference:.3g} in probability on "
-                f"{len(images)} test images (allowed: {tolerance:g}); nothing was kept"
-            )
+        if int8:
+            checked = {"accuracy_gate": quantize_and_gate(
+                model, output_format, staging, images=np.asarray(dataset.x_test, dtype=np.uint8), labels=dataset.y_test,
+                calibration=_calibration(dataset, calibration, calibration_images, seed=record.get("seed", 0)),
+                max_accuracy_drop=max_accuracy_drop)}
+        else:
+            _write(model, output_format, model_path, quantize)
+            difference = float(np.max(np.abs(_run_export(output_format, model_path, images) - expected)))
+            tolerance = QUANTIZED_TOLERANCE if quantize else TOLERANCE
+            if not difference <= tolerance:
+                raise ExportCheckError(
+                    f"the {output_format} export differs from the Keras model by {difference:.3g} in probability on "
+                    f"{len(images)} test images (allowed: {tolerance:g}); nothing was kept"
+                )
+            checked = {"images_checked": int(len(images)), "max_abs_difference": difference, "tolerance": tolerance}
         write_text_atomic(os.path.join(staging, "labels.txt"), "".join(f"{name}\n" for name in run.labels))
         preprocessing = {
             "input": "uint8 RGB pixels in [0, 255], shape [batch, height, width, 3]",
@@ -146,20 +180,25 @@ def export_run(run_dir: str, output_format: str, *, quantize: bool = False, outp
             "outputs": "class probabilities in the order of labels.txt",
         }
         write_json_atomic(os.path.join(staging, "preprocessing.json"), preprocessing)
+        result = {"format": output_format, "path": os.path.join(output_dir, _FILES[output_format]),
+                  "quantized": quantize, "int8": int8, **checked}
+        write_json_atomic(os.path.join(staging, "export.json"), result)
         if os.path.isdir(output_dir):
             os.rmdir(output_dir)  # empty, checked above
         os.rename(staging, output_dir)
     finally:
         if os.path.isdir(staging):
             shutil.rmtree(staging, ignore_errors=True)
-    result = {
-        "format": output_format,
-        "path": os.path.join(output_dir, _FILES[output_format]),
-        "quantized": quantize,
-        "images_checked": int(len(images)),
-        "max_abs_difference": difference,
-        "tolerance": tolerance,
-    }
-    logger.info("%s export checked on %d test images: largest difference %.3g (allowed %g)",
-                output_format, len(images), difference, tolerance)
+    if not int8:
+        logger.info("%s export checked on %d test images: largest difference %.3g (allowed %g)",
+                    output_format, len(images), checked["max_abs_difference"], checked["tolerance"])
     return result
+
+
+def _calibration(dataset, given: Optional[np.ndarray], count: int, *, seed: int) -> np.ndarray:
+    """The images INT8 quantisation calibrates on: ``given``, else ``count`` of the training
+    split drawn with the run's seed (all of them when it has fewer)."""
+    if given is not None:
+        return np.asarray(given, dtype=np.uint8)
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(dataset.y_train))[:count])
+    return np.asarray(dataset.x_train[chosen], dtype=np.uint8)

@@ -126,7 +126,7 @@ def class_selection(value: Any) -> tuple:
 
 
 # export's formats (``export.export_run``)
-EXPORT_FORMATS = ("savedmodel", "tflite", "onnx")
+EXPORT_FORMATS = ("savedmodel", "tflite", "onnx", "openvino")
 PREDICT_FORMATS = ("table", "jsonl", "csv")  # predict's output formats
 TUNE_SEARCHERS = ("hyperband", "bayesian")  # tune's KerasTuner tuners
 

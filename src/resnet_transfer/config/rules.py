@@ -87,8 +87,14 @@ def check_settings_take_effect(config: RunConfig, *, verb: str = "train", fine_t
                               f"Received: {name.split('.')[1]}={value!r}")
 
 
-def check_export_settings(output_format: str, quantize: bool) -> None:
-    """Raises ``ConfigError`` for an unknown format, or ``quantize`` with a format other than TFLite."""
+def check_export_settings(output_format: str, quantize: bool, int8: bool = False) -> None:
+    """Raises ``ConfigError`` for an unknown format, ``quantize`` with a format other than TFLite,
+    or ``int8`` with a format other than OpenVINO and TFLite, or with ``quantize``."""
     require_choice("format", output_format, EXPORT_FORMATS)
     if quantize and output_format != "tflite":
         raise ConfigError(f"--quantize applies to tflite only. Received: format={output_format!r}")
+    if int8 and output_format not in ("openvino", "tflite"):
+        raise ConfigError(f"--int8 applies to openvino and tflite. Received: format={output_format!r}")
+    if int8 and quantize:
+        raise ConfigError("--quantize (dynamic-range: 8-bit weights) and --int8 (8-bit weights and activations, "
+                          "calibrated, gated on accuracy) are two kinds of quantisation: give one")
