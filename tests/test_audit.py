@@ -96,18 +96,22 @@ def test_the_audit_writes_its_files_and_a_list_train_can_exclude(planted_audit):
 
 
 @pytest.mark.slow
-def test_audit_of_a_run_reads_its_cached_features_and_the_report_links_the_page(mnist_run, capsys):
+def test_audit_of_a_run_reads_its_cached_features_and_the_report_links_the_page(mnist_run, tmp_path, capsys):
+    import shutil
+
     from resnet_transfer.cli import main
 
-    assert main(["audit", mnist_run.run_dir]) == 0
+    run_dir = str(tmp_path / "run")  # a copy: the shared run stays as train left it (its cache stays where it is)
+    shutil.copytree(mnist_run.run_dir, run_dir)
+    assert main(["audit", run_dir]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["audit"] == os.path.join(mnist_run.run_dir, "audit.html")
+    assert printed["audit"] == os.path.join(run_dir, "audit.html")
     for name in AUDIT_FILES:
-        assert os.path.isfile(os.path.join(mnist_run.run_dir, name))
-    with open(os.path.join(mnist_run.run_dir, "report.html")) as handle:
+        assert os.path.isfile(os.path.join(run_dir, name))
+    with open(os.path.join(run_dir, "report.html")) as handle:
         report = handle.read()
     assert 'href="audit.html"' in report and "Map of the features" in report
-    assert main(["audit", mnist_run.run_dir]) == 0  # (again: the audit's files are replaced)
+    assert main(["audit", run_dir]) == 0  # (again: the audit's files are replaced)
 
 
 @pytest.mark.slow
@@ -117,7 +121,7 @@ def test_audit_refuses_a_run_without_cached_features_and_flags_beside_a_run(smal
 
     run = train(small_config(tmp_path / "run", epochs=1, feature_cache="off"))
     for arguments, expected in (([run.run_dir], "not in the feature cache"),
-                                ([run.run_dir, "--epochs", "3"], "leave out --epochs"),
+                                ([run.run_dir, "--backbone", "resnet101"], "leave out --backbone"),
                                 ([str(tmp_path)], "no finished run"),
                                 (["--extract"], "go with audit RUN_DIR")):
         assert main(["audit", *arguments]) == 2

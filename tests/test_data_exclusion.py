@@ -52,7 +52,7 @@ def test_files_are_named_by_path_and_audit_csv_is_read_by_its_path_column(shapes
 
     assert victim not in _all_ids(kept) and len(_all_ids(kept)) == len(_all_ids(whole)) - 1
     assert not any(np.array_equal(image, whole.x_train[position]) for image in kept.x_train)
-    relative = _write(tmp_path / "relative.txt", [os.path.relpath(victim)])
+    relative = _write(tmp_path / "relative.txt", [os.path.relpath(victim, tmp_path)])  # (from the list's folder)
     again = load_dataset(DataConfig(source=shapes["images"], test_size=0.2, val_size=0.2, exclude=relative), seed=0)
     assert victim not in _all_ids(again)
 

@@ -63,7 +63,7 @@ def test_cached_and_end_to_end_ways_agree_a_second_run_hits_the_cache_and_each_e
 def test_run_writes_artifacts_and_the_saved_model_reloads(mnist_run):
     result = mnist_run
     # (the shared run also keeps TensorBoard logs where tensorboard is installed)
-    assert set(os.listdir(result.run_dir)) - {"tensorboard"} == set(ARTIFACTS + REPORT_FILES)
+    assert set(os.listdir(result.run_dir)) - {"tensorboard"} == set(ARTIFACTS + REPORT_FILES) | {"reliability.png"}
     run = Run(result.run_dir)
     assert run.status == "finished"
     history = run.history

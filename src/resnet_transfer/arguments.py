@@ -114,6 +114,14 @@ PRETRAIN_SKIPS = ("recipe", "feature_layer", "fine_tune_epochs", "unfreeze", "fi
                   "feature_cache", "cache_dir", "cache_dtype", "extract_runtime", "bn_recalibrate", "train_bn", "calibrate")
 
 
+# audit computes features and trains no head of its own: only the data's, the backbone's and the cache's settings
+AUDIT_SKIPS = ("head", "head_units", "dropout", "tensorboard", "recipe", *(
+    name for name in ("epochs", "batch_size", "learning_rate", "steps_per_execution", "class_weight", "label_smoothing",
+                      "weight_decay", "ema", "ema_momentum", "mixup", "cutmix", "lr_decay", "interpolate", "tta",
+                      "calibrate", "fine_tune_epochs", "unfreeze", "fine_tune_lr", "augment", "augment_phase", "flip",
+                      "train_bn", "jit_compile", "run_eagerly", "strategy")))
+
+
 def _add_train_parsers(commands) -> None:
     train = _add_config_parser(commands, "train", "train a head (then fine-tune, if asked) and write a run directory")
     train.add_argument("--resume", action="store_true",
@@ -145,7 +153,7 @@ def _add_train_parsers(commands) -> None:
 
     audit = _add_config_parser(commands, "audit", "find label issues, duplicates and leakage across splits, outliers "
                                "and overlapping classes from cached features (writes audit.html, audit.csv and "
-                               "exclude.txt for 'train --exclude')")
+                               "exclude.txt for 'train --exclude')", skip=AUDIT_SKIPS)
     audit.add_argument("audited_run", nargs="?", default=None, metavar="RUN_DIR",
                        help="a finished run: audit its data from its cached features, into its folder (else: the data "
                        "that train's flags name, into --run-dir)")
@@ -251,9 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--int8", action="store_true",
                         help="INT8 post-training quantisation (openvino through NNCF, tflite full-integer), calibrated "
                         "on the run's training images and refused when it loses more than --max-accuracy-drop")
-    export.add_argument("--calibration-images", type=_at_least_one, default=300,
+    export.add_argument("--calibration-images", type=_at_least_one, default=None,
                         help="with --int8: training images to calibrate on (default: 300)")
-    export.add_argument("--max-accuracy-drop", type=_nonnegative_float, default=1.0, metavar="POINTS",
+    export.add_argument("--max-accuracy-drop", type=_nonnegative_float, default=None, metavar="POINTS",
                         help="with --int8: the most top-1 accuracy on the run's test split the INT8 model may lose, "
                         "in points (default: 1.0)")
     export.add_argument("--output", help="output folder (default RUN_DIR/export/FORMAT)")

@@ -177,12 +177,21 @@ def _command_explain(arguments: argparse.Namespace) -> int:
 
 def _command_export(arguments: argparse.Namespace) -> int:
     check_export_settings(arguments.format, arguments.quantize, arguments.int8)
+    for flag, value in (("--calibration-images", arguments.calibration_images),
+                        ("--max-accuracy-drop", arguments.max_accuracy_drop)):
+        if value is not None and not arguments.int8:
+            from resnet_transfer.errors import ConfigError
+
+            raise ConfigError(f"{flag} goes with --int8 (the INT8 export's calibration and accuracy gate); add --int8 "
+                              f"or leave out {flag}")
     from resnet_transfer.export import export_run
+    from resnet_transfer.quantization import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP
 
     result = export_run(arguments.run_dir, arguments.format, quantize=arguments.quantize, output_dir=arguments.output,
                         allow_changed_data=arguments.allow_changed_data, int8=arguments.int8,
-                        calibration_images=arguments.calibration_images,
-                        max_accuracy_drop=arguments.max_accuracy_drop)
+                        calibration_images=arguments.calibration_images or DEFAULT_CALIBRATION_IMAGES,
+                        max_accuracy_drop=DEFAULT_MAX_ACCURACY_DROP if arguments.max_accuracy_drop is None
+                        else arguments.max_accuracy_drop)
     print(json.dumps(result))
     return 0
 
@@ -298,7 +307,8 @@ _COMMANDS = {
 # What a command stopped by Ctrl-C or SIGTERM leaves, where that is not "an unfinished run"
 _LEFT_AFTER_INTERRUPT = {
     "explain": "the PNGs written so far are complete; run the command again for the rest",
-    "audit": "the files of an audit are each complete or not written; run the command again",
+    "audit": "each file the audit wrote is complete, but a stopped re-audit may leave new files beside an earlier "
+             "audit's; run the command again",
     "export": "an export is written aside and renamed when checked, so none was left; run the command again",
     "serve": "the server stopped",
 }

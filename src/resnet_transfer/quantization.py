@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from resnet_transfer.errors import ResnetTransferError
+from resnet_transfer.errors import ExportCheckError, ResnetTransferError
+from resnet_transfer.files import first_line
 from resnet_transfer.signals import native_threads_without_sigint
 from resnet_transfer.verbosity import shows_progress
 
@@ -106,15 +107,15 @@ def _write_int8(model, output_format: str, float_path: str, path: str, calibrati
         import nncf
         import openvino
 
-        # NNCF's progress bars go to stdout, which holds the command's result: onto stderr, or nowhere with --quiet
-        shown = sys.stderr if shows_progress() else open(os.devnull, "w")
-        with native_threads_without_sigint(), contextlib.redirect_stdout(shown):
+        with contextlib.ExitStack() as stack:
+            # NNCF's progress bars go to stdout, which holds the command's result: onto stderr, nowhere with --quiet
+            shown = sys.stderr if shows_progress() else stack.enter_context(open(os.devnull, "w"))
+            stack.enter_context(native_threads_without_sigint())
+            stack.enter_context(contextlib.redirect_stdout(shown))
             float_model = openvino.Core().read_model(float_path)
             dataset = nncf.Dataset(list(calibration), lambda image: np.ascontiguousarray(image[None]))
             quantized = nncf.quantize(float_model, dataset, subset_size=len(calibration))
             openvino.save_model(quantized, path, compress_to_fp16=False)
-        if shown is not sys.stderr:
-            shown.close()
         return
     import tensorflow as tf
 
@@ -166,6 +167,7 @@ def quantize_and_gate(model, output_format: str, folder: str, *, calibration: np
     Raises:
         ValueError: an unknown format, or no calibration or test images.
         AccuracyDropError: the INT8 model loses more than ``max_accuracy_drop`` points (it is removed).
+        ExportCheckError: the converter or NNCF could not quantise the model.
     """
     if output_format not in INT8_FORMATS:
         raise ValueError(f"INT8 export is for: {', '.join(INT8_FORMATS)}. Received: format={output_format!r}")
@@ -178,9 +180,15 @@ def quantize_and_gate(model, output_format: str, folder: str, *, calibration: np
     path = os.path.join(folder, _FILES[output_format])
     labels = np.asarray(labels)
     try:
-        _write_float(model, output_format, float_path)
-        started = time.perf_counter()
-        _write_int8(model, output_format, float_path, path, np.asarray(calibration, dtype=np.uint8))
+        try:
+            _write_float(model, output_format, float_path)
+            started = time.perf_counter()
+            _write_int8(model, output_format, float_path, path, np.asarray(calibration, dtype=np.uint8))
+        except (OSError, KeyboardInterrupt):
+            raise  # (a full or read-only disk, Ctrl-C: the command's own handling)
+        except Exception as error:  # the converter's or NNCF's own failure
+            raise ExportCheckError(f"INT8 quantisation for {output_format} failed ({type(error).__name__}: "
+                                   f"{first_line(error)}); nothing was written: export without --int8") from error
         quantize_seconds = time.perf_counter() - started
         measured = {name: _measure(_predictor(output_format, where), images, labels)
                     for name, where in (("float", float_path), ("int8", path))}

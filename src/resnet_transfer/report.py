@@ -19,6 +19,7 @@ import csv
 import html
 import io
 import json
+import logging
 import os
 
 import keras
@@ -28,8 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix
 
-from resnet_transfer.explanation import grad_cam, overlay
-from resnet_transfer.files import atomic_path, json_safe, write_text_atomic
+from resnet_transfer.files import atomic_path, first_line, json_safe, write_text_atomic
 
 __all__ = ["LITERAL_TEXT", "OPTIONAL_FIGURES", "REPORT_FILES", "refresh_report_page", "compute_test_metrics", "plot_curves", "save_figure", "subplots", "write_report"]
 
@@ -134,7 +134,11 @@ def plot_worst(images, labels, probabilities, losses, class_names: tuple, path: 
     for position, (axis, index) in enumerate(zip(axes.ravel(), worst)):
         predicted = int(np.argmax(probabilities[index]))
         image = np.asarray(images[index])
-        axis.imshow(image if heatmaps is None else overlay(image, heatmaps[position]))
+        if heatmaps is not None:
+            from resnet_transfer.explanation import overlay
+
+            image = overlay(image, heatmaps[position])
+        axis.imshow(image)
         axis.set_title(
             f"true {class_names[labels[index]]} / predicted {class_names[predicted]}\n"
             f"p={probabilities[index, predicted]:.2f}, loss {losses[index]:.2f}",
@@ -268,7 +272,13 @@ def write_report(run_dir: str, *, probabilities, labels, images, class_names: tu
     losses = keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
     heatmaps = None
     if model is not None and keras.backend.backend() == "tensorflow" and len(labels):
-        heatmaps = grad_cam(model, np.asarray(images)[worst_indices(losses)])[0]
+        from resnet_transfer.explanation import grad_cam  # (TensorFlow's: the report needs none on another backend)
+
+        try:
+            heatmaps = grad_cam(model, np.asarray(images)[worst_indices(losses)])[0]
+        except Exception as error:  # (the heat maps only illustrate: a finished run is not failed for them)
+            logging.getLogger(__name__).warning("the report's worst images are shown without Grad-CAM heat maps: "
+                                                "%s: %s", type(error).__name__, first_line(error))
     plot_worst(images, labels, probabilities, losses, class_names, os.path.join(run_dir, "misclassified.png"),
                heatmaps=heatmaps)
     rows = _classification_rows(labels, predictions, class_names)

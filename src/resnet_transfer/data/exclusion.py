@@ -3,7 +3,8 @@ else is decided (the split, the limit, the classes).
 
 The list is what ``audit`` writes (``exclude.txt``, or ``audit.csv`` itself, by its "path"
 column) or any text file with one name per line: a file's path as the data names it
-(relative paths are taken from the current folder), or, for array sources (MNIST, .npz),
+(a relative path is taken from the list file's folder, so a run reads its list the same from
+any folder; audit writes absolute paths), or, for array sources (MNIST, .npz),
 the image's place in the source's arrays, ``x_train[12]`` or ``x_test[3]``. Blank lines and
 lines starting with ``#`` are ignored. A name that is no image of the data stops the run:
 a list meant for other data would otherwise drop nothing and say nothing.
@@ -43,7 +44,8 @@ def _key(name: str) -> str:
 
 
 def read_sample_list(path: str) -> list:
-    """The names a list file holds: a CSV with a "path" column (``audit.csv``), else one name per line.
+    """The names a list file holds: a CSV with a "path" column (``audit.csv``), else one name per
+    line; a relative file path is made absolute from the list file's folder.
 
     Raises:
         DataError: the file cannot be read as text.
@@ -60,11 +62,19 @@ def read_sample_list(path: str) -> list:
     if "path" in columns and ("," in header or header.strip() == "path"):  # (a CSV of one column has no comma)
         position = columns.index("path")
         rows = csv.reader(line for line in lines[lines.index(header) + 1:] if line.strip())
-        return [row[position].strip() for row in rows if len(row) > position and row[position].strip()]
+        return _from_folder([row[position].strip() for row in rows if len(row) > position and row[position].strip()],
+                            path)
     if path.lower().endswith(".csv") and len(columns) > 1:
         raise DataError(f"--exclude {path!r} is a CSV without a \"path\" column (its columns: {', '.join(columns)}); "
                         "give audit.csv, a CSV whose \"path\" column names the images, or a list with one name per line")
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return _from_folder([line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")], path)
+
+
+def _from_folder(names: list, path: str) -> list:
+    """``names`` with every relative file path joined to the folder of the list file ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    return [name if _ARRAY_PLACE.fullmatch(name) or (name[:2].lower() == "x_" and name.endswith("]"))
+            or os.path.isabs(name) else os.path.join(folder, name) for name in names]
 
 
 def exclude_samples(raw: RawData, names: list, *, source: str) -> RawData:

@@ -152,10 +152,9 @@ class DynamicBatcher:
                 return self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 return None
-        try:
-            async with asyncio.timeout(seconds_left):
-                return await self._queue.get()
-        except TimeoutError:
+        try:  # (asyncio.wait_for: asyncio.timeout is Python 3.11's, and we support 3.10)
+            return await asyncio.wait_for(self._queue.get(), seconds_left)
+        except asyncio.TimeoutError:
             return None
 
     async def _run_batch(self, batch: list, loop: asyncio.AbstractEventLoop) -> None:

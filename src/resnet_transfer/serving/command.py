@@ -46,8 +46,9 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
                         help="the largest request body, in megabytes (default: 10)")
     parser.add_argument("--max-pixels", type=int, default=40_000_000, metavar="N",
                         help="the largest image, width x height, refused before decoding (default: 40000000)")
-    parser.add_argument("--top-k", type=int, default=3, metavar="N",
-                        help="classes per image when a request gives no ?top_k= (default: 3)")
+    parser.add_argument("--top-k", type=int, default=None, metavar="N",
+                        help="classes per image when a request gives no ?top_k= (default: 3, or every class of a run "
+                        "with fewer)")
     return parser
 
 

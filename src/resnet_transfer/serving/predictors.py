@@ -17,10 +17,11 @@ converted to OpenVINO, or the run's INT8 OpenVINO export; and "auto", which time
   ``openvino.Core().read_model``. Its accuracy was gated when it was exported; here its
   labels and input size are checked against the run, and its largest difference from
   Keras on the check images is reported, not bounded (quantisation moves probabilities).
-- "auto": every one of those that loads and passes its check (int8 only where the export
-  exists) is timed on one batch of ``max_batch`` random images (after one warm-up batch;
-  the median of ``TIMED_BATCHES``), and the fastest is served; ``Predictor.reason`` says
-  what was measured.
+- "auto": "keras" and "openvino" (where it loads and passes its check) are timed on one
+  batch of ``max_batch`` random images (after one warm-up batch; the median of
+  ``TIMED_BATCHES``), and the faster is served; ``Predictor.reason`` says what was
+  measured. "int8" is never chosen by itself: it loses accuracy, so it is served only
+  when asked for.
 
 Example:
     >>> predictor = load_predictor(Run("runs/quick"), model, runtime="auto", max_batch=16)
@@ -108,7 +109,8 @@ def _compiled_predictor(runtime: str, source) -> Predictor:
     dtype = compiled.input(0).get_element_type().to_dtype()
 
     def predict(images: np.ndarray) -> np.ndarray:
-        request.infer({0: np.ascontiguousarray(images, dtype=dtype)})
+        with native_threads_without_sigint():  # (a no-op off the main thread: the batcher's worker)
+            request.infer({0: np.ascontiguousarray(images, dtype=dtype)})
         return np.array(request.get_output_tensor(0).data, dtype="float32")
 
     predictor = Predictor(runtime, predict)
@@ -244,11 +246,9 @@ def _choose_fastest(run, model, keras_predictor: Predictor, reference: np.ndarra
         candidates.append(_checked(_openvino_predictor(model), reference, images, bounded=True))
     except (ConfigError, ExportCheckError) as error:
         left_out.append(f"openvino left out: {error}")
-    if os.path.isfile(int8_export_path(run.path)):
-        try:
-            candidates.append(_checked(_int8_predictor(run), reference, images, bounded=False))
-        except RunDirectoryError as error:
-            left_out.append(f"int8 left out: {error}")
+    if os.path.isfile(int8_export_path(run.path)):  # (lossy: served only when asked for, --runtime int8)
+        left_out.append("int8 left out: it loses accuracy (its export's gate says how much): ask for it with "
+                        "--runtime int8")
     timed = _check_images(run.image_geometry[0], max_batch)
     for candidate in candidates:
         candidate.images_per_second = _rate(candidate, timed)

@@ -134,7 +134,7 @@ def _url(host: str, port: int) -> str:
 
 
 def serve(run_dir: str, *, host: str = "127.0.0.1", port: int = 8000, runtime: str = "auto", max_batch: int = 16,
-          max_wait_ms: float = 5.0, max_upload_mb: float = 10.0, max_pixels: int = 40_000_000, top_k: int = 3,
+          max_wait_ms: float = 5.0, max_upload_mb: float = 10.0, max_pixels: int = 40_000_000, top_k: Optional[int] = None,
           output: Optional[TextIO] = None) -> dict:
     """Serves a finished run over HTTP until Ctrl-C or SIGTERM (routes: ``serving.app``).
 
@@ -149,7 +149,8 @@ def serve(run_dir: str, *, host: str = "127.0.0.1", port: int = 8000, runtime: s
         max_wait_ms: how long the first image of a batch waits for others.
         max_upload_mb: the largest request body, in megabytes (2**20 bytes).
         max_pixels: the largest image (width x height), refused from its header before decoding.
-        top_k: classes per image when a request does not give ``?top_k=``.
+        top_k: classes per image when a request does not give ``?top_k=`` (None: 3, or every
+            class of a run with fewer).
         output: where the two lines go (default: stdout).
 
     Returns:
@@ -171,12 +172,14 @@ def serve(run_dir: str, *, host: str = "127.0.0.1", port: int = 8000, runtime: s
     upload_bytes = int(_number("max_upload_mb", max_upload_mb, positive=True) * 1024 * 1024)
     _whole("max_pixels", max_pixels, 1, Image.MAX_IMAGE_PIXELS or None,
            fix=" (Pillow's safety limit, PIL.Image.MAX_IMAGE_PIXELS, is the most: raise it from Python to allow more)")
-    _whole("top_k", top_k, 1)
+    if top_k is not None:
+        _whole("top_k", top_k, 1)
     if not isinstance(host, str) or not host:
         raise ConfigError(f"host must be an address such as 127.0.0.1. Received: host={host!r}")
     listener = _bind(host, port)
     try:
         served = load_served_model(run_dir, runtime=runtime, max_batch=max_batch)
+        top_k = min(3, len(served.class_names)) if top_k is None else top_k
         _whole("top_k", top_k, 1, len(served.class_names), fix=" (the number of classes)")
         listener.listen(2048)  # (connections wait in the backlog until uvicorn accepts them)
     except BaseException:
