@@ -8,6 +8,11 @@ with a softmax, ``softmax(z / T)`` is that layer with kernel ``W / T`` and bias 
 ``fold_temperature`` writes that into the layer, so the saved model stays plain Keras,
 with no extra layer, and every later use of it (evaluate, predict, export) is calibrated.
 
+The fit and the figures work from the model's float32 probabilities: log p is the logits
+less a constant per row, which the softmax ignores. Where a probability underflows to 0 (a gap
+of more than about 87 between two logits), it is floored at float32's smallest number, so for
+a very confident head the fit sees those logits clipped; the folded model itself is exact.
+
 The figures: the expected calibration error (ECE: the gap between confidence and
 accuracy, averaged over 15 equal-width confidence bins, weighted by their images) and
 the negative log-likelihood (NLL), before and after.
@@ -63,7 +68,8 @@ def scale_probabilities(probabilities, temperature: float) -> np.ndarray:
 
 
 def negative_log_likelihood(probabilities, labels) -> float:
-    """The mean of ``-log p[label]`` (the cross-entropy Keras reports as the loss)."""
+    """The mean of ``-log p[label]``, p floored at float32's smallest number (Keras's cross-entropy
+    clips p at 1e-7 instead, so the two differ where a confident prediction is wrong)."""
     labels = np.asarray(labels, dtype=np.int64)
     return float(-np.mean(_log_probabilities(probabilities)[np.arange(len(labels)), labels]))
 

@@ -90,8 +90,8 @@ def plot_feature_map(path: str, places: list, coordinates: np.ndarray, *, labels
                          label=name if len(class_names) <= 20 else None)
     wrong = np.array([place in misclassified for place in places], dtype=bool)
     if wrong.any():
-        axis.scatter(coordinates[wrong, 0], coordinates[wrong, 1], s=40, facecolors="none", edgecolors="grey",
-                     linewidths=0.8, label="misclassified out of sample")
+        axis.scatter(coordinates[wrong, 0], coordinates[wrong, 1], s=40, facecolors="none", edgecolors="black",
+                     linewidths=0.5, label="misclassified out of sample")
     marked = np.array([place in flagged for place in places], dtype=bool)
     if marked.any():
         axis.scatter(coordinates[marked, 0], coordinates[marked, 1], s=30, marker="x", color="black",
