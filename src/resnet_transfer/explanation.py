@@ -358,15 +358,18 @@ def write_explanations(model: keras.Model, images, names: Sequence[str], *, clas
         raise ConfigError(f"class_index must be None (each image's predicted class) or a class of the model, 0 to "
                           f"{classes - 1}. Received: class_index={class_index!r}")
     stage = choose_layer(model, layer)
-    heatmaps, chosen, probabilities = grad_cam(model, images, class_indices=class_index, layer=stage)
     os.makedirs(output_dir, exist_ok=True)
-    rows = []
-    for name, image, heatmap, index, row_probabilities, stem in zip(
-            names, np.asarray(images), heatmaps, chosen, probabilities, _unique_stems(names)):
-        path = os.path.join(output_dir, stem + EXPLANATION_SUFFIX)
-        _write_png(overlay(_enlarged(image), heatmap), path)
-        rows.append({"path": name, "explanation": path, "class": class_names[int(index)], "class_index": int(index),
-                     "probability": float(row_probabilities[int(index)]), "layer": stage})
+    rows, stems = [], _unique_stems(names)
+    for start in range(0, len(names), _BATCH_SIZE):  # (a batch's PNGs are written before the next is computed)
+        batch = np.asarray(images[start : start + _BATCH_SIZE])
+        heatmaps, chosen, probabilities = grad_cam(model, batch, class_indices=class_index, layer=stage)
+        for name, image, heatmap, index, row_probabilities, stem in zip(
+                names[start:], batch, heatmaps, chosen, probabilities, stems[start:]):
+            path = os.path.join(output_dir, stem + EXPLANATION_SUFFIX)
+            _write_png(overlay(_enlarged(image), heatmap), path)
+            rows.append({"path": name, "explanation": path, "class": class_names[int(index)],
+                         "class_index": int(index), "probability": float(row_probabilities[int(index)]),
+                         "layer": stage})
     return rows
 
 
