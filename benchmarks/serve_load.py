@@ -185,6 +185,8 @@ def main():
     parser.add_argument("--clients", type=int, default=16, help="concurrent client threads (default: 16)")
     parser.add_argument("--requests", type=int, default=400, help="requests per configuration (default: 400)")
     parser.add_argument("--seconds", type=float, default=60, help="at most this long per configuration (default: 60)")
+    parser.add_argument("--modes", default="one,dynamic", help="comma-separated, of: one (one image at a time), "
+                        "dynamic (dynamic batching) (default: both)")
     parser.add_argument("--runtimes", default=None, help="comma-separated (default: keras,openvino, and int8 where "
                         "the run has its export)")
     arguments = parser.parse_args()
@@ -197,14 +199,17 @@ def main():
     command = serve_command()
     rows = []
     for runtime in runtimes:
-        for mode, flags in MODES.items():
+        chosen = [mode for mode, short in zip(MODES, ("one", "dynamic")) if short in arguments.modes.split(",")]
+        for mode, flags in ((mode, MODES[mode]) for mode in chosen):
             with Server(command, arguments.run, ("--runtime", runtime, *flags)) as server:
                 connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
                 for image in images[: min(len(images), 8)]:  # warm-up: traced, compiled, caches filled
                     call(connection, "POST", "/predict", image, {"Content-Type": "image/png"})
                 before = call(connection, "GET", "/health")[1]
+                connection.close()  # (idle through the load, it would pass uvicorn's keep-alive timeout)
                 figures = load(server.port, images, expected, clients=arguments.clients, requests=arguments.requests,
                                seconds=arguments.seconds)
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
                 after = call(connection, "GET", "/health")[1]
                 connection.close()
                 figures["batches"] = after["batches_run"] - before["batches_run"]
