@@ -243,13 +243,14 @@ def _command_cache(arguments: argparse.Namespace) -> int:
           + ("" if os.path.isdir(directory) else " (no such folder: is --cache-dir right?)"))
     if entries:
         print(f"{'state':<10}{'size':>12}  {'last used (UTC)':<17} {'backbone':<12}{'weights':<26}{'layer':<7}"
-              f"{'pooling':<9}{'runtime':<10}{'shape':<16}entry")
+              f"{'pooling':<9}{'runtime':<15}{'shape':<16}entry")
     for entry in entries:
         key = entry.key or {}
         used = datetime.fromtimestamp(entry.last_used, timezone.utc).strftime("%Y-%m-%d %H:%M")
         print(f"{entry.state:<10}{size(entry.size):>12}  {used:<17} {str(key.get('backbone', '-')):<12}"
               f"{str(key.get('weights', '-'))[:24]:<26}{str(key.get('feature_layer', '-')):<7}"
-              f"{str(key.get('pooling', '-')):<9}{str(key.get('runtime', key.get('converted_for', '-'))):<10}"
+              f"{str(key.get('pooling', '-')):<9}"
+              f"{str(key.get('runtime', key.get('converted_for', '-'))).split(':')[0]:<15}"  # (INT8's calibration: no)
               f"{_entry_contents(entry):<16}"
               f"{os.path.basename(entry.path)}")
     return 0

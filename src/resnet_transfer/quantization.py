@@ -32,7 +32,7 @@ from resnet_transfer.signals import native_threads_without_sigint
 from resnet_transfer.verbosity import shows_progress
 
 __all__ = ["AccuracyDropError", "INT8_FORMATS", "DEFAULT_CALIBRATION_IMAGES", "DEFAULT_MAX_ACCURACY_DROP",
-           "quantize_and_gate", "int8_file"]
+           "quantize_and_gate", "quantize_openvino", "int8_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,20 +102,27 @@ def _write_float(model, output_format: str, path: str) -> None:
         model.export(path, format="litert", verbose=False)
 
 
+def quantize_openvino(float_path: str, path: str, calibration: np.ndarray) -> None:
+    """Writes the INT8 model of the OpenVINO IR at ``float_path`` to ``path`` (an .xml, its .bin
+    beside it): NNCF's post-training quantisation, calibrated on ``calibration`` (one image per
+    call, in the model's input dtype)."""
+    import nncf
+    import openvino
+
+    with contextlib.ExitStack() as stack:
+        # NNCF's progress bars go to stdout, which holds the command's result: onto stderr, nowhere with --quiet
+        shown = sys.stderr if shows_progress() else stack.enter_context(open(os.devnull, "w"))
+        stack.enter_context(native_threads_without_sigint())
+        stack.enter_context(contextlib.redirect_stdout(shown))
+        float_model = openvino.Core().read_model(float_path)
+        dataset = nncf.Dataset(list(calibration), lambda image: np.ascontiguousarray(image[None]))
+        quantized = nncf.quantize(float_model, dataset, subset_size=len(calibration))
+        openvino.save_model(quantized, path, compress_to_fp16=False)
+
+
 def _write_int8(model, output_format: str, float_path: str, path: str, calibration: np.ndarray) -> None:
     if output_format == "openvino":
-        import nncf
-        import openvino
-
-        with contextlib.ExitStack() as stack:
-            # NNCF's progress bars go to stdout, which holds the command's result: onto stderr, nowhere with --quiet
-            shown = sys.stderr if shows_progress() else stack.enter_context(open(os.devnull, "w"))
-            stack.enter_context(native_threads_without_sigint())
-            stack.enter_context(contextlib.redirect_stdout(shown))
-            float_model = openvino.Core().read_model(float_path)
-            dataset = nncf.Dataset(list(calibration), lambda image: np.ascontiguousarray(image[None]))
-            quantized = nncf.quantize(float_model, dataset, subset_size=len(calibration))
-            openvino.save_model(quantized, path, compress_to_fp16=False)
+        quantize_openvino(float_path, path, calibration)
         return
     import tensorflow as tf
 

@@ -204,7 +204,10 @@ def _interpolation_section(record) -> str:
 
 def _html_page(run_dir: str, metrics: dict, settings: dict, rows: list) -> str:
     metric_rows = [{"metric": key, "value": value} for key, value in metrics.items()
-                   if key not in ("phases", "interpolation", "tta", "calibration")]
+                   if key not in ("phases", "interpolation", "tta", "calibration", "int8_extraction")]
+    if isinstance(metrics.get("int8_extraction"), dict):  # (--extract-runtime openvino-int8)
+        metric_rows += [{"metric": f"int8 extraction: {key.replace('_', ' ')}", "value": value}
+                        for key, value in metrics["int8_extraction"].items()]
     if isinstance(metrics.get("tta"), dict):  # (train --tta, evaluate --tta)
         metric_rows += [{"metric": f"tta {key}", "value": metrics["tta"].get(key)} for key in ("test_loss", "test_accuracy")]
     calibration = metrics.get("calibration")

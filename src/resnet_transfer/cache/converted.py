@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 CONVERTED_FILES = {"backbone.tflite": ("backbone.tflite",), "backbone.onnx": ("backbone.onnx",),
                    "backbone.xml": ("backbone.xml", "backbone.bin")}
 # The file each runtime opens (CONVERTED_FILES: OpenVINO's weights lie beside it).
-RUNTIME_FILES = {"openvino": "backbone.xml", "tflite": "backbone.tflite", "onnx": "backbone.onnx"}
+RUNTIME_FILES = {"openvino": "backbone.xml", "tflite": "backbone.tflite", "onnx": "backbone.onnx",
+                 "openvino-int8": "backbone.xml"}
 
 
 def converted_digest(folder: str, file: str) -> str:
@@ -51,8 +52,9 @@ def past_checks(directory: str, runtime: str, *, cores: int) -> list:
         if not isinstance(record, dict):
             continue
         check = record.get("check")
+        converted_for = (record.get("key") or {}).get("converted_for") if isinstance(record.get("key"), dict) else None
         if record.get("file") == RUNTIME_FILES[runtime] and isinstance(check, dict) and check.get("cores") == cores \
-                and check.get("passed") is True:
+                and check.get("passed") is True and converted_for == runtime:  # (not an INT8 one for OpenVINO's)
             created = record.get("created")
             checks.append((created if isinstance(created, (int, float)) else 0, check))
     return [check for _, check in sorted(checks, key=lambda pair: -pair[0])]

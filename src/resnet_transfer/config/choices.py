@@ -27,7 +27,7 @@ AUGMENT_PHASES = ("fine-tune", "both")
 PHASES = ("head", "fine-tune")
 # tf.distribute strategies (training.distribution)
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
-EXTRACT_RUNTIMES = ("auto", "keras", "openvino", "tflite", "onnx")
+EXTRACT_RUNTIMES = ("auto", "keras", "openvino", "tflite", "onnx", "openvino-int8")
 # Where features are taken: the end of a residual stage (fastai's "cut"); conv5 is the backbone's output.
 FEATURE_LAYERS = ("conv2", "conv3", "conv4", "conv5")
 # How a run's probabilities are calibrated after training (calibration)

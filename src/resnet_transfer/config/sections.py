@@ -242,7 +242,8 @@ class TrainConfig:
                                    "(refused elsewhere)", const=True)
     extract_runtime: str = option("auto", "what runs the frozen backbone's pass: auto (OpenVINO where converting the "
                                   "backbone is expected to pay off and it checks within 1e-5 of Keras and faster, "
-                                  "else Keras), keras, openvino, tflite (LiteRT) or onnx (ONNX Runtime)")
+                                  "else Keras), keras, openvino, tflite (LiteRT), onnx (ONNX Runtime), or openvino-int8 "
+                                  "(quantised by NNCF on the run's training images; never chosen by auto)")
     steps_per_execution: int = option(8, "optimizer steps per compiled call")
     class_weight: Optional[str] = option(None, "balanced: weight the loss by inverse class frequency")
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy (0: none)")

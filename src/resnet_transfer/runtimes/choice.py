@@ -47,7 +47,7 @@ import numpy as np
 
 from resnet_transfer.cache.converted import RUNTIME_FILES, past_checks, read_conversion
 from resnet_transfer.cache.extraction import predict_in_batches
-from resnet_transfer.cache.keys import FeatureKey, conversion_digest, conversion_key
+from resnet_transfer.cache.keys import FeatureKey, conversion_digest, conversion_key, fingerprint_images
 from resnet_transfer.cache.store import FeatureCache
 from resnet_transfer.config import EXTRACT_RUNTIMES
 from resnet_transfer.errors import ConfigError
@@ -58,12 +58,13 @@ from resnet_transfer.runtimes.conversion import (
 from resnet_transfer.runtimes.runner import cores
 from resnet_transfer.training.distribution import worker_role
 
-__all__ = ["EXTRACT_RUNTIMES", "RuntimeChoice", "choose_runtime", "keras_seconds", "keyed", "pass_batch_size",
-           "worth_converting"]
+__all__ = ["EXTRACT_RUNTIMES", "INT8_CALIBRATION_IMAGES", "RuntimeChoice", "choose_runtime", "int8_calibration",
+           "int8_runtime_key", "keras_seconds", "keyed", "pass_batch_size", "worth_converting"]
 
 logger = logging.getLogger(__name__)
 
 AUTO_RUNTIME = "openvino"
+INT8_CALIBRATION_IMAGES = 300  # NNCF's default subset size, as export --int8's default
 # The one figure "auto" assumes, a policy rather than a measurement: before anything was measured on this
 # machine, converting (itself the measurement) is tried only for a Keras pass measured to take longer than this.
 FIRST_MEASUREMENT_AFTER_SECONDS = 120.0
@@ -91,10 +92,11 @@ class RuntimeChoice:
 
 def _missing_package(runtime: str) -> Optional[str]:
     """What to install for ``runtime``, or None when it is there."""
-    modules = {"openvino": ("openvino", "pip install openvino"),
+    modules = {"openvino": ("openvino", "pip install openvino"), "openvino-int8": ("nncf", "pip install nncf openvino"),
                "tflite": ("ai_edge_litert", "pip install ai-edge-litert"),
                "onnx": ("onnxruntime", "pip install 'resnet-transfer[export]'")}
     needed = [modules[runtime]] + ([("tf2onnx", "pip install 'resnet-transfer[export]'")] if runtime == "onnx" else [])
+    needed += [modules["openvino"]] if runtime == "openvino-int8" else []
     for module, command in needed:
         try:
             __import__(module)
@@ -105,8 +107,9 @@ def _missing_package(runtime: str) -> Optional[str]:
 
 def _describe(runtime: str, check: dict) -> str:
     speed = check["runtime_images_per_second"] / check["keras_images_per_second"]
+    tolerance = "INT8: no tolerance" if check["tolerance"] is None else f"tolerance {check['tolerance']:.0e}"
     return (f"{NAMES[runtime]} ran {speed:.2f}x Keras's speed on {check['images']} checked images, largest difference "
-            f"{check['max_relative_difference']:.1e} of the scale (tolerance {check['tolerance']:.0e})")
+            f"{check['max_relative_difference']:.1e} of the scale ({tolerance})")
 
 
 def keras_seconds(extractor: keras.Model, pending: list) -> float:
@@ -162,20 +165,23 @@ def pass_batch_size(runtime: str, extractor: keras.Model) -> int:
     """Images per call of a converted backbone in a pass: 32 (LiteRT, ONNX Runtime); for
     OpenVINO about 256 images' worth of 32-px pixels (256 at 32 px, 8 at 224 px; at 32 px
     batches of 256 ran 406 to 441 images/s here against 395 to 399 for batches of 32)."""
-    if runtime != "openvino":
+    if runtime not in ("openvino", "openvino-int8"):
         return CHECK_BATCH
     height, width = extractor.input_shape[1:3]
     return max(8, min(256, 256 * 32 * 32 // (int(height) * int(width))))
 
 
 def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache, key: FeatureKey, pending: list,
-                   batch_size: Optional[int] = None) -> RuntimeChoice:
+                   batch_size: Optional[int] = None, calibration: Optional[np.ndarray] = None) -> RuntimeChoice:
     """The runtime for the backbone's pass over ``pending`` (arrays of images to compute).
 
     Args:
-        setting: "auto", "keras", "openvino", "tflite" or "onnx" (``--extract-runtime``).
+        setting: "auto", "keras", "openvino", "tflite", "onnx" or "openvino-int8" (``--extract-runtime``;
+            "auto" never chooses "openvino-int8").
         key: a feature key of the pass (its runtime field is ignored).
         batch_size: images per call of a converted backbone (None: ``pass_batch_size``).
+        calibration: for "openvino-int8", the images the quantisation calibrates on
+            (``int8_calibration``); they are part of the converted backbone's key.
 
     Raises:
         ConfigError: an explicit "openvino", "tflite" or "onnx" that cannot be used here (a package missing,
@@ -205,6 +211,10 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
     elif problem is not None:
         raise ConfigError(f"--extract-runtime {setting}: {problem}; or choose --extract-runtime keras")
     conversion = conversion_key(key, runtime)
+    if runtime == "openvino-int8":
+        calibration = calibration if calibration is not None else int8_calibration(
+            next(images for images in pending if len(images)))
+        conversion["calibration"] = fingerprint_images(calibration)
     folder = os.path.join(cache.directory, conversion_digest(conversion))
     record, seconds = read_conversion(folder, conversion, runtime), 0.0
     if setting == "auto" and record is None:  # a stored one costs nothing more: its verdict decides
@@ -215,7 +225,7 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
         started = time.perf_counter()
         try:
             record = convert_and_check(runtime, extractor, conversion=conversion, cache=cache,
-                                       images=next(images for images in pending if len(images)))
+                                       images=next(images for images in pending if len(images)), calibration=calibration)
         except ConversionFailed as error:
             if setting != "auto":
                 raise ConfigError(f"--extract-runtime {setting}: {error}; use --extract-runtime keras") from error
@@ -243,6 +253,19 @@ def choose_runtime(setting: str, extractor: keras.Model, *, cache: FeatureCache,
         return _keras(extractor, f"auto: {error}", conversion_seconds=seconds, check=check)
     reason = ("reused from the cache: " if seconds == 0 else "") + _describe(runtime, check)
     return RuntimeChoice(runtime, f"{setting}: {reason}", runner, conversion_seconds=seconds, check=check)
+
+
+def int8_calibration(images: np.ndarray) -> np.ndarray:
+    """The images ``--extract-runtime openvino-int8`` calibrates on: ``INT8_CALIBRATION_IMAGES`` of
+    ``images`` (the run's training images), evenly spaced, as float32 pixels."""
+    chosen = np.unique(np.linspace(0, len(images) - 1, min(INT8_CALIBRATION_IMAGES, len(images))).astype(np.int64))
+    return np.asarray(images[chosen], dtype="float32")
+
+
+def int8_runtime_key(calibration: np.ndarray) -> str:
+    """The runtime field of the feature keys of an INT8 pass: "openvino-int8" and its calibration
+    images' fingerprint, so runs calibrated on other images never share INT8 features."""
+    return f"openvino-int8:{fingerprint_images(calibration)[:16]}"
 
 
 def keyed(key: FeatureKey, runtime: str) -> FeatureKey:

@@ -17,6 +17,7 @@ import logging
 import os
 import time
 import warnings
+from typing import Optional
 
 import keras
 import numpy as np
@@ -26,6 +27,7 @@ from resnet_transfer.cache.extraction import predict_in_batches
 from resnet_transfer.cache.keys import conversion_digest
 from resnet_transfer.cache.store import FeatureCache
 from resnet_transfer.files import first_line, write_json_atomic
+from resnet_transfer.quantization import quantize_openvino
 from resnet_transfer.runtimes.litert import LiteRTRunner
 from resnet_transfer.runtimes.onnx import OnnxRunner
 from resnet_transfer.runtimes.openvino import OpenVINORunner
@@ -40,9 +42,10 @@ logger = logging.getLogger(__name__)
 TOLERANCE = 1e-5
 CHECK_IMAGES = 64
 CHECK_BATCH = 32
-NAMES = {"keras": "Keras", "openvino": "OpenVINO", "tflite": "LiteRT", "onnx": "ONNX Runtime"}
+NAMES = {"keras": "Keras", "openvino": "OpenVINO", "tflite": "LiteRT", "onnx": "ONNX Runtime",
+         "openvino-int8": "OpenVINO INT8"}
 # Keras's export format for each runtime (the file it writes: cache.converted.RUNTIME_FILES).
-_FORMATS = {"openvino": "openvino", "tflite": "litert", "onnx": "onnx"}
+_FORMATS = {"openvino": "openvino", "tflite": "litert", "onnx": "onnx", "openvino-int8": "openvino"}
 
 
 class ConversionFailed(Exception):
@@ -57,7 +60,7 @@ def relative_difference(features: np.ndarray, reference: np.ndarray) -> float:
     return float(np.max(np.abs(features - reference))) / scale if scale > 0 else float(np.max(np.abs(features)))
 
 
-_RUNNERS = {"openvino": OpenVINORunner, "tflite": LiteRTRunner, "onnx": OnnxRunner}
+_RUNNERS = {"openvino": OpenVINORunner, "tflite": LiteRTRunner, "onnx": OnnxRunner, "openvino-int8": OpenVINORunner}
 
 
 def _cause(error: BaseException) -> str:
@@ -103,9 +106,15 @@ def _time(predict, images: np.ndarray) -> tuple:
 
 
 def convert_and_check(runtime: str, extractor: keras.Model, *, conversion: dict, cache: FeatureCache,
-                      images: np.ndarray) -> dict:
+                      images: np.ndarray, calibration: Optional[np.ndarray] = None) -> dict:
     """Converts the extractor for ``runtime``, checks it on up to 64 of ``images`` beside Keras,
     and stores both in the cache entry of ``conversion`` (atomically, as feature entries are).
+
+    "openvino-int8" (``--extract-runtime openvino-int8``) is OpenVINO's conversion quantised to
+    INT8 by NNCF (``quantization.quantize_openvino``), calibrated on ``calibration`` (the run's
+    training images). Its check records how far its features are from Keras's and always
+    passes: INT8 features are not within 1e-5, and the run measures what that costs (its
+    validation accuracy on Keras's features beside INT8's: ``fitting.fit_on_features``).
 
     Returns:
         The entry's record (its entry.json).
@@ -125,6 +134,12 @@ def convert_and_check(runtime: str, extractor: keras.Model, *, conversion: dict,
         try:
             with _quiet_converter(), native_threads_without_sigint():
                 extractor.export(path, format=_FORMATS[runtime], verbose=False)
+            if runtime == "openvino-int8":
+                quantized = os.path.join(partial, "int8.xml")
+                quantize_openvino(path, quantized, np.asarray(calibration if calibration is not None else sample,
+                                                              dtype="float32"))
+                for extension in (".xml", ".bin"):
+                    os.replace(os.path.splitext(quantized)[0] + extension, os.path.splitext(path)[0] + extension)
         except (OSError, KeyboardInterrupt):
             raise  # a full or read-only disk, Ctrl-C: the run's own handling
         except Exception as error:  # the converter's own failure (an operation it cannot convert, ...)
@@ -140,9 +155,10 @@ def convert_and_check(runtime: str, extractor: keras.Model, *, conversion: dict,
             raise ConversionFailed(f"{NAMES[runtime]} could not run the converted backbone "
                                    f"({_cause(error)})") from error
         difference = relative_difference(outputs, reference)
-        check = {"images": len(sample), "max_relative_difference": difference, "tolerance": TOLERANCE,
+        int8 = runtime == "openvino-int8"
+        check = {"images": len(sample), "max_relative_difference": difference, "tolerance": None if int8 else TOLERANCE,
                  "keras_images_per_second": keras_rate, "runtime_images_per_second": runtime_rate,
-                 "passed": bool(difference <= TOLERANCE), "convert_seconds": converted_seconds,
+                 "passed": True if int8 else bool(difference <= TOLERANCE), "convert_seconds": converted_seconds,
                  "check_seconds": time.perf_counter() - started - converted_seconds, "cores": cores(),
                  "parameters": int(extractor.count_params())}
         record = {"key": conversion, "file": RUNTIME_FILES[runtime],

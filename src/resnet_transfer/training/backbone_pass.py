@@ -25,7 +25,7 @@ from resnet_transfer.training.distribution import barrier, worker_role
 from resnet_transfer.cache.extraction import cached_features
 from resnet_transfer.cache.keys import FeatureKey
 from resnet_transfer.cache.store import FeatureCache
-from resnet_transfer.runtimes.choice import choose_runtime, keyed
+from resnet_transfer.runtimes.choice import choose_runtime, int8_calibration, int8_runtime_key, keyed
 
 __all__ = ["BackbonePass", "stored_features"]
 
@@ -87,7 +87,8 @@ def stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tuple
 
 def _stored_entry(cache: FeatureCache, key: FeatureKey, setting: str):
     """A split's complete cache entry that ``--extract-runtime setting`` may use: its own
-    runtime's, and for "auto" also a converted backbone's or Keras's (all within 1e-5)."""
+    runtime's (for "openvino-int8", ``int8_runtime_key``'s: ``setting`` is then that key), and
+    for "auto" also a converted backbone's or Keras's (all within 1e-5; never INT8's)."""
     runtimes = ("openvino", "tflite", "onnx", "keras") if setting == "auto" else (setting,)
     for runtime in runtimes:
         features = cache.load(keyed(key, runtime))
@@ -104,18 +105,24 @@ def _stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tupl
     identity = adapted_weights_identity(weights_identity(config.model.backbone, config.model.weights, config.train.seed),
                                         dataset.x_train, config.model, seed=config.train.seed)
     keys, stored = {}, {}
+    setting, calibration = config.train.extract_runtime, None
+    if setting == "openvino-int8":  # (calibrated on the training images, which are part of its features' keys)
+        calibration = int8_calibration(dataset.x_train if dataset.x_train is not None else
+                                       getattr(dataset, f"x_{splits[0]}"))
+        setting = int8_runtime_key(calibration)
     for split in splits:
         keys[split] = FeatureKey.create(
             backbone=config.model.backbone, weights=identity, preprocess=config.model.preprocess, pooling=pooling,
             images=getattr(dataset, f"x_{split}"), dtype=config.train.cache_dtype, feature_layer=config.model.feature_layer,
             precision=backbone_of(model).dtype_policy.compute_dtype,
         )
-        stored[split] = _stored_entry(cache, keys[split], config.train.extract_runtime)
+        stored[split] = _stored_entry(cache, keys[split], setting)
     pending = [getattr(dataset, f"x_{split}") for split in splits if stored[split][0] is None]
     if not compute:
         found = {split: stored[split][0] for split in splits}
         return found, "hit" if not pending else "partial", BackbonePass()
-    choice = choose_runtime(config.train.extract_runtime, extractor, cache=cache, key=keys[splits[0]], pending=pending)
+    choice = choose_runtime(config.train.extract_runtime, extractor, cache=cache, key=keys[splits[0]], pending=pending,
+                            calibration=calibration)
     if pending:
         logger.info("features: the backbone runs in %s", choice.runtime)
         logger.debug("features: %s, because %s", choice.runtime, choice.reason)
@@ -130,7 +137,7 @@ def _stored_features(model, dataset: Dataset, config: RunConfig, *, splits: tupl
             features_of[split] = features
             statuses.append("hit")
             continue
-        key = keyed(keys[split], choice.runtime)
+        key = keyed(keys[split], setting if choice.runtime == "openvino-int8" else choice.runtime)
         features, status, seconds = cached_features(choice.runner, images, key=key, cache=cache,
                                                     batch_size=INFERENCE_BATCH_SIZE, shard=shard, assemble=assemble)
         if status == "partial":

@@ -30,7 +30,8 @@ from resnet_transfer.config import RunConfig
 from resnet_transfer.data.dataset import Dataset
 from resnet_transfer.errors import ConfigError
 from resnet_transfer.inference import predict_probabilities
-from resnet_transfer.model.assembly import backbone_of, compile_model, head_of, make_optimizer
+from resnet_transfer.cache.extraction import predict_in_batches
+from resnet_transfer.model.assembly import backbone_of, compile_model, feature_extractor, head_of, make_optimizer
 from resnet_transfer.model.augmentation import augmenter
 from resnet_transfer.model.heads import classifier_on_features
 from resnet_transfer.training.backbone_pass import stored_features
@@ -46,7 +47,7 @@ from resnet_transfer.verbosity import shows_progress
 __all__ = [
     "FitOutcome", "Phase", "adopt_optimizer", "balanced_class_weight", "calibrates", "carry_optimizer_state", "choose_path",
     "compile_on_features", "fit", "fit_end_to_end",
-    "fit_on_features", "jit_compile_for",
+    "fit_on_features", "int8_distance", "jit_compile_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class FitOutcome:
     extract_runtime: Optional[str] = None
     conversion_seconds: Optional[float] = None
     val_probabilities: Optional[np.ndarray] = None
+    int8_extraction: Optional[dict] = None  # --extract-runtime openvino-int8: how far from float (int8_distance)
 
 
 def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict:
@@ -270,9 +272,30 @@ def fit_on_features(model, dataset: Dataset, config: RunConfig, *, phase: Phase,
     train_seconds = time.perf_counter() - started
     probabilities = predict_probabilities(trainer, splits["test"]) if predict_test else None
     validation = predict_probabilities(trainer, splits["val"]) if predict_test and calibrates(config) else None
+    distance = int8_distance(model, trainer, splits["val"], dataset) if config.train.extract_runtime == "openvino-int8" \
+        else None
     adopt_optimizer(model, trainer.optimizer, config)
     return FitOutcome(history, train_seconds, probabilities, status, backbone.seconds, backbone.runtime,
-                      backbone.conversion_seconds, val_probabilities=validation)
+                      backbone.conversion_seconds, val_probabilities=validation, int8_extraction=distance)
+
+
+def int8_distance(model, trainer, int8_features: np.ndarray, dataset: Dataset) -> dict:
+    """How far ``--extract-runtime openvino-int8`` is from float on the validation split: the
+    largest difference of its features from Keras's (relative to their scale, as the converted
+    backbones' check measures it), and the head's validation accuracy on each (one Keras pass
+    over the validation images)."""
+    reference = predict_in_batches(feature_extractor(model), np.asarray(dataset.x_val), INFERENCE_BATCH_SIZE)
+    accuracy = {name: float(np.mean(np.argmax(predict_probabilities(trainer, features), axis=-1) == dataset.y_val))
+                for name, features in (("int8", int8_features), ("float", reference))}
+    scale = float(np.max(np.abs(reference))) or 1.0
+    record = {"images": int(len(dataset.y_val)),
+              "max_relative_feature_difference": float(np.max(np.abs(np.asarray(int8_features) - reference))) / scale,
+              "val_accuracy_int8_features": accuracy["int8"], "val_accuracy_float_features": accuracy["float"],
+              "val_accuracy_points_from_float": 100 * (accuracy["int8"] - accuracy["float"])}
+    logger.info("INT8 extraction: validation accuracy %.4f on its features, %.4f on Keras's float features "
+                "(%+.2f points); features within %.3g of the scale", accuracy["int8"], accuracy["float"],
+                record["val_accuracy_points_from_float"], record["max_relative_feature_difference"])
+    return record
 
 
 def compile_on_features(trainer: keras.Model, config: RunConfig, learning_rate: float) -> None:

@@ -67,6 +67,7 @@ class PhasesOutcome:
     conversion_seconds: Optional[float] = None
     phases: list = field(default_factory=list)
     interpolation: Optional[dict] = None  # --interpolate's record (training.interpolation.interpolate)
+    int8_extraction: Optional[dict] = None  # --extract-runtime openvino-int8's distance from float (fitting.int8_distance)
 
 
 def plan_phases(config: RunConfig) -> list:
@@ -285,6 +286,8 @@ def _record(outcome: PhasesOutcome, phase: Phase, fitted) -> None:
     if fitted.test_probabilities is not None:
         outcome.test_probabilities = fitted.test_probabilities
         outcome.val_probabilities = fitted.val_probabilities
+    if getattr(fitted, "int8_extraction", None) is not None:
+        outcome.int8_extraction = fitted.int8_extraction
     if fitted.backbone_seconds is not None:
         outcome.feature_cache, outcome.backbone_seconds = fitted.feature_cache, fitted.backbone_seconds
         outcome.extract_runtime, outcome.conversion_seconds = fitted.extract_runtime, fitted.conversion_seconds

@@ -273,6 +273,7 @@ def _fit_and_finish(context: RunContext, model, dataset: Dataset, config: RunCon
         "phases": outcome.phases,
         "interpolation": outcome.interpolation,
         "calibration": calibration,
+        "int8_extraction": outcome.int8_extraction,
     }
     if config.train.tta:
         averaged, views = predict_with_tta(model, dataset.x_test, flip=config.train.flip)
