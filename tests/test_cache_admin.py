@@ -144,6 +144,11 @@ def test_past_conversion_checks_pass_over_entries_that_are_not_records(tmp_path)
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "entry.json").write_text(json.dumps({"file": "backbone.xml", "created": 1.0, "check": {
         "passed": True, "cores": 2, "keras_images_per_second": 10.0, "runtime_images_per_second": 12.0}}))
+    (tmp_path / "f").mkdir()  # an INT8 backbone's: the same file name, and never one of OpenVINO's checks
+    (tmp_path / "f" / "entry.json").write_text(json.dumps({"file": "backbone.xml", "created": 2.0, "key": {
+        "converted_for": "openvino-int8"}, "check": {"passed": True, "cores": 2, "keras_images_per_second": 10.0,
+                                                    "runtime_images_per_second": 40.0}}))
     assert past_checks(str(tmp_path), "openvino", cores=2) == [{
         "passed": True, "cores": 2, "keras_images_per_second": 10.0, "runtime_images_per_second": 12.0}]
+    assert past_checks(str(tmp_path), "openvino-int8", cores=2)[0]["runtime_images_per_second"] == 40.0
     assert past_checks(str(tmp_path), "openvino", cores=4) == [] and past_checks(str(tmp_path / "none"), "onnx", cores=2) == []

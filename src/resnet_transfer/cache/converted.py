@@ -54,7 +54,7 @@ def past_checks(directory: str, runtime: str, *, cores: int) -> list:
         check = record.get("check")
         converted_for = (record.get("key") or {}).get("converted_for") if isinstance(record.get("key"), dict) else None
         if record.get("file") == RUNTIME_FILES[runtime] and isinstance(check, dict) and check.get("cores") == cores \
-                and check.get("passed") is True and converted_for == runtime:  # (not an INT8 one for OpenVINO's)
+                and check.get("passed") is True and converted_for in (None, runtime):  # (no INT8 one for OpenVINO)
             created = record.get("created")
             checks.append((created if isinstance(created, (int, float)) else 0, check))
     return [check for _, check in sorted(checks, key=lambda pair: -pair[0])]
