@@ -86,8 +86,9 @@ def audit_run(run_dir: str, *, extract: bool = False, allow_changed_data: bool =
             if config.model.bn_recalibrate:
                 adapt_batch_norm(model, dataset.x_train, config.model, seed=config.train.seed)
             features, _, _ = stored_features(model, dataset, config)
-    summary = audit_features(features, dataset, run.path, title=f"resnet-transfer audit: {os.path.basename(os.path.abspath(run.path))}",
-                             seed=config.train.seed, source={"run": os.path.abspath(run.path)})
+    title = f"resnet-transfer audit: {os.path.basename(os.path.abspath(run.path))}"
+    summary = audit_features(features, dataset, run.path, title=title, seed=config.train.seed,
+                             source={"run": os.path.abspath(run.path)})
     refresh_report_page(run.path)
     return summary
 
