@@ -90,9 +90,11 @@ def fit_images(images: np.ndarray, *, size: int, resize: str) -> np.ndarray:
     return fitted
 
 
-def _open(path: str) -> Image.Image:
-    if os.path.getsize(path) == 0:
-        raise ImageReadError(path, "empty file")
+def _open(source, name: str) -> Image.Image:
+    """Opens ``source`` (a path, or a binary file object) with Pillow, refusing an empty file and
+    an image over Pillow's pixel limit by name."""
+    if (os.path.getsize(source) if isinstance(source, (str, os.PathLike)) else len(source.getbuffer())) == 0:
+        raise ImageReadError(name, "empty file")
     # Pillow only warns between its limit and twice the limit; over the limit is refused here, by the size
     # itself: a warnings filter is the process's, and images are decoded in threads that would undo each other's.
     limit = Image.MAX_IMAGE_PIXELS
@@ -102,33 +104,38 @@ def _open(path: str) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(path)
+            image = Image.open(source)
         except Image.DecompressionBombError as error:
-            raise ImageReadError(path, message) from error
+            raise ImageReadError(name, message) from error
     if limit and image.width * image.height > limit:
         image.close()
-        raise ImageReadError(path, message)
+        raise ImageReadError(name, message)
     return image
+
+
+def _decode_one(source, name: str, *, size: int, resize: str) -> np.ndarray:
+    """``source`` (a path or a binary file object) decoded as a viewer shows it, and fitted."""
+    try:
+        with _open(source, name) as image:
+            image.load()
+            return fit_image(ImageOps.exif_transpose(image), size=size, resize=resize)
+    except FileNotFoundError:
+        raise ImageReadError(name, "file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(name, "a folder, not an image file") from None
+    except PermissionError:
+        raise ImageReadError(name, "no permission to read it") from None
+    except Image.DecompressionBombError as error:  # a few formats check the size only as they load
+        raise ImageReadError(name, f"over Pillow's safety limit of {Image.MAX_IMAGE_PIXELS} pixels ({error})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(name, "not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, TypeError) as error:  # truncated or corrupt data
+        raise ImageReadError(name, f"unreadable or truncated image ({error})") from None
 
 
 def read_image(path: str, *, size: int, resize: str) -> np.ndarray:
     """Decodes one file as a viewer shows it and fits it; raises ``ImageReadError`` with a reason."""
-    try:
-        with _open(path) as image:
-            image.load()
-            return fit_image(ImageOps.exif_transpose(image), size=size, resize=resize)
-    except FileNotFoundError:
-        raise ImageReadError(path, "file not found") from None
-    except IsADirectoryError:
-        raise ImageReadError(path, "a folder, not an image file") from None
-    except PermissionError:
-        raise ImageReadError(path, "no permission to read it") from None
-    except Image.DecompressionBombError as error:  # a few formats check the size only as they load
-        raise ImageReadError(path, f"over Pillow's safety limit of {Image.MAX_IMAGE_PIXELS} pixels ({error})") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(path, "not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, TypeError) as error:  # truncated or corrupt data
-        raise ImageReadError(path, f"unreadable or truncated image ({error})") from None
+    return _decode_one(path, path, size=size, resize=resize)
 
 
 def decode_image(data: bytes, *, size: int, resize: str, name: str = "<bytes>") -> np.ndarray:
@@ -151,35 +158,13 @@ def decode_image(data: bytes, *, size: int, resize: str, name: str = "<bytes>") 
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be the bytes of an image file. Received: data of type {type(data).__name__}")
-    if len(data) == 0:
-        raise ImageReadError(name, "empty file")
-    limit = Image.MAX_IMAGE_PIXELS  # (the same refusal as ``_open``'s, by the size itself)
-    message = (f"over Pillow's safety limit of {limit} pixels, a guard against decompression bombs: downscale the "
-               "image if you trust it (from Python: raise PIL.Image.MAX_IMAGE_PIXELS)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            try:
-                image = Image.open(io.BytesIO(data))
-            except Image.DecompressionBombError as error:
-                raise ImageReadError(name, message) from error
-        with image:
-            if limit and image.width * image.height > limit:
-                raise ImageReadError(name, message)
-            image.load()
-            return fit_image(ImageOps.exif_transpose(image), size=size, resize=resize)
-    except Image.DecompressionBombError as error:  # a few formats check the size only as they load
-        raise ImageReadError(name, f"over Pillow's safety limit of {Image.MAX_IMAGE_PIXELS} pixels ({error})") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(name, "not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, TypeError) as error:  # truncated or corrupt data
-        raise ImageReadError(name, f"unreadable or truncated image ({error})") from None
+    return _decode_one(io.BytesIO(data), name, size=size, resize=resize)
 
 
 def image_size_of(path: str) -> Optional[tuple]:
     """(width, height) of an image file as shown (EXIF rotation applied), or None if unreadable."""
     try:
-        with _open(path) as image:
+        with _open(path, path) as image:
             width, height = image.size
             orientation = image.getexif().get(0x0112, 1)
             return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
