@@ -308,8 +308,8 @@ _COMMANDS = {
 # What a command stopped by Ctrl-C or SIGTERM leaves, where that is not "an unfinished run"
 _LEFT_AFTER_INTERRUPT = {
     "explain": "the PNGs written so far are complete; run the command again for the rest",
-    "audit": "each file the audit wrote is complete, but a stopped re-audit may leave new files beside an earlier "
-             "audit's; run the command again",
+    "audit": "an audit is written aside and moved in when complete, so the run folder keeps the earlier one; run "
+             "the command again",
     "export": "an export is written aside and renamed when checked, so none was left; run the command again",
     "serve": "the server stopped",
 }

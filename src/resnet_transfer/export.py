@@ -29,9 +29,10 @@ import numpy as np
 from resnet_transfer.config import EXPORT_FORMATS, check_export_settings
 from resnet_transfer.errors import ConfigError, ExportCheckError, RunDirectoryError
 from resnet_transfer.files import make_temporary_folder, write_json_atomic, write_text_atomic
-from resnet_transfer.quantization import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP, quantize_and_gate
+from resnet_transfer.quantization import (
+    DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP, openvino_predictor, quantize_and_gate,
+)
 from resnet_transfer.runs import Run
-from resnet_transfer.signals import native_threads_without_sigint
 
 __all__ = ["EXPORT_FORMATS", "TOLERANCE", "QUANTIZED_TOLERANCE", "export_run"]
 
@@ -78,10 +79,7 @@ def _run_export(output_format: str, path: str, images: np.ndarray) -> np.ndarray
         interpreter.invoke()
         return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     if output_format == "openvino":
-        import openvino
-
-        with native_threads_without_sigint():
-            return openvino.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(images)[0]
+        return openvino_predictor(path)(images)
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])

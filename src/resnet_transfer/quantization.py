@@ -32,7 +32,7 @@ from resnet_transfer.signals import native_threads_without_sigint
 from resnet_transfer.verbosity import shows_progress
 
 __all__ = ["AccuracyDropError", "INT8_FORMATS", "DEFAULT_CALIBRATION_IMAGES", "DEFAULT_MAX_ACCURACY_DROP",
-           "quantize_and_gate", "quantize_openvino", "int8_file"]
+           "openvino_predictor", "quantize_and_gate", "quantize_openvino", "int8_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ def int8_file(output_format: str) -> str:
     return _FILES[output_format]
 
 
-def _openvino_predict(path: str):
+def openvino_predictor(path: str):
+    """A function from uint8 images to the outputs of the OpenVINO IR at ``path`` (CPU, float32
+    precision hint, batches of 64, each call guarded against Ctrl-C in OpenVINO's threads)."""
     import openvino
 
     with native_threads_without_sigint():
@@ -92,7 +94,7 @@ def _litert_predict(path: str):
 
 
 def _predictor(output_format: str, path: str):
-    return _openvino_predict(path) if output_format == "openvino" else _litert_predict(path)
+    return openvino_predictor(path) if output_format == "openvino" else _litert_predict(path)
 
 
 def _write_float(model, output_format: str, path: str) -> None:

@@ -14,6 +14,7 @@ Example:
     {'label_issue': 31, 'leakage': 50, 'duplicate': 2, 'outlier': 17}
 """
 
+import glob
 import logging
 import os
 import shutil
@@ -46,6 +47,7 @@ __all__ = ["AUDIT_FILES", "audit_data", "audit_features", "audit_run"]
 logger = logging.getLogger(__name__)
 
 AUDIT_FILES = ("audit.csv", "audit.json", "exclude.txt", "feature_map.png", "audit.html")
+_PARTIAL = ".audit.partial-"
 
 
 def audit_run(run_dir: str, *, extract: bool = False, allow_changed_data: bool = False) -> dict:
@@ -87,9 +89,18 @@ def audit_run(run_dir: str, *, extract: bool = False, allow_changed_data: bool =
                 adapt_batch_norm(model, dataset.x_train, config.model, seed=config.train.seed)
             features, _, _ = stored_features(model, dataset, config)
     title = f"resnet-transfer audit: {os.path.basename(os.path.abspath(run.path))}"
-    summary = audit_features(features, dataset, run.path, title=title, seed=config.train.seed,
-                             source={"run": os.path.abspath(run.path)})
+    for stale in glob.glob(os.path.join(run.path, f"{_PARTIAL}*")):  # (what a killed audit left)
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = tempfile.mkdtemp(prefix=_PARTIAL, dir=run.path)
+    try:  # written aside, then moved in file by file: an audit stopped while computing leaves the old one whole
+        summary = audit_features(features, dataset, partial, title=title, seed=config.train.seed,
+                                 source={"run": os.path.abspath(run.path)})
+        for name in AUDIT_FILES:
+            os.replace(os.path.join(partial, name), run.file(name))
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     refresh_report_page(run.path)
+    logger.info("audit written to %s", run.file("audit.html"))
     return summary
 
 
@@ -121,6 +132,7 @@ def audit_data(config: RunConfig, *, output_dir: Optional[str] = None) -> dict:
         if os.path.isdir(folder):
             os.rmdir(folder)  # (empty, checked above)
         os.rename(partial, folder)
+        logger.info("audit written to %s", os.path.join(folder, "audit.html"))
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -183,6 +195,5 @@ def audit_features(features: dict, dataset: Dataset, folder: str, *, title: str,
     write_json_atomic(os.path.join(folder, "audit.json"), summary)
     write_audit_page(os.path.join(folder, "audit.html"), title=title, findings=found, rows=rows, images=images,
                      summary=summary, overlaps=overlaps, map_png=os.path.join(folder, "feature_map.png"))
-    logger.info("audit: %s; written to %s", ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in
-                                                   summary["counts"].items()), os.path.join(folder, "audit.html"))
+    logger.info("audit: %s", ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in summary["counts"].items()))
     return summary
